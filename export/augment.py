@@ -1,0 +1,122 @@
+"""Batch augmentation in torch (runs on CPU or GPU): geometric jitter of the crop square around
+the detector-style box, rotation, flip with landmark permutation, occlusion, blur, grayscale,
+colour. Input: base crops (see data.base_crops); output: network input crops + normalised points."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AugmentConfig:
+    rotate_deg: float = 30.0  # rotation uniform in +-rotate_deg, applied with p_rotate
+    p_rotate: float = 0.5
+    scale: float = 0.1  # crop side jitter: x (1 +- scale)
+    shift: float = 0.08  # crop centre jitter: +- shift * side
+    p_flip: float = 0.5
+    p_occlude: float = 0.4
+    occlude_max: float = 0.4  # rectangle side up to this fraction of the crop
+    p_blur: float = 0.2
+    p_gray: float = 0.2
+    brightness: float = 0.25
+    contrast: float = 0.25
+    noise: float = 0.02
+
+
+def crop_grid(b: int, size: int, base: int, margin: float, scale: torch.Tensor, angle: torch.Tensor,
+              shift: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Affine maps output pixel -> base pixel as (B, 2, 3), and its inverse (base -> output)."""
+    dev = scale.device
+    k = (base / margin) * scale / size  # base pixels per output pixel
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    fx = torch.where(flip, -1.0, 1.0)
+    a = torch.zeros(b, 2, 3, device=dev)
+    # x_base = c0 + shift + k * R @ diag(fx, 1) @ (u - cu)
+    a[:, 0, 0], a[:, 0, 1] = k * cos * fx, -k * sin
+    a[:, 1, 0], a[:, 1, 1] = k * sin * fx, k * cos
+    c0, cu = (base - 1) / 2, (size - 1) / 2
+    t = c0 + shift * (base / margin)
+    a[:, :, 2] = t - cu * (a[:, :, 0] + a[:, :, 1])
+    lin = a[:, :, :2]
+    inv_lin = torch.linalg.inv(lin)
+    inv = torch.cat([inv_lin, -(inv_lin @ a[:, :, 2:])], dim=2)
+    return a, inv
+
+
+def warp(images: torch.Tensor, a: torch.Tensor, size: int) -> torch.Tensor:
+    """Sample (B, C, size, size) from images (B, C, H, W) with output->input pixel maps a."""
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(size, device=a.device, dtype=torch.float32),
+                            torch.arange(size, device=a.device, dtype=torch.float32), indexing="ij")
+    u = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)  # (1, S*S, 3)
+    p = u @ a.transpose(1, 2)  # (B, S*S, 2) base pixel coords
+    g = torch.stack([(2 * p[..., 0] + 1) / w - 1, (2 * p[..., 1] + 1) / h - 1], -1)
+    return F.grid_sample(images, g.reshape(b, size, size, 2), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def transform_points(points: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    return points @ inv[:, :, :2].transpose(1, 2) + inv[:, None, :, 2]
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    r = max(1, int(math.ceil(2.5 * sigma)))
+    k = torch.exp(-(torch.arange(-r, r + 1, device=x.device, dtype=x.dtype) ** 2) / (2 * sigma**2))
+    k = (k / k.sum()).view(1, 1, 1, -1).repeat(x.shape[1], 1, 1, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=x.shape[1])
+
+
+def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float, flip_perm: torch.Tensor,
+            cfg: AugmentConfig, generator: torch.Generator | None = None, train: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """images: (B, 3, R, R) uint8 base crops (BGR); points (B, N, 2) base pixels (NaN = unknown).
+    Returns float crops (B, 3, size, size) in 0-1 BGR and points (B, N, 2) normalised to the crop
+    (0 = left/top edge, 1 = right/bottom edge)."""
+    b, dev = images.shape[0], images.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+
+    if train:
+        scale = 1 + cfg.scale * (2 * rand(b) - 1)
+        angle = torch.where(rand(b) < cfg.p_rotate, math.radians(cfg.rotate_deg) * (2 * rand(b) - 1), torch.zeros(b, device=dev))
+        shift = cfg.shift * (2 * rand(b, 2) - 1)
+        flip = rand(b) < cfg.p_flip
+    else:
+        scale, angle = torch.ones(b, device=dev), torch.zeros(b, device=dev)
+        shift, flip = torch.zeros(b, 2, device=dev), torch.zeros(b, dtype=torch.bool, device=dev)
+    a, inv = crop_grid(b, size, images.shape[-1], margin, scale, angle, shift, flip)
+    x = warp(images.float() / 255.0, a, size)
+    p = transform_points(points, inv)
+    p = torch.where(flip[:, None, None], p[:, flip_perm], p)
+    p = (p + 0.5) / size
+    if not train:
+        return x, p
+    # photometric
+    gray = rand(b) < cfg.p_gray
+    if gray.any():
+        g = (0.114 * x[:, 0] + 0.587 * x[:, 1] + 0.299 * x[:, 2]).unsqueeze(1).expand_as(x)
+        x = torch.where(gray[:, None, None, None], g, x)
+    blur = rand(b) < cfg.p_blur
+    if blur.any():
+        x = torch.where(blur[:, None, None, None], gaussian_blur(x, 0.5 + 2.0 * float(rand(1))), x)
+    con = 1 + cfg.contrast * (2 * rand(b, 1, 1, 1) - 1)
+    bri = cfg.brightness * (2 * rand(b, 1, 1, 1) - 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * con + mean + bri
+    x = x + cfg.noise * rand(b, 1, 1, 1) * torch.randn(x.shape, generator=generator).to(dev)
+    occ = rand(b) < cfg.p_occlude
+    if occ.any():
+        ys = torch.arange(size, device=dev).view(1, size, 1)
+        xs = torch.arange(size, device=dev).view(1, 1, size)
+        wh = (cfg.occlude_max * size * rand(b, 2)).long()
+        x0 = ((size - wh[:, 0]) * rand(b)).long()
+        y0 = ((size - wh[:, 1]) * rand(b)).long()
+        m = (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + wh[:, 0]).view(-1, 1, 1)) & \
+            (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + wh[:, 1]).view(-1, 1, 1)) & occ.view(-1, 1, 1)
+        x = torch.where(m[:, None], rand(b, 3, 1, 1), x)
+    return x.clamp(0, 1), p

@@ -1,0 +1,138 @@
+"""PIPNet in torch: backbones defined here (no torchvision) + the five 1x1 heads."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(nn.ReLU6(inplace=True) if groups > 1 or k == 1 else nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.down is None else self.down(x)))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 trunk; stride 32 keeps layer4 (512 ch), stride 16 stops after layer3 (256 ch)."""
+
+    def __init__(self, stride: int = 32, width: float = 1.0) -> None:
+        super().__init__()
+        if stride not in (16, 32):
+            raise ValueError("ResNet18 supports stride 16 or 32")
+        c = [int(64 * width), int(128 * width), int(256 * width), int(512 * width)]
+        self.stem = nn.Sequential(nn.Conv2d(3, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        stages, cin = [], c[0]
+        for i, cout in enumerate(c[: 4 if stride == 32 else 3]):
+            s = 1 if i == 0 else 2
+            stages.append(nn.Sequential(BasicBlock(cin, cout, s), BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.stages = nn.Sequential(*stages)
+        self.out_channels = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(conv_bn(cin, hidden, 1))
+        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False)]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 trunk (CPU-lean). stride 32: all stages + 1x1 to `last` ch; stride 16 stops
+    after the 96-channel stage (+ 1x1 to `last` ch)."""
+
+    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+
+    def __init__(self, stride: int = 32, width: float = 1.0, last: int = 512) -> None:
+        super().__init__()
+        if stride not in (16, 32):
+            raise ValueError("MobileNetV2 supports stride 16 or 32")
+
+        def ch(v: float) -> int:
+            return max(8, int(v * width + 4) // 8 * 8)
+
+        cin = ch(32)
+        layers: list[nn.Module] = [conv_bn(3, cin, 3, 2)]
+        settings = self.SETTINGS if stride == 32 else self.SETTINGS[:5]
+        for t, c, n, s in settings:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, ch(c), s if i == 0 else 1, t))
+                cin = ch(c)
+        layers.append(conv_bn(cin, last, 1))
+        self.features = nn.Sequential(*layers)
+        self.out_channels = last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+BACKBONES = {"resnet18": ResNet18, "mobilenetv2": MobileNetV2}
+
+
+class PIPNet(nn.Module):
+    """Backbone + score / offset_x / offset_y / neighbor_x / neighbor_y 1x1 heads.
+
+    Outputs (B, N, H, W) x3 and (B, N*C, H, W) x2; neighbour channel i*C + k is landmark i's
+    vote for its k-th neighbour (the SDK's decoder reads this order)."""
+
+    def __init__(self, num_landmarks: int = 68, num_neighbors: int = 10, backbone: str = "resnet18",
+                 stride: int = 32, width: float = 1.0, coarse_grids: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+        self.backbone = BACKBONES[backbone](stride=stride, width=width)
+        c, n, k = self.backbone.out_channels, num_landmarks, num_neighbors
+        self.score = nn.Conv2d(c, n, 1)
+        self.offset_x = nn.Conv2d(c, n, 1)
+        self.offset_y = nn.Conv2d(c, n, 1)
+        self.neighbor_x = nn.Conv2d(c, n * k, 1)
+        self.neighbor_y = nn.Conv2d(c, n * k, 1)
+        for head in (self.score, self.offset_x, self.offset_y, self.neighbor_x, self.neighbor_y):
+            nn.init.normal_(head.weight, std=0.001)
+            nn.init.zeros_(head.bias)
+        for m in self.backbone.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # extra score heads on pooled features, used only by self-training (STC); not exported
+        self.coarse = nn.ModuleDict({str(g): nn.Conv2d(c, n, 1) for g in coarse_grids})
+        self.num_landmarks, self.num_neighbors, self.stride = n, k, stride
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.forward_train(x)[0]
+
+    def forward_train(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], dict[int, torch.Tensor]]:
+        """Head outputs and the coarse score maps {grid: (B, N, g, g)}."""
+        f = self.backbone(x)
+        heads = (self.score(f), self.offset_x(f), self.offset_y(f), self.neighbor_x(f), self.neighbor_y(f))
+        coarse = {int(g): conv(nn.functional.adaptive_avg_pool2d(f, int(g))) for g, conv in self.coarse.items()}
+        return heads, coarse

@@ -1,0 +1,184 @@
+"""Export a trained checkpoint to a self-describing ONNX file the SDK reads, check parity, and
+optionally quantize to int8 (static, calibrated on real face crops).
+
+    python -m export.to_onnx runs/fast/best.pt --out pipnet_sdk/models/pipnet-fast.onnx --name pipnet-fast [--int8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from .model import PIPNet
+from .schemes import get_scheme
+from .train import MEAN, STD, build_model, load_config
+
+META_KEY = "pipnet"
+OUTPUT_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]
+
+
+def metadata(cfg: dict[str, Any], mean_face: np.ndarray, neighbors: np.ndarray, **extra: Any) -> dict[str, Any]:
+    """The JSON the SDK reads (pipnet_sdk.landmark_model.LandmarkSpec)."""
+    scheme = get_scheme(cfg["scheme"])
+    return {
+        "format": 1, "name": cfg["name"], "version": cfg["version"],
+        "num_landmarks": scheme.num_points, "scheme": scheme.name,
+        "input_size": cfg["input_size"], "stride": cfg["stride"], "num_neighbors": cfg["num_neighbors"],
+        "neighbor_indices": np.asarray(neighbors).tolist(),
+        "mean_face": np.round(np.asarray(mean_face), 5).tolist(),
+        "normalization": {"color": "rgb", "mean": list(MEAN), "std": list(STD)},
+        "crop": dict(cfg["crop"]), "flip": list(scheme.flip), "norm_points": scheme.norm,
+        "backbone": cfg["backbone"], "width": cfg["width"], **extra,
+    }
+
+
+def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: int = 17) -> Path:
+    """Write model (eval mode, float32) to ONNX with a dynamic batch and the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval().to(memory_format=torch.contiguous_format)
+    s = meta["input_size"]
+    with torch.no_grad():
+        torch.onnx.export(model, (torch.zeros(1, 3, s, s),), str(path), input_names=["input"],
+                          output_names=OUTPUT_NAMES, dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}},
+                          opset_version=opset, dynamo=False)
+    set_metadata(path, meta)
+    return path
+
+
+def set_metadata(path: str | Path, meta: dict[str, Any]) -> None:
+    m = onnx.load(str(path))
+    del m.metadata_props[:]
+    m.metadata_props.add(key=META_KEY, value=json.dumps(meta))
+    m.producer_name = "pipnet-sdk export"
+    onnx.save(m, str(path))
+
+
+def load_checkpoint(path: str | Path) -> tuple[PIPNet, dict[str, Any], dict[str, Any]]:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = load_config(None, ck["config"])
+    model = build_model(cfg)
+    state = {k: v for k, v in ck["model"].items() if not k.startswith("coarse.")}
+    model.load_state_dict(state)
+    return model.eval(), cfg, ck["meta"]
+
+
+def export_random(path: str | Path, input_size: int = 64, stride: int = 16, backbone: str = "resnet18",
+                  num_landmarks: int = 68, seed: int = 0, width: float = 0.25) -> Path:
+    """A small random-weights model with full metadata (for tests that need no accuracy)."""
+    torch.manual_seed(seed)
+    scheme = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19"}[num_landmarks]
+    cfg = load_config(None, {"name": "random", "scheme": scheme, "backbone": backbone, "stride": stride,
+                             "input_size": input_size, "width": width})
+    model = build_model(cfg)
+    for m in model.modules():  # make outputs non-trivial so argmax and offsets vary
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+    for head in (model.score, model.offset_x, model.offset_y, model.neighbor_x, model.neighbor_y):
+        torch.nn.init.normal_(head.weight, std=0.05)
+    rng = np.random.RandomState(seed)
+    mean = rng.uniform(0.2, 0.8, (num_landmarks, 2)).astype(np.float32)
+    from .data import neighbor_indices
+    return export_model(model, metadata(cfg, mean, neighbor_indices(mean, cfg["num_neighbors"])), path)
+
+
+def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbors: np.ndarray) -> dict[str, float]:
+    """Max differences: torch vs onnxruntime head outputs, and torch decoding (export.decode) vs
+    the SDK's NumPy decoding, in pixels of the crop."""
+    from pipnet_sdk.landmark_model import LandmarkModel
+    from .decode import decode as torch_decode
+
+    lm = LandmarkModel(onnx_path)
+    x = lm.preprocess(crops_bgr)
+    ort_out = lm.forward(x)
+    with torch.no_grad():
+        t_out = model.float().eval()(torch.from_numpy(x))
+    head = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(ort_out, t_out))
+    s = lm.spec.input_size
+    pts_sdk, _ = lm.decode([o.numpy() for o in t_out])
+    pts_torch = torch_decode(t_out, torch.from_numpy(np.asarray(neighbors))).numpy()
+    pts_ort, _ = lm.decode(ort_out)
+    return {"heads_max_abs": head, "decode_px": float(np.abs(pts_sdk - pts_torch).max() * s),
+            "torch_vs_ort_px": float(np.abs(pts_ort - pts_torch).max() * s)}
+
+
+def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.ndarray) -> Path:
+    """Static QDQ int8 quantization calibrated on real face crops (uint8 BGR, network size)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    lm = LandmarkModel(fp32_path)
+    batches = [lm.preprocess(calib_crops_bgr[i:i + 1]) for i in range(len(calib_crops_bgr))]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {"input": b}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    meta = json.loads(onnx.load(str(fp32_path)).metadata_props[0].value)
+    meta["precision"] = "int8"
+    set_metadata(out_path, meta)
+    return Path(out_path)
+
+
+def val_crops(cfg: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Network-size BGR crops and normalised points from the validation split (no jitter)."""
+    from .augment import AugmentConfig, augment
+    from .train import prepare
+
+    d = prepare(cfg, progress=False)
+    flip = torch.tensor(get_scheme(cfg["scheme"]).flip)
+    im = torch.from_numpy(d["val_images"][:count]).permute(0, 3, 1, 2)
+    x, p = augment(im, torch.from_numpy(d["val_points"][:count]), cfg["input_size"], cfg["margin"], flip,
+                   AugmentConfig(), train=False)
+    crops = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return crops, p.numpy()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--name", help="model name stored in the file (default: the config's)")
+    ap.add_argument("--version")
+    ap.add_argument("--int8", action="store_true", help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
+    ap.add_argument("--int8-only", action="store_true", help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
+    a = ap.parse_args(argv)
+    model, cfg, meta = load_checkpoint(a.checkpoint)
+    if a.name:
+        cfg["name"] = a.name
+    if a.version:
+        cfg["version"] = a.version
+    out = Path(a.out)
+    fp32 = out.with_suffix(".fp32.onnx") if a.int8_only else out
+    info = metadata(cfg, np.array(meta["mean_face"]), np.array(meta["neighbor_indices"]),
+                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"])})
+    export_model(model, info, fp32)
+    crops, pts = val_crops(cfg, 64)
+    report = {"parity": parity(model, fp32, crops[:16], np.array(meta["neighbor_indices"]))}
+    if a.int8 or a.int8_only:
+        q = out if a.int8_only else out.with_suffix(".int8.onnx")
+        quantize(fp32, q, crops)
+        report["int8"] = str(q)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

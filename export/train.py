@@ -1,0 +1,281 @@
+"""Train a PIPNet model: `python -m export.train --config export/configs/pipnet-fast.json`.
+
+Steps: read labeled faces (300W-style folders), find the SDK detector's box for each face,
+cut 'base crops' around the SDK crop square (cached), compute the mean face and neighbour
+indices, then train with batch augmentation in torch (bf16 autocast + channels_last), a
+validation NME per epoch, a log file, a checkpoint every epoch (resume with --resume), and
+optionally self-training with curriculum (STC) on unlabeled faces (see export/stc.py).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .augment import AugmentConfig, augment
+from .data import (base_crops, cache_key, detector_boxes, mean_face, neighbor_indices,
+                   read_pts_folder, shared_dir, split_validation)
+from .decode import decode, nme
+from .model import PIPNet
+from .schemes import get_scheme
+from .targets import coarse_loss, make_targets, pip_loss
+
+DEFAULTS: dict[str, Any] = {
+    "name": "pipnet", "version": "0.1.0", "scheme": "ibug68",
+    "backbone": "resnet18", "width": 1.0, "stride": 16, "input_size": 128, "num_neighbors": 10,
+    "labeled": ["data/300w/train", "data/ytf68/train"], "val_from": "data/300w/train",
+    "val_fraction": 0.1, "limit": None,
+    "detector": "models/yunet_n_dynamic.onnx",
+    "crop": {"scale": 1.2, "shift_y": 0.12}, "base_size": 192, "margin": 1.5,
+    "epochs": 60, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
+    "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
+    "score_weight": 10.0, "offset_weight": 1.0,
+    "augment": {}, "seed": 0, "bf16": True, "threads": None,
+    "stc": None,
+}
+MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0-1 values
+STD = (0.229, 0.224, 0.225)
+
+
+def load_config(path: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    cfg = copy.deepcopy(DEFAULTS)
+    if path:
+        cfg.update(json.loads(Path(path).read_text()))
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}")
+    return cfg
+
+
+def data_path(p: str) -> Path:
+    return Path(p) if os.path.isabs(p) else shared_dir() / p
+
+
+def cache_dir() -> Path:
+    d = Path(os.environ.get("PIPNET_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Base crops and points for train and validation, plus mean face and neighbours (cached)."""
+    key = cache_key(cfg["labeled"], cfg["val_from"], cfg["val_fraction"], cfg["limit"], cfg["detector"],
+                    cfg["crop"], cfg["base_size"], cfg["margin"], cfg["seed"], 2)
+    path = cache_dir() / f"crops-{key}.npz"
+    if path.exists():
+        d = dict(np.load(path))
+    else:
+        train, val = [], []
+        for folder in cfg["labeled"]:
+            samples = read_pts_folder(data_path(folder))
+            if cfg["limit"]:
+                samples = samples[: cfg["limit"]]
+            if folder == cfg["val_from"]:
+                t, v = split_validation(samples, cfg["val_fraction"], cfg["seed"])
+                train += t
+                val += v
+            else:
+                train += samples
+        d = {}
+        for part, samples in (("train", train), ("val", val)):
+            boxes, found, _ = detector_boxes(samples, data_path(cfg["detector"]), progress=progress)
+            imgs, pts = base_crops(samples, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"],
+                                   cfg["base_size"], cfg["margin"], progress, f"base crops ({part})")
+            d[f"{part}_images"], d[f"{part}_points"], d[f"{part}_found"] = imgs, pts, found
+        np.savez(path, **d)
+    r, m = cfg["base_size"], cfg["margin"]
+    norm = (d["train_points"] - (r - 1) / 2) / (r / m) + 0.5  # normalised to the un-jittered crop
+    mean = mean_face(norm)
+    d["mean_face"] = mean
+    d["neighbors"] = neighbor_indices(mean, cfg["num_neighbors"])
+    return d
+
+
+def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
+    n = get_scheme(cfg["scheme"]).num_points
+    return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """0-1 BGR crops -> the network's input (RGB, ImageNet mean/std)."""
+    x = x.flip(1)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def lr_at(cfg: dict[str, Any], epoch: float) -> float:
+    base, total, warm = cfg["lr"], cfg["epochs"], cfg["warmup_epochs"]
+    if epoch < warm:
+        return base * (epoch + 1e-3) / warm
+    if cfg["schedule"] == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * min(1.0, epoch / total)))
+    return base * 0.1 ** sum(epoch >= m for m in cfg["milestones"])
+
+
+def autocast(device: torch.device, enabled: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(model: PIPNet, images: torch.Tensor, points: torch.Tensor, cfg: dict[str, Any],
+             neighbors: torch.Tensor, device: torch.device, batch: int = 64) -> dict[str, float]:
+    """Validation NME (inter-ocular for 68 points) on un-jittered crops, with and without
+    neighbour averaging."""
+    model.eval()
+    scheme = get_scheme(cfg["scheme"])
+    flip = torch.tensor(scheme.flip, device=device)
+    errs, errs_own = [], []
+    for i in range(0, len(images), batch):
+        im = images[i:i + batch].to(device)
+        x, p = augment(im, points[i:i + batch].to(device), cfg["input_size"], cfg["margin"], flip,
+                       AugmentConfig(), train=False)
+        x = normalize(x).contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg["bf16"]):
+            out = model(x)
+        errs.append(nme(decode(out, neighbors), p, scheme.norm))
+        errs_own.append(nme(decode(out, neighbors, use_neighbors=False), p, scheme.norm))
+    model.train()
+    return {"nme": float(torch.cat(errs).mean()) * 100, "nme_own": float(torch.cat(errs_own).mean()) * 100}
+
+
+def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | None = None,
+          progress: bool = True, pseudo: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Train and return the final summary; writes out/{log.txt, last.pt, best.pt, config.json}."""
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+    data = prepare(cfg, progress)
+    scheme = get_scheme(cfg["scheme"])
+    stc = cfg["stc"]
+    coarse = tuple(stc["grids"]) if stc else ()
+    model = build_model(cfg, coarse).to(dev).to(memory_format=torch.channels_last)
+    params = model.parameters()
+    opt = (torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"]) if cfg["optimizer"] == "adamw"
+           else torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"]))
+    tr_img = torch.from_numpy(data["train_images"]).permute(0, 3, 1, 2).contiguous()
+    tr_pts = torch.from_numpy(data["train_points"])
+    n_lab = len(tr_img)
+    if pseudo is not None:  # unlabeled faces with pseudo-labels, appended after the labeled ones
+        tr_img = torch.cat([tr_img, torch.from_numpy(pseudo["images"]).permute(0, 3, 1, 2)])
+        tr_pts = torch.cat([tr_pts, torch.from_numpy(pseudo["points"])])
+    is_pseudo = torch.arange(len(tr_img)) >= n_lab
+    if dev.type == "cuda":
+        tr_img, tr_pts = tr_img.to(dev), tr_pts.to(dev)
+    va_img = torch.from_numpy(data["val_images"]).permute(0, 3, 1, 2).contiguous()
+    va_pts = torch.from_numpy(data["val_points"])
+    nbr = torch.from_numpy(data["neighbors"]).to(dev)
+    flip = torch.tensor(scheme.flip, device=dev)
+    aug = AugmentConfig(**cfg["augment"])
+    grid = cfg["input_size"] // cfg["stride"]
+    start, best = 0, float("inf")
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    last, log_path = out / "last.pt", out / "log.txt"
+    if resume and last.exists():
+        ck = torch.load(last, map_location=dev, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        start, best = ck["epoch"] + 1, ck["best"]
+        gen.set_state(ck["rng"])
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    meta = {"mean_face": data["mean_face"].tolist(), "neighbor_indices": data["neighbors"].tolist()}
+    steps = max(1, len(tr_img) // cfg["batch_size"])
+    log = open(log_path, "a")
+    log.write(f"# {time.ctime()} device={dev} train={n_lab}+{int(is_pseudo.sum())} val={len(va_img)} start={start}\n")
+    summary: dict[str, Any] = {}
+    for epoch in range(start, cfg["epochs"]):
+        t0, totals = time.time(), {"loss": 0.0, "score": 0.0, "offset": 0.0, "neighbor": 0.0}
+        stage = stc_stage(stc, epoch, cfg["epochs"]) if stc else None
+        perm = torch.randperm(len(tr_img), generator=gen)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
+        for step in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, epoch + step / steps)
+            idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            im, pt = tr_img[idx.to(tr_img.device)].to(dev), tr_pts[idx.to(tr_pts.device)].to(dev)
+            x, p = augment(im, pt, cfg["input_size"], cfg["margin"], flip, aug, gen)
+            x = normalize(x).contiguous(memory_format=torch.channels_last)
+            pseudo_mask = is_pseudo[idx].to(dev)
+            with autocast(dev, cfg["bf16"]):
+                heads, coarse_maps = model.forward_train(x)
+            targets = make_targets(p, grid, nbr)
+            # STC: pseudo-labeled faces get full-map supervision only in the last stage
+            full_w = (~pseudo_mask | (stage == 0)).float() if stage is not None else None
+            loss, parts = pip_loss(heads, targets, cfg["num_neighbors"], cfg["score_weight"], cfg["offset_weight"], full_w)
+            if coarse_maps:
+                used = {g: m for g, m in coarse_maps.items() if stage == 0 or g <= stage}
+                loss = loss + coarse_loss(used, p, torch.ones(len(p), device=dev), cfg["score_weight"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            totals["loss"] += float(loss)
+            for k, v in parts.items():
+                totals[k] += v
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        ev = evaluate(model, va_img, va_pts, cfg, nbr, dev) if len(va_img) else {"nme": float("nan"), "nme_own": float("nan")}
+        secs = time.time() - t0
+        line = {"epoch": epoch + 1, **{k: round(v / steps, 5) for k, v in totals.items()}, **{k: round(v, 3) for k, v in ev.items()},
+                "lr": round(lr_at(cfg, epoch + 1), 7), "sec": round(secs, 1), "img_per_s": round(steps * cfg["batch_size"] / secs, 1)}
+        if stage is not None:
+            line["stc_grid"] = stage
+        log.write(json.dumps(line) + "\n")
+        log.flush()
+        if progress:
+            print(json.dumps(line), flush=True)
+        state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "best": best,
+                 "rng": gen.get_state(), "config": cfg, "meta": meta}
+        if ev["nme"] < best:
+            best = ev["nme"]
+            state["best"] = best
+            torch.save(state, out / "best.pt")
+        torch.save(state, out / "last.tmp")
+        os.replace(out / "last.tmp", last)
+        summary = {"epoch": epoch + 1, "val_nme": ev["nme"], "best_val_nme": best}
+    log.close()
+    return summary
+
+
+def stc_stage(stc: dict[str, Any], epoch: int, epochs: int) -> int:
+    """Curriculum: the coarse grid whose stage this epoch is in (e.g. 2, then 4), 0 = full maps."""
+    grids = list(stc["grids"])
+    per = epochs / (len(grids) + 1)
+    k = int(epoch // per)
+    return grids[k] if k < len(grids) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m export.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="JSON config (keys as export.train.DEFAULTS)")
+    ap.add_argument("--out", required=True, help="run folder: log.txt, last.pt, best.pt")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    ap.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--limit", type=int, help="use at most this many faces per folder (smoke runs)")
+    ap.add_argument("--batch-size", dest="batch_size", type=int)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size, "threads": a.threads})
+    print(json.dumps(train(cfg, Path(a.out), a.resume, a.device, not a.quiet)))
+
+
+if __name__ == "__main__":
+    main()

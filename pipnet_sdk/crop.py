@@ -1,0 +1,81 @@
+"""The crop rule: detector box -> square crop -> network input, and back to image coordinates.
+
+One rule, used by the SDK and by training (export/ imports nothing from here but implements
+the same formula and is tested against it):
+
+    side = scale * max(w, h);  cx = x1 + w/2;  cy = y1 + h/2 + shift_y * h
+
+Coordinates are pixels with (0, 0) = centre of the top-left pixel. A normalised crop coordinate
+n in [0, 1] (0 = left/top edge of the crop) maps to image x = cx + (n - 0.5) * side.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def squares_from_boxes(boxes: np.ndarray, scale: float, shift_y: float) -> np.ndarray:
+    """(F, 4) boxes x1, y1, x2, y2 -> (F, 3) squares cx, cy, side."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    w = b[:, 2] - b[:, 0]
+    h = b[:, 3] - b[:, 1]
+    cx = b[:, 0] + w / 2
+    cy = b[:, 1] + h / 2 + shift_y * h
+    side = scale * np.maximum(w, h)
+    return np.stack([cx, cy, side], axis=1)
+
+
+def crop_matrix(square: np.ndarray, size: int) -> np.ndarray:
+    """2x3 affine matrix taking image pixels to crop pixels for one square."""
+    cx, cy, side = (float(v) for v in square)
+    s = size / side
+    return np.array([[s, 0, (size - 1) / 2 - s * cx], [0, s, (size - 1) / 2 - s * cy]])
+
+
+def crop_one(image: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
+    """One (size, size, 3) crop. When shrinking, the covered region is first area-averaged
+    (cv2.INTER_AREA) so that big faces are not aliased; outside the image is black."""
+    cx, cy, side = (float(v) for v in square)
+    s = size / side
+    if s < 0.8:
+        h, w = image.shape[:2]
+        half = side / 2 + 2
+        x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+        x1, y1 = min(w, int(np.ceil(cx + half)) + 1), min(h, int(np.ceil(cy + half)) + 1)
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            roi = image[y0:y1, x0:x1]
+            rw, rh = max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s))
+            small = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
+            fx, fy = rw / (x1 - x0), rh / (y1 - y0)
+            # image pixel x -> small pixel (x - x0 + 0.5) * fx - 0.5
+            m = np.array([[s / fx, 0.0, 0.0], [0.0, s / fy, 0.0]])
+            mx = crop_matrix(square, size)
+            # compose: crop = mx @ image; image = (small + 0.5) / f - 0.5 + origin
+            m[0, 2] = mx[0, 2] + s * (x0 + 0.5 / fx - 0.5)
+            m[1, 2] = mx[1, 2] + s * (y0 + 0.5 / fy - 0.5)
+            return cv2.warpAffine(small, m, (size, size), flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(image, crop_matrix(square, size), (size, size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def crop_faces(image: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:
+    """Cut (F, size, size, 3) uint8 crops, one per square."""
+    out = np.empty((len(squares), size, size, 3), dtype=np.uint8)
+    for i, sq in enumerate(squares):
+        out[i] = crop_one(image, sq, size)
+    return out
+
+
+def to_image(points: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Normalised crop points (F, N, 2) -> image pixels (F, N, 2)."""
+    sq = np.asarray(squares, dtype=np.float64)
+    centre = sq[:, None, :2]
+    side = sq[:, None, 2:3]
+    return (centre + (points - 0.5) * side).astype(np.float32)
+
+
+def to_crop(points: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Image pixels (F, N, 2) -> normalised crop points (F, N, 2)."""
+    sq = np.asarray(squares, dtype=np.float64)
+    return ((points - sq[:, None, :2]) / sq[:, None, 2:3] + 0.5).astype(np.float32)

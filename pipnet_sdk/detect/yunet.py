@@ -1,0 +1,106 @@
+"""YuNet face detector in onnxruntime, decoded in NumPy (the layout OpenCV's FaceDetectorYN reads)."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from ..runtime import make_session
+
+STRIDES = (8, 16, 32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_out: int | None = None) -> np.ndarray:
+    """Greedy non-maximum suppression; returns kept indices, best first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes.T
+    area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
+    keep: list[int] = []
+    while order.size and (max_out is None or len(keep) < max_out):
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
+        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
+        inter = w * h
+        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        order = rest[ov <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class YuNet:
+    """YuNet on a dynamic-size ONNX: the image is resized (aspect kept) so its long side is
+    ``size`` (never enlarged unless ``upscale``), padded to a multiple of 32, run, decoded."""
+
+    def __init__(
+        self, path: str | os.PathLike, size: int = 640, score_threshold: float = 0.6,
+        nms_iou: float = 0.3, max_faces: int = 100, providers: Sequence | None = None,
+        threads: int | None = None, upscale: bool = False,
+    ) -> None:
+        if size < 32:
+            raise ValueError(f"detector size must be >= 32, got {size}")
+        self.path = os.fspath(path)
+        self.session = make_session(self.path, providers, threads)
+        shape = self.session.get_inputs()[0].shape
+        self.fixed = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+        self.size = size
+        self.score_threshold = score_threshold
+        self.nms_iou = nms_iou
+        self.max_faces = max_faces
+        self.upscale = upscale
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.last_keypoints = np.zeros((0, 5, 2), np.float32)
+
+    def _input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        h, w = image.shape[:2]
+        if self.fixed:
+            th, tw = self.fixed
+            f = min(th / h, tw / w)
+        else:
+            f = self.size / max(h, w)
+            if not self.upscale:
+                f = min(f, 1.0)
+        nh, nw = max(1, round(h * f)), max(1, round(w * f))
+        resized = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if self.fixed:
+            ph, pw = self.fixed
+        else:
+            ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+        canvas = np.zeros((ph, pw, 3), np.float32)
+        canvas[:nh, :nw] = resized
+        return canvas.transpose(2, 0, 1)[None], f
+
+    def raw(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decode all priors of a (1, 3, H, W) blob: boxes (K, 4), scores (K,), keypoints (K, 5, 2)."""
+        outs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob})))
+        h, w = blob.shape[2:]
+        boxes, scores, kps = [], [], []
+        for s in STRIDES:
+            gh, gw = h // s, w // s
+            rows, cols = np.divmod(np.arange(gh * gw, dtype=np.float32), gw)
+            cls = np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1)
+            obj = np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1)
+            bb = outs[f"bbox_{s}"][0]
+            kp = outs[f"kps_{s}"][0].reshape(-1, 5, 2)
+            cx = (cols + bb[:, 0]) * s
+            cy = (rows + bb[:, 1]) * s
+            bw = np.exp(bb[:, 2]) * s
+            bh = np.exp(bb[:, 3]) * s
+            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
+            scores.append(np.sqrt(cls * obj))
+            kps.append(np.stack([(cols[:, None] + kp[..., 0]) * s, (rows[:, None] + kp[..., 1]) * s], -1))
+        return np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (F, 4) x1, y1, x2, y2 in image pixels and scores (F,), best first.
+        The 5 keypoints of the last call are kept in ``last_keypoints`` (F, 5, 2)."""
+        blob, f = self._input(image)
+        boxes, scores, kps = self.raw(blob)
+        m = scores >= self.score_threshold
+        boxes, scores, kps = boxes[m], scores[m], kps[m]
+        keep = nms(boxes, scores, self.nms_iou, self.max_faces)
+        self.last_keypoints = (kps[keep] / f).astype(np.float32)
+        return (boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32)

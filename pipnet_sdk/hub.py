@@ -1,0 +1,226 @@
+"""Find model files: explicit paths, registry names, local copies and the Hugging Face Hub.
+
+``resolve(name_or_path)`` looks, in order, at:
+
+1. an explicit file path (a string containing a path separator or ending in ``.onnx``);
+2. ``$PIPNET_MODELS_DIR/<filename>`` when that variable is set and the file exists;
+3. the file packaged in the wheel, ``pipnet_sdk/models/<filename>``;
+4. the hub: ``huggingface_hub.hf_hub_download(repo_id, filename, revision=<pinned commit>)``,
+   which uses the Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``), honours ``HF_ENDPOINT``
+   and ``HF_HUB_OFFLINE``, and needs no network once the file is cached.
+
+Files found by steps 2-4 are checked against the registry's sha256 (once per file per
+process); a mismatch raises :class:`ChecksumError`. A bad download is removed from the
+Hugging Face cache (blob and snapshot link) so a retry downloads it again.
+A spec whose ``sha256`` is ``None`` is not checked.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from .registry import MODELS, ModelSpec, list_models
+
+ENV_MODELS_DIR = "PIPNET_MODELS_DIR"
+#: Where model files shipped inside the wheel live.
+PACKAGED_DIR = Path(__file__).resolve().parent / "models"
+
+ModelRef = Union[str, "os.PathLike[str]", ModelSpec]
+
+_verified: set[tuple[str, str, int, int]] = set()  # (path, sha256, size, mtime_ns) already checked
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No usable file for a model name or path."""
+
+
+class ChecksumError(ValueError):
+    """A model file's sha256 differs from the one pinned in the registry."""
+
+
+class _HubUnavailable(Exception):
+    """Internal: the hub step could not provide the file (reason in the message)."""
+
+
+def sha256_file(path: Union[str, "os.PathLike[str]"]) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def get_spec(name: Union[str, ModelSpec]) -> ModelSpec:
+    """The registry entry for ``name`` (a ModelSpec is returned as is)."""
+    if isinstance(name, ModelSpec):
+        return name
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"unknown model {name!r}; known models: {', '.join(list_models())} "
+            "(or pass a path to an .onnx file)"
+        ) from None
+
+
+def _looks_like_path(s: str) -> bool:
+    seps = [sep for sep in ("/", os.sep, os.altsep) if sep]
+    return any(sep in s for sep in seps) or s.lower().endswith(".onnx")
+
+
+def _verify(path: Path, spec: ModelSpec) -> None:
+    """Raise ChecksumError if ``path`` does not hash to ``spec.sha256`` (skipped when None)."""
+    if spec.sha256 is None:
+        return
+    st = path.stat()
+    key = (str(path), spec.sha256.lower(), st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return
+    digest = sha256_file(path)
+    if digest != spec.sha256.lower():
+        raise ChecksumError(
+            f"model {spec.name!r}: {path} has sha256 {digest}, expected {spec.sha256}"
+        )
+    _verified.add(key)
+
+
+def _local_candidates(spec: ModelSpec, why: Optional[list[str]] = None) -> list[tuple[Path, str]]:
+    """Existing local copies (env dir, packaged), best first; reasons for misses go to ``why``."""
+    why = why if why is not None else []
+    found: list[tuple[Path, str]] = []
+    env_dir = os.environ.get(ENV_MODELS_DIR)
+    if env_dir:
+        p = Path(env_dir).expanduser() / spec.filename
+        if p.is_file():
+            found.append((p, ENV_MODELS_DIR))
+        else:
+            why.append(f"${ENV_MODELS_DIR}: {p} does not exist")
+    else:
+        why.append(f"${ENV_MODELS_DIR}: not set")
+    p = PACKAGED_DIR / spec.filename
+    if p.is_file():
+        found.append((p, "packaged"))
+    else:
+        why.append(f"packaged: {p} does not exist")
+    return found
+
+
+def _evict(path: Path) -> None:
+    """Remove a cached file: its snapshot link and the blob it points to."""
+    blob = Path(os.path.realpath(path))
+    for f in (path, blob):
+        try:
+            f.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _summary(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _from_hub(spec: ModelSpec, local_files_only: bool = False) -> Path:
+    """hf_hub_download at the pinned revision, then checksum (a bad file is evicted)."""
+    if spec.revision is None:
+        raise _HubUnavailable("not published yet (the registry pins no hub revision for it)")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        path = Path(
+            hf_hub_download(
+                spec.repo_id, spec.filename, revision=spec.revision, local_files_only=local_files_only
+            )
+        )
+    except Exception as e:  # network, offline mode, 404, bad endpoint...: all mean "not from the hub"
+        from huggingface_hub import constants
+
+        reason = _summary(e)
+        root = e
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if root is not e:
+            reason += f" (caused by {_summary(root)})"
+        if getattr(constants, "HF_HUB_OFFLINE", False):
+            reason += " [HF_HUB_OFFLINE is set: only the local cache was looked at]"
+        raise _HubUnavailable(reason) from e
+    try:
+        _verify(path, spec)
+    except ChecksumError as e:
+        _evict(path)
+        raise ChecksumError(
+            f"{e}; downloaded from {spec.repo_id}@{spec.revision}. The file was removed from the "
+            "Hugging Face cache and was not used; retrying downloads it again."
+        ) from None
+    return path
+
+
+def _not_found(spec: ModelSpec, why: list[str]) -> ModelNotFoundError:
+    tried = "\n".join(f"  - {w}" for w in why)
+    return ModelNotFoundError(
+        f"model {spec.name!r} ({spec.filename}) not found. Tried:\n{tried}\n"
+        f"Fix: put {spec.filename} in a directory named by ${ENV_MODELS_DIR}, pass the path to the "
+        f".onnx file, or make the hub repo {spec.repo_id!r} reachable (HF_ENDPOINT; a file downloaded "
+        "once is then used offline, also with HF_HUB_OFFLINE=1)."
+    )
+
+
+def resolve(name_or_path: ModelRef, kind: Optional[str] = None) -> Path:
+    """Path of a usable model file for a path, a registry name or a :class:`ModelSpec`.
+
+    ``kind`` ("landmark"/"detector") rejects a registry model of the other kind (ValueError).
+    Raises :class:`ModelNotFoundError` (nothing found, with the reasons) or
+    :class:`ChecksumError` (a found file is not the pinned one).
+    """
+    if isinstance(name_or_path, ModelSpec):
+        spec = name_or_path
+    else:
+        s = os.fspath(name_or_path)
+        if _looks_like_path(s):
+            p = Path(s).expanduser()
+            if not p.is_file():
+                raise ModelNotFoundError(f"model file not found: {p}")
+            return p
+        spec = get_spec(s)
+    if kind is not None and spec.kind != kind:
+        raise ValueError(
+            f"{spec.name!r} is a {spec.kind} model, not a {kind} model; "
+            f"{kind} models: {', '.join(list_models(kind)) or '(none)'}"
+        )
+    why: list[str] = []
+    for path, _source in _local_candidates(spec, why)[:1]:
+        _verify(path, spec)
+        return path
+    try:
+        return _from_hub(spec)
+    except _HubUnavailable as e:
+        why.append(f"hub {spec.repo_id}@{spec.revision or '-'}: {e}")
+        raise _not_found(spec, why) from e.__cause__
+
+
+def cached_path(name: Union[str, ModelSpec]) -> Optional[tuple[Path, str]]:
+    """Where a model is available without network, and from which source
+    ("PIPNET_MODELS_DIR", "packaged" or "hf-cache"); None if it must be downloaded.
+    Does not verify the checksum (``resolve`` does)."""
+    spec = get_spec(name)
+    local = _local_candidates(spec)
+    if local:
+        return local[0]
+    if spec.revision is None:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(spec.repo_id, spec.filename, revision=spec.revision)
+    return (Path(hit), "hf-cache") if isinstance(hit, str) else None
+
+
+def download(name: Union[str, ModelSpec]) -> Path:
+    """Fetch a registry model into the Hugging Face cache (no-op if cached) and return its path."""
+    spec = get_spec(name)
+    try:
+        return _from_hub(spec)
+    except _HubUnavailable as e:
+        raise _not_found(spec, [f"hub {spec.repo_id}@{spec.revision or '-'}: {e}"]) from e.__cause__

@@ -1,0 +1,145 @@
+"""A PIPNet ONNX file that describes itself: metadata, forward pass and decoding."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .crop import crop_faces, squares_from_boxes, to_image
+from .decode import decode, vote_matrix
+from .runtime import make_session
+
+META_KEY = "pipnet"
+FORMAT_VERSION = 1
+OUTPUTS = ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y")
+REQUIRED = (
+    "format", "name", "version", "num_landmarks", "scheme", "input_size", "stride",
+    "num_neighbors", "neighbor_indices", "mean_face", "normalization", "crop",
+)
+
+
+class ModelFormatError(ValueError):
+    """The ONNX file is not a PIPNet model this SDK can use."""
+
+
+@dataclass(frozen=True)
+class LandmarkSpec:
+    """What a model file says about itself (its ``metadata_props['pipnet']`` JSON)."""
+
+    name: str
+    version: str
+    num_landmarks: int
+    scheme: str
+    input_size: int
+    stride: int
+    num_neighbors: int
+    neighbor_indices: np.ndarray  # (N, C) int
+    mean_face: np.ndarray  # (N, 2) normalised
+    mean: np.ndarray  # (3,) per channel, on 0-1 pixel values, in `color` order
+    std: np.ndarray
+    color: str  # "rgb" or "bgr": channel order the network expects
+    crop_scale: float
+    crop_shift_y: float
+    extra: dict
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model") -> "LandmarkSpec":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ModelFormatError(f"{source}: metadata '{META_KEY}' is not valid JSON: {e}") from e
+        missing = [k for k in REQUIRED if k not in d]
+        if missing:
+            raise ModelFormatError(f"{source}: metadata '{META_KEY}' lacks {missing}")
+        if d["format"] != FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{source}: metadata format {d['format']} is not supported (this SDK reads "
+                f"format {FORMAT_VERSION}); upgrade pipnet-sdk"
+            )
+        nb = np.asarray(d["neighbor_indices"], dtype=np.int64)
+        n = int(d["num_landmarks"])
+        if nb.shape != (n, int(d["num_neighbors"])) or nb.min() < 0 or nb.max() >= n:
+            raise ModelFormatError(f"{source}: neighbor_indices do not fit {n} landmarks")
+        norm = d["normalization"]
+        return cls(
+            name=d["name"], version=str(d["version"]), num_landmarks=n, scheme=d["scheme"],
+            input_size=int(d["input_size"]), stride=int(d["stride"]),
+            num_neighbors=int(d["num_neighbors"]), neighbor_indices=nb,
+            mean_face=np.asarray(d["mean_face"], dtype=np.float32),
+            mean=np.asarray(norm["mean"], dtype=np.float32),
+            std=np.asarray(norm["std"], dtype=np.float32), color=norm.get("color", "rgb"),
+            crop_scale=float(d["crop"]["scale"]), crop_shift_y=float(d["crop"]["shift_y"]),
+            extra={k: v for k, v in d.items() if k not in REQUIRED},
+        )
+
+
+def read_spec(session, source: str) -> LandmarkSpec:
+    props = session.get_modelmeta().custom_metadata_map
+    if META_KEY not in props:
+        raise ModelFormatError(
+            f"{source} has no '{META_KEY}' metadata: it is not a pipnet-sdk landmark model "
+            "(export one with `python -m export.to_onnx`)"
+        )
+    spec = LandmarkSpec.from_json(props[META_KEY], source)
+    names = [o.name for o in session.get_outputs()]
+    if list(names[:5]) != list(OUTPUTS):
+        raise ModelFormatError(f"{source}: outputs are {names}, expected {list(OUTPUTS)}")
+    return spec
+
+
+class LandmarkModel:
+    """PIPNet in onnxruntime: crops in, image-space landmarks out. Safe to share across threads."""
+
+    def __init__(
+        self, path: str | os.PathLike, providers: Sequence | None = None,
+        threads: int | None = None, use_neighbors: bool = True,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.session = make_session(self.path, providers, threads)
+        self.spec = read_spec(self.session, self.path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.use_neighbors = use_neighbors
+        self._averaging = vote_matrix(self.spec.neighbor_indices)
+        s = self.spec
+        # fold normalisation into one multiply-add on 0-255 values
+        self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
+        self._shift = (-s.mean / s.std).astype(np.float32)
+
+    def squares(self, boxes: np.ndarray) -> np.ndarray:
+        return squares_from_boxes(boxes, self.spec.crop_scale, self.spec.crop_shift_y)
+
+    def preprocess(self, crops_bgr: np.ndarray) -> np.ndarray:
+        """(F, S, S, 3) uint8 BGR crops -> (F, 3, S, S) float32 network input."""
+        x = crops_bgr[..., ::-1] if self.spec.color == "rgb" else crops_bgr
+        x = x.astype(np.float32) * self._scale + self._shift
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def forward(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(list(OUTPUTS), {self.input_name: batch})
+
+    def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        return decode(*outputs, self.spec.neighbor_indices, use_neighbors=self.use_neighbors,
+                      averaging=self._averaging)
+
+    def run_crops(self, crops_bgr: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised points (F, N, 2) and scores (F, N) for uint8 BGR crops."""
+        pts, scs = [], []
+        for i in range(0, len(crops_bgr), batch_size):
+            p, s = self.decode(self.forward(self.preprocess(crops_bgr[i:i + batch_size])))
+            pts.append(p)
+            scs.append(s)
+        if not pts:
+            n = self.spec.num_landmarks
+            return np.zeros((0, n, 2), np.float32), np.zeros((0, n), np.float32)
+        return np.concatenate(pts), np.concatenate(scs)
+
+    def run_squares(
+        self, image: np.ndarray, squares: np.ndarray, batch_size: int = 32
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks in image pixels (F, N, 2) and scores (F, N) for crop squares of one image."""
+        crops = crop_faces(image, squares, self.spec.input_size)
+        pts, scs = self.run_crops(crops, batch_size)
+        return to_image(pts, squares), scs

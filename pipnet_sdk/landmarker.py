@@ -1,0 +1,144 @@
+"""Landmarker: detector + crop rule + PIPNet + decoding, wired together."""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .detect import YuNet
+from .hub import resolve
+from .images import load_image
+from .landmark_model import LandmarkModel
+from .types import Face
+
+DEFAULT_MODEL = "pipnet-fast"
+DEFAULT_DETECTOR = "yunet-n"
+
+
+def _check_boxes(boxes: Any) -> np.ndarray:
+    b = np.asarray(boxes, dtype=np.float32)
+    if b.ndim == 1 and b.size == 4:
+        b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (F, 4) as x1, y1, x2, y2; got {b.shape}")
+    if not np.isfinite(b).all():
+        raise ValueError("boxes contain NaN or inf")
+    if len(b) and ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
+        raise ValueError("every box needs x2 > x1 and y2 > y1")
+    return b
+
+
+class Landmarker:
+    """Faces and their landmarks. One instance may be shared between threads.
+
+    model: a registry name ("pipnet-fast", "pipnet-r18") or a path to a PIPNet ONNX file.
+    detector: a registry name, a path to a YuNet ONNX, or any object with
+        ``detect(image) -> (boxes (F, 4), scores (F,))``.
+    providers / threads: passed to onnxruntime. Extra keyword options go to the YuNet detector
+    (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``).
+    """
+
+    def __init__(
+        self, model: str | os.PathLike | None = None, detector: Any = None,
+        providers: Sequence | None = None, threads: int | None = None,
+        use_neighbors: bool = True, batch_size: int = 32, color: str = "bgr", **detector_options: Any,
+    ) -> None:
+        self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads, use_neighbors)
+        if detector is None or isinstance(detector, (str, os.PathLike)):
+            detector = YuNet(resolve(detector or DEFAULT_DETECTOR, "detector"), providers=providers,
+                             threads=threads, **detector_options)
+        elif detector_options:
+            raise TypeError(f"detector options {sorted(detector_options)} need the built-in detector")
+        if not callable(getattr(detector, "detect", None)):
+            raise TypeError(f"detector must have a detect(image) method, got {type(detector).__name__}")
+        self.detector = detector
+        self.batch_size = batch_size
+        self.color = color
+        self._det_lock = threading.Lock()
+
+    @property
+    def num_landmarks(self) -> int:
+        return self.model.spec.num_landmarks
+
+    def _image(self, image: Any, color: str | None) -> np.ndarray:
+        return load_image(image, color=color or self.color)
+
+    def _detect(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # our YuNet keeps per-call state (last_keypoints); a plug-in may too
+        with self._det_lock:
+            boxes, scores = self.detector.detect(img)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        return boxes, scores
+
+    def landmarks(self, image: Any, boxes: Any, color: str | None = None) -> np.ndarray:
+        """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector."""
+        img = self._image(image, color)
+        b = _check_boxes(boxes)
+        pts, _ = self.model.run_squares(img, self.model.squares(b), self.batch_size)
+        return pts
+
+    def _faces(self, boxes, scores, pts, lscores) -> list[Face]:
+        return [Face(box=boxes[i], score=float(scores[i]), landmarks=pts[i],
+                     landmark_scores=np.clip(lscores[i], 0, 1).astype(np.float32))
+                for i in range(len(boxes))]
+
+    def detect(self, image: Any, color: str | None = None) -> list[Face]:
+        """Every face in the image with box, score and landmarks; [] when there is none."""
+        img = self._image(image, color)
+        boxes, scores = self._detect(img)
+        pts, ls = self.model.run_squares(img, self.model.squares(boxes), self.batch_size)
+        return self._faces(boxes, scores, pts, ls)
+
+    def detect_batch(self, images: Iterable[Any], color: str | None = None) -> list[list[Face]]:
+        """Detect on many images; all crops go through the landmark network in real batches."""
+        from .crop import crop_faces, to_image
+
+        imgs = [self._image(im, color) for im in images]
+        dets = [self._detect(im) for im in imgs]
+        squares = [self.model.squares(b) for b, _ in dets]
+        size = self.model.spec.input_size
+        crops = [crop_faces(im, sq, size) for im, sq in zip(imgs, squares)]
+        all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        pts, ls = self.model.run_crops(all_crops, self.batch_size)
+        out, i = [], 0
+        for (boxes, scores), sq in zip(dets, squares):
+            k = len(boxes)
+            out.append(self._faces(boxes, scores, to_image(pts[i:i + k], sq), ls[i:i + k]))
+            i += k
+        return out
+
+
+_default: Landmarker | None = None
+_default_lock = threading.Lock()
+
+
+def default_landmarker() -> Landmarker:
+    """The shared default instance, created once on first use."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Landmarker()
+    return _default
+
+
+def detect_landmarks(image: Any, **options: Any) -> list[Face]:
+    """Faces with landmarks using the default models. ``color="rgb"`` for RGB arrays;
+    other options build (and cache) a dedicated Landmarker."""
+    color = options.pop("color", None)
+    lm = default_landmarker() if not options else _landmarker_for(options)
+    return lm.detect(image, color=color)
+
+
+_custom: dict[tuple, Landmarker] = {}
+
+
+def _landmarker_for(options: dict) -> Landmarker:
+    key = tuple(sorted((k, repr(v)) for k, v in options.items()))
+    with _default_lock:
+        if key not in _custom:
+            _custom[key] = Landmarker(**options)
+        return _custom[key]

@@ -1,0 +1,90 @@
+"""Registry of the models the SDK knows by name.
+
+A :class:`ModelSpec` says where a model file comes from and how to check it:
+
+* ``sha256`` is the hex digest of the exact file; ``None`` means "unknown, don't check"
+  (used only until a model is trained/published; every published entry pins a hash).
+* ``revision`` is the hub commit pinned by ``python -m export.publish``; ``None`` means the
+  model is not on the hub yet, so only a local copy (``$PIPNET_MODELS_DIR`` or the file
+  packaged in the wheel) can satisfy it.
+
+See :mod:`pipnet_sdk.hub` for how names are resolved to files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+Kind = Literal["landmark", "detector"]
+
+HUB_REPO_ID = "pipnet-sdk/models"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One downloadable/packaged ONNX model."""
+
+    name: str
+    kind: Kind
+    filename: str
+    sha256: Optional[str] = None
+    repo_id: str = HUB_REPO_ID
+    revision: Optional[str] = None
+    description: str = ""
+    license: str = ""
+    source_url: str = ""
+
+
+MODELS: dict[str, ModelSpec] = {
+    "pipnet-fast": ModelSpec(
+        name="pipnet-fast",
+        kind="landmark",
+        filename="pipnet-fast.onnx",
+        sha256=None,  # filled in once trained; shipped in the wheel under pipnet_sdk/models/
+        repo_id=HUB_REPO_ID,
+        revision=None,
+        description="PIPNet, small backbone, 98 WFLW landmarks; packaged in the wheel",
+        license="MIT",
+        source_url="https://github.com/jhb86253817/PIPNet",
+    ),
+    "pipnet-r18": ModelSpec(
+        name="pipnet-r18",
+        kind="landmark",
+        filename="pipnet-r18.onnx",
+        sha256=None,
+        repo_id=HUB_REPO_ID,
+        revision=None,
+        description="PIPNet ResNet-18, 98 WFLW landmarks; downloaded from the hub",
+        license="MIT",
+        source_url="https://github.com/jhb86253817/PIPNet",
+    ),
+    "yunet-n": ModelSpec(
+        name="yunet-n",
+        kind="detector",
+        filename="yunet_n_dynamic.onnx",
+        sha256="104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
+        repo_id=HUB_REPO_ID,
+        revision=None,
+        description="YuNet-n face detector (dynamic input size), libfacedetection.train / OpenCV",
+        license="Apache-2.0",
+        source_url="https://github.com/ShiqiYu/libfacedetection.train",
+    ),
+    "yunet-s": ModelSpec(
+        name="yunet-s",
+        kind="detector",
+        filename="yunet_s_dynamic.onnx",
+        sha256="daede24002cc8590f457998cc5e6c9e8b82f45f6bd969506a8913cd4ed10a2d3",
+        repo_id=HUB_REPO_ID,
+        revision=None,
+        description="YuNet-s face detector (smaller, dynamic input size), libfacedetection.train / OpenCV",
+        license="Apache-2.0",
+        source_url="https://github.com/ShiqiYu/libfacedetection.train",
+    ),
+}
+
+
+def list_models(kind: Optional[str] = None) -> list[str]:
+    """Names of the registered models, optionally only those of one ``kind``."""
+    if kind is not None and kind not in ("landmark", "detector"):
+        raise ValueError(f"kind must be 'landmark', 'detector' or None, not {kind!r}")
+    return sorted(n for n, s in MODELS.items() if kind is None or s.kind == kind)

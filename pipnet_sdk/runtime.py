@@ -1,0 +1,25 @@
+"""The one place that builds onnxruntime sessions."""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import onnxruntime as ort
+
+
+def make_session(
+    path: str | os.PathLike, providers: Sequence | None = None, threads: int | None = None
+) -> ort.InferenceSession:
+    """An InferenceSession for ``path``; ``threads`` sets intra-op threads (None = ORT default)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(
+        os.fspath(path), sess_options=opts,
+        providers=list(providers) if providers else ["CPUExecutionProvider"],
+    )

@@ -1,0 +1,158 @@
+"""The `pipnet` command, with a random-weights model found through $PIPNET_MODELS_DIR."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from pipnet_sdk.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pipnet: error: "), err
+    assert "Traceback" not in err
+    for w in words:
+        assert w in lines[0], (w, err)
+
+
+def test_detect_json_file(models_dir: Path, samples: Path, tmp_path: Path, capsys) -> None:
+    target = tmp_path / "sub" / "out.json"
+    code, out, err = run(capsys, "detect", str(samples / "group_2.jpg"), "--json", str(target))
+    assert code == 0 and out == ""
+    data = json.loads(target.read_text())
+    assert data["model"] == "pipnet-fast" and data["detector"] == "yunet-n"
+    [entry] = data["images"]
+    assert entry["path"] == str(samples / "group_2.jpg")
+    assert (entry["width"], entry["height"]) == (1024, 1024)
+    assert len(entry["faces"]) == 4
+    for face in entry["faces"]:
+        assert len(face["landmarks"]) == 68 and len(face["landmark_scores"]) == 68
+        assert len(face["box"]) == 4 and 0 < face["score"] <= 1
+
+
+def test_detect_stdout_no_face(models_dir: Path, samples: Path, capsys) -> None:
+    code, out, err = run(capsys, "detect", str(samples / "no_face.jpg"))
+    assert code == 0
+    data = json.loads(out)
+    assert data["images"][0]["faces"] == []
+
+
+def test_folder_recursion_errors_and_draw(models_dir: Path, samples: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "photos"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    small = cv2.resize(img, (512, 512))
+    cv2.imwrite(str(root / "a.jpg"), small)
+    cv2.imwrite(str(root / "sub" / "b.PNG"), small)
+    shutil.copyfile(samples / "no_face.jpg", root / "sub" / "deeper" / "c.jpeg")
+    (root / "notes.txt").write_text("not an image, not an image extension: skipped")
+    (root / "sub" / "broken.jpg").write_bytes(b"not really a jpeg")
+    out_dir = tmp_path / "drawn"
+    code, out, err = run(capsys, "detect", str(root), "--draw", "--out", str(out_dir), "-q")
+    assert code == 1  # ran, but one image could not be read
+    data = json.loads(out)
+    by_name = {Path(e["path"]).name: e for e in data["images"]}
+    assert sorted(by_name) == ["a.jpg", "b.PNG", "broken.jpg", "c.jpeg"]
+    assert "broken.jpg" in by_name["broken.jpg"]["error"] and "faces" not in by_name["broken.jpg"]
+    assert len(by_name["a.jpg"]["faces"]) == len(by_name["b.PNG"]["faces"]) > 0
+    assert by_name["c.jpeg"]["faces"] == []
+    written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    assert written == ["photos/a.jpg", "photos/sub/b.PNG", "photos/sub/deeper/c.jpeg"]
+    drawn = cv2.imread(str(out_dir / "photos" / "a.jpg"))
+    assert drawn.shape == small.shape and (drawn.astype(int) - small).any()
+    # a second run into an output folder inside the input folder does not read its own output
+    code, out, err = run(capsys, "detect", str(root), "--draw", "--out", str(root / "drawn"), "-q")
+    assert code == 1 and len(json.loads(out)["images"]) == 4
+
+
+def test_failed_image_warns(models_dir: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG but not really")
+    code, out, err = run(capsys, "detect", str(bad))
+    assert code == 1 and "bad.png" in err and "warning" in err
+    assert "error" in json.loads(out)["images"][0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["detect", "/no/such/image.jpg"], ["/no/such/image.jpg"]),
+    (["detect", "{no_face}", "--model", "bogus-model"], ["bogus-model"]),
+    (["detect", "{no_face}", "--detector", "pipnet-fast"], ["detector"]),
+    (["detect", "{no_face}", "--model", "{missing_onnx}"], ["missing.onnx"]),
+    (["detect", "{no_face}", "--threads", "0"], ["--threads"]),
+    (["detect", "{no_face}", "--score-threshold", "1.5"], ["--score-threshold"]),
+    (["detect", "{no_face}", "--draw"], ["--out"]),
+    (["detect", "{no_face}", "--out", "{tmp}"], ["--draw"]),
+    (["detect", "{empty_dir}"], ["no images"]),
+    (["detect"], ["PATH"]),
+    (["nonsense"], ["nonsense"]),
+    (["models", "info", "nope"], ["nope"]),
+    (["models", "download", "pipnet-r18"], ["pipnet-r18"]),
+])
+def test_user_mistakes_give_one_line(models_dir: Path, samples: Path, tmp_path: Path, capsys,
+                                     argv: list[str], words: list[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    fill = dict(no_face=str(samples / "no_face.jpg"), tmp=str(tmp_path), empty_dir=str(tmp_path / "empty"),
+                missing_onnx=str(tmp_path / "missing.onnx"))
+    code, out, err = run(capsys, *[a.format(**fill) for a in argv])
+    assert code == 2 and out == ""
+    assert_one_error_line(err, *words)
+
+
+def test_model_without_metadata(models_dir: Path, samples: Path, tmp_path: Path, capsys) -> None:
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"not an onnx file")
+    code, out, err = run(capsys, "detect", str(samples / "no_face.jpg"), "--model", str(fake))
+    assert code == 2
+    assert_one_error_line(err, "fake.onnx")
+    code, out, err = run(capsys, "detect", str(samples / "no_face.jpg"), "--model", str(models_dir / "yunet_n_dynamic.onnx"))
+    assert code == 2
+    assert_one_error_line(err, "metadata")
+
+
+def test_subprocess_missing_path_no_traceback(models_dir: Path) -> None:
+    env = dict(os.environ, PIPNET_MODELS_DIR=str(models_dir))
+    res = subprocess.run([sys.executable, "-m", "pipnet_sdk.cli", "detect", "missing.jpg"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stdout == ""
+    assert_one_error_line(res.stderr, "missing.jpg")
+
+
+def test_models_list_and_info(models_dir: Path, capsys) -> None:
+    from pipnet_sdk import registry
+
+    code, out, err = run(capsys, "models", "list")
+    assert code == 0 and err == ""
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["NAME", "KIND", "LOCAL"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(registry.list_models())
+    assert str(models_dir) in rows["pipnet-fast"] and str(models_dir) in rows["yunet-n"]
+    code, out, err = run(capsys, "models", "list", "--kind", "detector")
+    assert code == 0 and {line.split()[0] for line in out.strip().splitlines()[1:]} == set(registry.list_models("detector"))
+    code, out, err = run(capsys, "models", "info", "yunet-n")
+    assert code == 0
+    assert registry.MODELS["yunet-n"].sha256 in out and str(models_dir / "yunet_n_dynamic.onnx") in out
+
+
+def test_help_and_version(capsys) -> None:
+    assert main(["--help"]) == 0
+    assert "detect" in capsys.readouterr().out
+    assert main(["detect", "--help"]) == 0
+    assert "--score-threshold" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "pipnet-sdk" in capsys.readouterr().out

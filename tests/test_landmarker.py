@@ -1,0 +1,250 @@
+"""Landmarker end to end with a random-weights PIPNet (the numbers are meaningless, the
+plumbing is not): shapes, consistency between entry points, batching, threads, errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipnet_sdk import Face, Landmarker, detect_landmarks, draw, landmarker
+from pipnet_sdk.detect import YuNet
+from pipnet_sdk.landmark_model import ModelFormatError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def lm(random_model: Path, yunet_path: Path) -> Landmarker:
+    return Landmarker(model=random_model, detector=yunet_path, threads=1)
+
+
+@pytest.fixture(scope="module")
+def images(samples: Path) -> dict[str, np.ndarray]:
+    return {p.name: cv2.imread(str(p)) for p in sorted(samples.glob("*.jpg"))}
+
+
+class CountingSession:
+    """Delegates to the real onnxruntime session and counts run() calls and batch sizes."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+        self.batches: list[int] = []
+
+    def run(self, names, feeds, *args, **kwargs):
+        self.batches.append(len(next(iter(feeds.values()))))
+        return self._session.run(names, feeds, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def test_detect_group(lm: Landmarker, images, yunet_path: Path) -> None:
+    img = images["group_2.jpg"]
+    faces = lm.detect(img)
+    assert len(faces) == 4 and all(isinstance(f, Face) for f in faces)
+    for f in faces:
+        assert f.landmarks.shape == (68, 2) and f.landmarks.dtype == np.float32
+        assert f.landmark_scores.shape == (68,) and f.landmark_scores.dtype == np.float32
+        assert ((f.landmark_scores >= 0) & (f.landmark_scores <= 1)).all()
+        assert f.box.shape == (4,) and 0 < f.score <= 1 and f.track_id is None
+    boxes, scores = YuNet(yunet_path).detect(img)
+    np.testing.assert_allclose(np.stack([f.box for f in faces]), boxes, atol=1e-3)
+    np.testing.assert_allclose([f.score for f in faces], scores, atol=1e-6)
+    assert lm.num_landmarks == 68
+
+
+def test_no_face(lm: Landmarker, images) -> None:
+    assert lm.detect(images["no_face.jpg"]) == []
+    assert lm.detect_batch([images["no_face.jpg"]]) == [[]]
+    assert lm.detect_batch([]) == []
+
+
+def test_input_kinds_agree(lm: Landmarker, images, samples: Path) -> None:
+    img = images["group_2.jpg"]
+    ref = lm.detect(img)
+    for other in (lm.detect(samples / "group_2.jpg"),
+                  lm.detect(np.ascontiguousarray(img[..., ::-1]), color="rgb"),
+                  lm.detect(Image.fromarray(img[..., ::-1].copy()))):
+        assert len(other) == len(ref)
+        for a, b in zip(ref, other):
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-5)
+
+
+def test_landmarks_for_given_boxes(lm: Landmarker, images) -> None:
+    img = images["group_2.jpg"]
+    faces = lm.detect(img)
+    boxes = np.stack([f.box for f in faces])
+    pts = lm.landmarks(img, boxes)
+    assert pts.shape == (4, 68, 2) and pts.dtype == np.float32
+    np.testing.assert_allclose(pts, np.stack([f.landmarks for f in faces]), atol=1e-5)
+    np.testing.assert_allclose(lm.landmarks(img, boxes[0]), pts[:1], atol=1e-5)  # one (4,) box
+    np.testing.assert_allclose(lm.landmarks(img, boxes.tolist()), pts, atol=1e-5)
+    assert lm.landmarks(img, np.zeros((0, 4))).shape == (0, 68, 2)
+
+
+@pytest.mark.parametrize("bad", [
+    [1, 2, 3], np.zeros((2, 5)), np.zeros((2, 2, 4)), [[0, 0, float("nan"), 10]],
+    [[10, 10, 5, 20]], [[10, 10, 20, 10]], [[0, 0, np.inf, 10]],
+])
+def test_bad_boxes(lm: Landmarker, images, bad) -> None:
+    with pytest.raises(ValueError, match="box"):
+        lm.landmarks(images["group_2.jpg"], bad)
+
+
+def test_detect_batch_equals_detect_and_batches(random_model: Path, yunet_path: Path, images) -> None:
+    lm = Landmarker(model=random_model, detector=yunet_path, threads=1, batch_size=8)
+    names = ["group_1.jpg", "group_2.jpg", "no_face.jpg", "group_4.jpg"]
+    imgs = [images[n] for n in names]
+    single = [lm.detect(im) for im in imgs]
+    counter = CountingSession(lm.model.session)
+    lm.model.session = counter
+    batch = lm.detect_batch(imgs)
+    total = sum(len(s) for s in single)
+    assert total > 8
+    assert counter.batches == [8] * (total // 8) + ([total % 8] if total % 8 else [])  # not per image
+    assert [len(b) for b in batch] == [len(s) for s in single]
+    for s, b in zip(single, batch):
+        for fs, fb in zip(s, b):
+            np.testing.assert_allclose(fs.box, fb.box, atol=1e-4)
+            np.testing.assert_allclose(fs.landmarks, fb.landmarks, atol=1e-4)
+            np.testing.assert_allclose(fs.landmark_scores, fb.landmark_scores, atol=1e-4)
+
+
+def test_threads_agree_with_serial(lm: Landmarker, images) -> None:
+    imgs = [images[n] for n in ("group_1.jpg", "group_2.jpg", "group_3.jpg", "group_4.jpg")] * 2
+    serial = [lm.detect(im) for im in imgs]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(lm.detect, imgs))
+    for s, t in zip(serial, threaded):
+        assert len(s) == len(t)
+        for a, b in zip(s, t):
+            np.testing.assert_array_equal(a.box, b.box)
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-5)
+
+
+class FixedDetector:
+    """A plug-in detector: any object with detect(image) -> (boxes, scores)."""
+
+    def __init__(self, boxes) -> None:
+        self.boxes = np.asarray(boxes, np.float32)
+        self.calls = 0
+
+    def detect(self, image: np.ndarray):
+        self.calls += 1
+        return self.boxes, np.linspace(0.9, 0.5, len(self.boxes))
+
+
+def test_custom_detector(random_model: Path, lm: Landmarker, images) -> None:
+    img = images["group_2.jpg"]
+    boxes = [[100, 120, 200, 250], [400, 300, 480, 400]]
+    det = FixedDetector(boxes)
+    custom = Landmarker(model=random_model, detector=det, threads=1)
+    faces = custom.detect(img)
+    assert det.calls == 1 and len(faces) == 2
+    np.testing.assert_allclose([f.box for f in faces], boxes)
+    np.testing.assert_allclose([f.score for f in faces], [0.9, 0.5], atol=1e-6)
+    np.testing.assert_allclose(np.stack([f.landmarks for f in faces]), lm.landmarks(img, boxes), atol=1e-5)
+    with pytest.raises(TypeError, match="detect"):
+        Landmarker(model=random_model, detector=object())
+    with pytest.raises(TypeError, match="options"):
+        Landmarker(model=random_model, detector=det, score_threshold=0.5)
+
+
+def _onnx_identity(path: Path, metadata: dict | None = None) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 64, 64])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    if metadata:
+        helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_model_without_metadata(tmp_path: Path, yunet_path: Path) -> None:
+    path = _onnx_identity(tmp_path / "plain.onnx")
+    with pytest.raises(ModelFormatError, match="no 'pipnet' metadata") as e:
+        Landmarker(model=path, detector=yunet_path)
+    assert "plain.onnx" in str(e.value)
+    with pytest.raises(ModelFormatError, match="lacks"):
+        Landmarker(model=_onnx_identity(tmp_path / "meta.onnx", {"pipnet": json.dumps({"format": 1})}),
+                   detector=yunet_path)
+    with pytest.raises(ModelFormatError, match="JSON"):
+        Landmarker(model=_onnx_identity(tmp_path / "bad.onnx", {"pipnet": "{nope"}), detector=yunet_path)
+    with pytest.raises(ModelFormatError):  # a detector given as the landmark model
+        Landmarker(model=yunet_path, detector=yunet_path)
+
+
+def test_registry_names_via_models_dir(models_dir: Path, images, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(landmarker, "_default", None)  # restored afterwards
+    faces = detect_landmarks(images["group_2.jpg"])
+    assert len(faces) == 4 and faces[0].landmarks.shape == (68, 2)
+    assert Path(landmarker._default.model.path).parent == models_dir
+    rgb = detect_landmarks(np.ascontiguousarray(images["group_2.jpg"][..., ::-1]), color="rgb")
+    np.testing.assert_allclose(rgb[0].landmarks, faces[0].landmarks, atol=1e-5)
+
+
+def test_import_is_lazy_and_fast() -> None:
+    code = (
+        "import sys, time, onnxruntime as ort\n"
+        "n = [0]\n"
+        "orig = ort.InferenceSession.__init__\n"
+        "def counting(self, *a, **k):\n"
+        "    n[0] += 1\n"
+        "    orig(self, *a, **k)\n"
+        "ort.InferenceSession.__init__ = counting\n"
+        "t = time.perf_counter()\n"
+        "import pipnet_sdk, pipnet_sdk.landmarker as L\n"
+        "dt = time.perf_counter() - t\n"
+        "print(dt, n[0], L._default is None, 'torch' in sys.modules, 'PIL' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    dt, sessions, default_none, torch_loaded, pil_loaded = out.stdout.split()
+    assert sessions == "0" and default_none == "True"
+    assert torch_loaded == "False" and pil_loaded == "False"
+    assert float(dt) < 2.0, f"import pipnet_sdk took {dt} s"
+
+
+def test_draw_numpy_and_pil(lm: Landmarker, images) -> None:
+    img = images["group_2.jpg"]
+    before = img.copy()
+    faces = lm.detect(img)
+    faces[0].track_id = 7
+    out = draw(img, faces)
+    assert isinstance(out, np.ndarray) and out.shape == img.shape and out.dtype == np.uint8
+    assert out is not img and not np.shares_memory(out, img)
+    np.testing.assert_array_equal(img, before)  # input untouched
+    changed = (out != img).any(axis=2)
+    assert changed.sum() > 100
+    x1, y1, x2, y2 = faces[1].box.astype(int)
+    assert changed[y1 - 5:y2 + 5, x1 - 5:x2 + 5].any()
+    assert (out[changed] != before[changed]).any()
+    # nothing to draw: an equal copy
+    same = draw(img, [])
+    np.testing.assert_array_equal(same, img)
+    assert not np.shares_memory(same, img)
+    # PIL in -> PIL out, input untouched, colour given as RGB
+    pil = Image.fromarray(img[..., ::-1].copy())
+    pil_before = np.asarray(pil).copy()
+    pil_out = draw(pil, faces, color=(255, 0, 0), radius=3, boxes=False, ids=False)
+    assert isinstance(pil_out, Image.Image) and pil_out.size == pil.size and pil_out.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(pil), pil_before)
+    arr = np.asarray(pil_out)
+    x, y = np.round(faces[0].landmarks[30]).astype(int)
+    if 0 <= x < arr.shape[1] and 0 <= y < arr.shape[0]:
+        np.testing.assert_array_equal(arr[y, x], (255, 0, 0))
+    # a single Face and a gray image work too
+    gray = draw(img[..., 0].copy(), faces[0])
+    assert gray.shape == img.shape
