@@ -4,6 +4,7 @@ Exit codes: 0 = success; 1 = it ran, but some images could not be read (each get
 ``"error"`` entry in the JSON and a warning on stderr); 2 = usage error (bad option, missing
 path, unknown or unusable model): one ``pipnet: error: ...`` line on stderr, nothing processed.
 
+Run as ``pipnet ...`` (console script) or ``python -m pipnet_sdk.cli ...``.
 Adding a subcommand = one ``_cmd_x(args) -> int`` function + one ``_add_x(subparsers)`` that
 sets ``func=_cmd_x``, listed in ``_SUBCOMMANDS``.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -151,12 +151,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} exists and is not a folder")
     images = _collect_images(args.paths, out.resolve() if out else None)
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
-    try:
-        lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads, **options)
-    except Exception as e:
-        if type(e).__module__.startswith("onnxruntime"):  # e.g. not an ONNX file at all
-            raise UsageError(f"cannot load the models: {e}") from e
-        raise
+    lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads, **options)
 
     results, failed, used = [], 0, set()
     for path, rel in _progress(images, args.quiet):

@@ -50,7 +50,8 @@ def draw(
 
     NumPy in -> a new uint8 (H, W, 3) array; 3-channel arrays keep their channel order and
     ``color`` is in that order (BGR for OpenCV images); gray and 4-channel arrays come back as
-    3-channel BGR. PIL in -> a new RGB PIL image, ``color`` in RGB. ``radius`` is the landmark
+    3-channel BGR; a path in -> the file as a BGR array. PIL in -> a new RGB PIL image,
+    ``color`` in RGB. ``radius`` is the landmark
     dot radius in pixels (default: scaled to each face's size).
     """
     if isinstance(faces, Face):

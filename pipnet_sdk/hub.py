@@ -23,6 +23,10 @@ from typing import Optional, Union
 
 from .registry import MODELS, ModelSpec, list_models
 
+__all__ = [
+    "ChecksumError", "ModelNotFoundError", "cached_path", "download", "get_spec", "resolve", "sha256_file",
+]
+
 ENV_MODELS_DIR = "PIPNET_MODELS_DIR"
 #: Where model files shipped inside the wheel live.
 PACKAGED_DIR = Path(__file__).resolve().parent / "models"
@@ -123,24 +127,22 @@ def _summary(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
-def _from_hub(spec: ModelSpec, local_files_only: bool = False) -> Path:
+def _from_hub(spec: ModelSpec) -> Path:
     """hf_hub_download at the pinned revision, then checksum (a bad file is evicted)."""
     if spec.revision is None:
         raise _HubUnavailable("not published yet (the registry pins no hub revision for it)")
     from huggingface_hub import hf_hub_download
 
     try:
-        path = Path(
-            hf_hub_download(
-                spec.repo_id, spec.filename, revision=spec.revision, local_files_only=local_files_only
-            )
-        )
+        path = Path(hf_hub_download(spec.repo_id, spec.filename, revision=spec.revision))
     except Exception as e:  # network, offline mode, 404, bad endpoint...: all mean "not from the hub"
         from huggingface_hub import constants
 
         reason = _summary(e)
-        root = e
-        while root.__cause__ is not None:
+        root: BaseException = e
+        for _ in range(10):  # innermost cause, e.g. "ConnectError: Connection refused"
+            if root.__cause__ is None:
+                break
             root = root.__cause__
         if root is not e:
             reason += f" (caused by {_summary(root)})"

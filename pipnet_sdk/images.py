@@ -2,10 +2,12 @@
 
 Accepted inputs:
 
-- a path (``str`` or ``os.PathLike``) to an image file (read with OpenCV; unicode paths work);
+- a path (``str`` or ``os.PathLike``) to an image file (read with OpenCV; unicode paths work;
+  EXIF orientation is applied, so phone photos come upright);
 - a NumPy ``uint8`` array: H x W x 3 (BGR, or RGB with ``color="rgb"``), H x W or H x W x 1
   (gray), H x W x 4 (BGRA, or RGBA with ``color="rgb"``; alpha is dropped, not composited);
-- a PIL image of any 8-bit mode (``color`` is ignored: PIL images know their own mode).
+- a PIL image of any 8-bit mode (``color`` is ignored: PIL images know their own mode; EXIF
+  orientation is not applied, use ``PIL.ImageOps.exif_transpose`` first if you need it).
 
 Nothing is guessed: other dtypes are refused with a message saying how to convert, because a
 float image may be in [0, 1] or [0, 255] and a uint16 image may use 10, 12 or 16 bits, and a

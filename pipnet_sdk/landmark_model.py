@@ -10,7 +10,7 @@ import numpy as np
 
 from .crop import crop_faces, squares_from_boxes, to_image
 from .decode import decode, vote_matrix
-from .runtime import make_session
+from .runtime import ModelFormatError, make_session
 
 META_KEY = "pipnet"
 FORMAT_VERSION = 1
@@ -19,10 +19,6 @@ REQUIRED = (
     "format", "name", "version", "num_landmarks", "scheme", "input_size", "stride",
     "num_neighbors", "neighbor_indices", "mean_face", "normalization", "crop",
 )
-
-
-class ModelFormatError(ValueError):
-    """The ONNX file is not a PIPNet model this SDK can use."""
 
 
 @dataclass(frozen=True)

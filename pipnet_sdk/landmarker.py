@@ -56,7 +56,6 @@ class Landmarker:
         self.detector = detector
         self.batch_size = batch_size
         self.color = color
-        self._det_lock = threading.Lock()
 
     @property
     def num_landmarks(self) -> int:
@@ -66,12 +65,15 @@ class Landmarker:
         return load_image(image, color=color or self.color)
 
     def _detect(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # our YuNet keeps per-call state (last_keypoints); a plug-in may too
-        with self._det_lock:
-            boxes, scores = self.detector.detect(img)
+        boxes, scores = self.detector.detect(img)
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
-        return boxes, scores
+        if len(scores) != len(boxes):
+            raise ValueError(f"detector returned {len(boxes)} boxes but {len(scores)} scores")
+        try:
+            return _check_boxes(boxes), scores
+        except ValueError as e:
+            raise ValueError(f"detector {type(self.detector).__name__} returned bad boxes: {e}") from None
 
     def landmarks(self, image: Any, boxes: Any, color: str | None = None) -> np.ndarray:
         """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector."""

@@ -7,6 +7,10 @@ from typing import Sequence
 import onnxruntime as ort
 
 
+class ModelFormatError(ValueError):
+    """The file is not a model this SDK can use."""
+
+
 def make_session(
     path: str | os.PathLike, providers: Sequence | None = None, threads: int | None = None
 ) -> ort.InferenceSession:
@@ -19,7 +23,12 @@ def make_session(
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(
-        os.fspath(path), sess_options=opts,
-        providers=list(providers) if providers else ["CPUExecutionProvider"],
-    )
+    try:
+        return ort.InferenceSession(
+            os.fspath(path), sess_options=opts,
+            providers=list(providers) if providers else ["CPUExecutionProvider"],
+        )
+    except Exception as e:  # onnxruntime raises its own non-ValueError types for bad files
+        if type(e).__module__.startswith("onnxruntime"):
+            raise ModelFormatError(f"{os.fspath(path)}: not a loadable ONNX file: {e}") from e
+        raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,9 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from export.to_onnx import export_random
 
     path = tmp_path_factory.mktemp("random_model") / "pipnet-random.onnx"
-    return Path(export_random(path, input_size=64, stride=16, backbone="resnet18", num_landmarks=68))
+    with warnings.catch_warnings():  # torch's exporter deprecation notices are not ours
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return Path(export_random(path, input_size=64, stride=16, backbone="resnet18", num_landmarks=68))
 
 
 @pytest.fixture(scope="session")

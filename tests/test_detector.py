@@ -58,8 +58,7 @@ def test_same_as_opencv_full_size(name: str, samples: Path, yunet_path: Path, de
     img = cv2.imread(str(samples / name))
     detector.size = max(img.shape[:2])  # no resize: both see the very same padded input
     try:
-        boxes, scores = detector.detect(img)
-        kps = detector.last_keypoints
+        boxes, scores, kps = detector.detect_with_keypoints(img)
     finally:
         detector.size = 640
     cb, cs, ck = opencv_detect(yunet_path, img)
@@ -84,9 +83,9 @@ def test_same_as_opencv_after_resize(name: str, samples: Path, yunet_path: Path,
 
 
 def test_no_face(samples: Path, detector: YuNet) -> None:
-    boxes, scores = detector.detect(cv2.imread(str(samples / "no_face.jpg")))
+    boxes, scores, kps = detector.detect_with_keypoints(cv2.imread(str(samples / "no_face.jpg")))
     assert boxes.shape == (0, 4) and scores.shape == (0,)
-    assert detector.last_keypoints.shape == (0, 5, 2)
+    assert kps.shape == (0, 5, 2)
 
 
 def test_tiny_and_odd_images(detector: YuNet) -> None:

@@ -138,3 +138,12 @@ def test_bad_color(bgr: np.ndarray, color) -> None:
 
 def test_no_copy_when_already_right(bgr: np.ndarray) -> None:
     assert load_image(bgr) is bgr
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    """Phone photos: a file read from disk comes upright, as viewers show it."""
+    im = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    im.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg").shape == (40, 20, 3)

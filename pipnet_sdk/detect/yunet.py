@@ -52,7 +52,6 @@ class YuNet:
         self.upscale = upscale
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.last_keypoints = np.zeros((0, 5, 2), np.float32)
 
     def _input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = image.shape[:2]
@@ -94,13 +93,18 @@ class YuNet:
             kps.append(np.stack([(cols[:, None] + kp[..., 0]) * s, (rows[:, None] + kp[..., 1]) * s], -1))
         return np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
 
-    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes (F, 4) x1, y1, x2, y2 in image pixels and scores (F,), best first.
-        The 5 keypoints of the last call are kept in ``last_keypoints`` (F, 5, 2)."""
+    def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes (F, 4) x1, y1, x2, y2 in image pixels, scores (F,) best first, and the 5
+        keypoints (F, 5, 2): eyes, nose tip, mouth corners. Stateless: safe across threads."""
         blob, f = self._input(image)
         boxes, scores, kps = self.raw(blob)
         m = scores >= self.score_threshold
         boxes, scores, kps = boxes[m], scores[m], kps[m]
         keep = nms(boxes, scores, self.nms_iou, self.max_faces)
-        self.last_keypoints = (kps[keep] / f).astype(np.float32)
-        return (boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32)
+        return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
+                (kps[keep] / f).astype(np.float32))
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (F, 4) and scores (F,), best first (the plug-in detector contract)."""
+        boxes, scores, _ = self.detect_with_keypoints(image)
+        return boxes, scores

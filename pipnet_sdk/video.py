@@ -1,0 +1,295 @@
+"""Video: face tracking with steady landmarks.
+
+:class:`VideoLandmarker` runs the face detector only now and then (first frame, every
+``detect_every`` frames, and right after a face is lost); on the frames in between each face's
+crop square is predicted from its own landmarks of the previous frame, which is cheaper and
+steadier than a fresh detector box. Landmarks are then smoothed with a One-Euro filter.
+
+The tracking crop rule
+----------------------
+On a detect frame, a face's crop is the usual one (detector box + the model's crop rule). Its
+landmarks then give a *reference*: their centroid ``c`` and RMS radius ``r`` (root mean square
+distance of the points from ``c``). The track stores the crop square in those units,
+``rel = ((cx - c) / r, side / r)``. On later frames the square is ``rel`` applied to the
+previous frame's landmarks, i.e. the square the detector would have given, moved and rescaled
+with the face. ``rel`` is refreshed on every detect frame that the track is matched on
+(averaged, so detector box noise is damped). To keep crops identical while a face is still,
+the square is only moved when it would change by more than ``hold`` x side (default 1 %).
+On a matched detect frame the track keeps its own square unless it disagrees with the
+detector's (IoU below ``resync_iou``), so a steady face does not jump every K frames.
+
+A track is lost when the mean landmark score falls below ``min_score``, when its box is mostly
+outside the image, or when it goes unmatched on more than ``max_lost`` detect frames in a row.
+Losing a track makes the next frame a detect frame.
+
+One ``VideoLandmarker`` per stream; it keeps state between calls and is not thread-safe (the
+``Landmarker`` it uses may be shared).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .types import Face
+
+
+# ---------------------------------------------------------------------------------- filter
+class OneEuroFilter:
+    """One-Euro filter (Casiez, Roussel, Vogel, CHI 2012), vectorised over an array.
+
+    ``x_hat = a x + (1 - a) x_hat_prev`` with ``a = 1 / (1 + tau / dt)``,
+    ``tau = 1 / (2 pi cutoff)`` and ``cutoff = min_cutoff + beta * speed``, where speed is the
+    low-passed (``d_cutoff``) derivative. Cutoffs are in Hz, time in seconds: pass timestamps
+    to ``__call__`` or let it count frames at ``rate`` frames per second.
+
+    speed: "element" (standard: each scalar has its own cutoff), "point" (the last axis is a
+    coordinate vector: one cutoff per point from its speed's norm), or "mean" (one cutoff for
+    the whole array from the mean point speed: rigid motion is followed without distorting the
+    shape, and the speed estimate averages out per-point noise).
+    ``scale`` (per call) divides the speed, so ``beta`` can be given in sizes per second.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
+                 rate: float = 30.0, speed: str = "element") -> None:
+        if min_cutoff <= 0 or d_cutoff <= 0 or rate <= 0 or beta < 0:
+            raise ValueError("min_cutoff, d_cutoff and rate must be > 0 and beta >= 0")
+        if speed not in ("element", "point", "mean"):
+            raise ValueError(f"speed must be 'element', 'point' or 'mean', got {speed!r}")
+        self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
+        self.rate, self.speed = float(rate), speed
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+        self._n = 0
+
+    @staticmethod
+    def _alpha(dt: float, cutoff: Any) -> Any:
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, x: Any, t: float | None = None, scale: float = 1.0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        t = self._n / self.rate if t is None else float(t)
+        self._n += 1
+        if self._x is None or self._x.shape != x.shape:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return x.copy()
+        dt = t - self._t
+        if dt <= 0:  # repeated / out-of-order timestamp: assume one frame
+            dt = 1.0 / self.rate
+        dx = (x - self._x) / dt
+        dx_hat = self._dx + self._alpha(dt, self.d_cutoff) * (dx - self._dx)
+        if self.speed == "element":
+            speed = np.abs(dx_hat)
+        else:
+            speed = np.linalg.norm(dx_hat, axis=-1, keepdims=True)
+            if self.speed == "mean":
+                speed = speed.mean()
+        cutoff = self.min_cutoff + self.beta * speed / max(float(scale), 1e-12)
+        a = self._alpha(dt, cutoff)
+        x_hat = self._x + a * (x - self._x)
+        self._x, self._dx, self._t = x_hat, dx_hat, t
+        return x_hat.copy()
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _reference(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centroid and RMS radius of (N, 2) landmarks."""
+    c = points.mean(axis=0)
+    r = float(np.sqrt(((points - c) ** 2).sum(axis=1).mean()))
+    return c, max(r, 1e-3)
+
+
+def _square_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)) of squares cx, cy, side."""
+    a = np.asarray(a, np.float64).reshape(-1, 3)
+    b = np.asarray(b, np.float64).reshape(-1, 3)
+    ax1, ay1, ax2, ay2 = (a[:, 0] - a[:, 2] / 2, a[:, 1] - a[:, 2] / 2, a[:, 0] + a[:, 2] / 2, a[:, 1] + a[:, 2] / 2)
+    bx1, by1, bx2, by2 = (b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 2] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 2] / 2)
+    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(ax1[:, None], bx1[None]), 0, None)
+    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(ay1[:, None], by1[None]), 0, None)
+    inter = w * h
+    union = (a[:, 2] ** 2)[:, None] + (b[:, 2] ** 2)[None] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """Pairs (row, col), best IoU first, each row and column used once, IoU >= threshold."""
+    pairs, used_r, used_c = [], set(), set()
+    if iou.size == 0:
+        return pairs
+    for k in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = divmod(int(k), iou.shape[1])
+        if iou[r, c] < threshold:
+            break
+        if r not in used_r and c not in used_c:
+            pairs.append((r, c))
+            used_r.add(r)
+            used_c.add(c)
+    return pairs
+
+
+@dataclass
+class _Track:
+    id: int
+    square: np.ndarray  # crop square (cx, cy, side) for the next frame
+    box_rel: np.ndarray  # detector box relative to its square: (x1 - cx) / side, ...
+    score: float  # last detector score
+    rel: np.ndarray | None = None  # (dx, dy, side) of the square in landmark reference units
+    missed: int = 0
+    filter: OneEuroFilter | None = None
+    face: Face | None = field(default=None, repr=False)
+
+
+# ---------------------------------------------------------------------------------- tracker
+class VideoLandmarker:
+    """Faces with stable ids and steady landmarks, frame after frame of one stream.
+
+    landmarker: a :class:`~pipnet_sdk.Landmarker` (default: a new one with the default models).
+    detect_every: run the detector at least every K frames (1 = every frame).
+    smoothing / min_cutoff / beta / d_cutoff: the One-Euro filter on the landmarks (cutoffs in
+        Hz; ``beta`` in face sizes per second, the face size being the landmarks' RMS radius).
+    fps: frame rate assumed when ``track`` gets no timestamps.
+    iou_threshold: least IoU between a track's crop square and a detection's to be the same face.
+    max_lost: detect frames in a row a track may go unmatched before it is dropped.
+    min_score: a track whose mean landmark score falls below this is lost.
+    hold: the crop square only moves when it would change by more than this fraction of its side.
+    resync_iou: on a matched detect frame, the detector's square replaces the track's only when
+        their IoU is below this.
+
+    Not thread-safe: use one per stream.
+    """
+
+    def __init__(self, landmarker: Any = None, detect_every: int = 10, smoothing: bool = True,
+                 min_cutoff: float = 1.0, beta: float = 20.0, d_cutoff: float = 1.0,
+                 fps: float = 30.0, iou_threshold: float = 0.3, max_lost: int = 1,
+                 min_score: float = 0.3, hold: float = 0.01, resync_iou: float = 0.6) -> None:
+        if detect_every < 1:
+            raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+        if landmarker is None:
+            from .landmarker import Landmarker
+
+            landmarker = Landmarker()
+        self.landmarker = landmarker
+        self.detect_every = int(detect_every)
+        self.smoothing = bool(smoothing)
+        self.filter_options = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, rate=fps)
+        self.fps = float(fps)
+        self.iou_threshold = float(iou_threshold)
+        self.max_lost = int(max_lost)
+        self.min_score = float(min_score)
+        self.hold = float(hold)
+        self.resync_iou = float(resync_iou)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all tracks; the next frame is a detect frame and ids start again at 0."""
+        self._tracks: list[_Track] = []
+        self._next_id = 0
+        self._frame = 0
+        self._since_detect = 0
+        self._force_detect = True
+        self.detected = False  # whether the last track() call ran the detector
+
+    # ------------------------------------------------------------------ internals
+    def _new_track(self, square: np.ndarray, box: np.ndarray, score: float) -> _Track:
+        tr = _Track(id=self._next_id, square=square.copy(),
+                    box_rel=(box - np.r_[square[:2], square[:2]]) / square[2], score=float(score))
+        self._next_id += 1
+        if self.smoothing:
+            tr.filter = OneEuroFilter(speed="mean", **self.filter_options)
+        return tr
+
+    def _associate(self, image: np.ndarray) -> None:
+        boxes, scores = self.landmarker._detect(image)
+        squares = self.landmarker.model.squares(boxes) if len(boxes) else np.zeros((0, 3))
+        iou = _square_iou(np.array([t.square for t in self._tracks]).reshape(-1, 3), squares)
+        pairs = _greedy_match(iou, self.iou_threshold)
+        matched_t = {r for r, _ in pairs}
+        matched_d = {c for _, c in pairs}
+        for r, c in pairs:
+            tr = self._tracks[r]
+            tr.missed, tr.score = 0, float(scores[c])
+            tr.box_rel = (boxes[c] - np.r_[squares[c][:2], squares[c][:2]]) / squares[c][2]
+            tr.det_square = squares[c]
+            if iou[r, c] < self.resync_iou:
+                tr.square = squares[c].copy()
+        kept = []
+        for i, tr in enumerate(self._tracks):
+            if i not in matched_t:
+                tr.missed += 1
+                tr.det_square = None
+                if tr.missed > self.max_lost:
+                    continue
+            kept.append(tr)
+        for c in range(len(boxes)):
+            if c not in matched_d:
+                tr = self._new_track(squares[c], boxes[c], scores[c])
+                tr.det_square = squares[c]
+                kept.append(tr)
+        self._tracks = kept
+
+    def _inside(self, box: np.ndarray, shape: tuple) -> bool:
+        h, w = shape[:2]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        iw = max(0.0, min(box[2], w) - max(box[0], 0))
+        ih = max(0.0, min(box[3], h) - max(box[1], 0))
+        return iw * ih >= 0.5 * bw * bh
+
+    # ------------------------------------------------------------------ API
+    def track(self, frame: Any, timestamp: float | None = None, color: str | None = None) -> list[Face]:
+        """Faces of this frame (with ``track_id``), sorted by id. ``timestamp`` in seconds
+        (default: frame count / fps); ``color`` as for ``Landmarker.detect``."""
+        lm = self.landmarker
+        img = lm._image(frame, color)
+        t = self._frame / self.fps if timestamp is None else float(timestamp)
+        self._frame += 1
+        detect = (self._force_detect or not self._tracks or self._since_detect >= self.detect_every)
+        self.detected = detect
+        for tr in self._tracks:
+            tr.det_square = None
+        if detect:
+            self._associate(img)
+            self._since_detect = 0
+        self._since_detect += 1
+        self._force_detect = False
+        if not self._tracks:
+            return []
+
+        squares = np.array([tr.square for tr in self._tracks])
+        pts, ls = lm.model.run_squares(img, squares, lm.batch_size)
+        kept, faces = [], []
+        for i, tr in enumerate(self._tracks):
+            p = pts[i].astype(np.float64)
+            s = np.clip(ls[i], 0, 1).astype(np.float32)
+            c, r = _reference(p)
+            if tr.det_square is not None:  # refresh the landmarks -> square relation
+                sq = tr.det_square
+                rel = np.array([(sq[0] - c[0]) / r, (sq[1] - c[1]) / r, sq[2] / r])
+                tr.rel = rel if tr.rel is None else 0.5 * (tr.rel + rel)
+            new_sq = np.array([c[0] + tr.rel[0] * r, c[1] + tr.rel[1] * r, tr.rel[2] * r])
+            box = (np.r_[new_sq[:2], new_sq[:2]] + tr.box_rel * new_sq[2]).astype(np.float32)
+            if float(s.mean()) < self.min_score or not self._inside(box, img.shape):
+                self._force_detect = True
+                continue
+            move = max(np.abs(new_sq[:2] - tr.square[:2]).max(), abs(new_sq[2] - tr.square[2]))
+            if move > self.hold * tr.square[2]:
+                tr.square = new_sq
+            if tr.filter is not None:
+                p = tr.filter(p, t, scale=r)
+            tr.face = Face(box=box, score=tr.score, landmarks=p.astype(np.float32),
+                           landmark_scores=s, track_id=tr.id)
+            kept.append(tr)
+            faces.append(tr.face)
+        self._tracks = kept
+        return faces
+
+    @property
+    def num_tracks(self) -> int:
+        return len(self._tracks)
