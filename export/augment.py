@@ -101,14 +101,14 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     if gray.any():
         g = (0.114 * x[:, 0] + 0.587 * x[:, 1] + 0.299 * x[:, 2]).unsqueeze(1).expand_as(x)
         x = torch.where(gray[:, None, None, None], g, x)
-    blur = rand(b) < cfg.p_blur
-    if blur.any():
-        x = torch.where(blur[:, None, None, None], gaussian_blur(x, 0.5 + 2.0 * float(rand(1))), x)
+    blur = torch.nonzero(rand(b) < cfg.p_blur)[:, 0]
+    if len(blur):
+        x[blur] = gaussian_blur(x[blur], 0.5 + 2.0 * float(rand(1)))
     con = 1 + cfg.contrast * (2 * rand(b, 1, 1, 1) - 1)
     bri = cfg.brightness * (2 * rand(b, 1, 1, 1) - 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * con + mean + bri
-    x = x + cfg.noise * rand(b, 1, 1, 1) * torch.randn(x.shape, generator=generator).to(dev)
+    x = x + cfg.noise * rand(b, 1, 1, 1) * torch.randn(x.shape, device=dev)  # global seed
     occ = rand(b) < cfg.p_occlude
     if occ.any():
         ys = torch.arange(size, device=dev).view(1, size, 1)

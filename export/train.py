@@ -28,6 +28,7 @@ from .data import (base_crops, cache_key, detector_boxes, mean_face, neighbor_in
                    read_pts_folder, shared_dir, split_validation)
 from .decode import decode, nme
 from .model import PIPNet
+from .pack import load_cache
 from .schemes import get_scheme
 from .targets import coarse_loss, make_targets, pip_loss
 
@@ -42,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
     "score_weight": 10.0, "offset_weight": 1.0,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
-    "stc": None,
+    "stc": None, "max_minutes": None,
 }
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0-1 values
 STD = (0.229, 0.224, 0.225)
@@ -74,9 +75,8 @@ def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
     key = cache_key(cfg["labeled"], cfg["val_from"], cfg["val_fraction"], cfg["limit"], cfg["detector"],
                     cfg["crop"], cfg["base_size"], cfg["margin"], cfg["seed"], 2)
     path = cache_dir() / f"crops-{key}.npz"
-    if path.exists():
-        d = dict(np.load(path))
-    else:
+    d = load_cache(path)
+    if d is None:
         train, val = [], []
         for folder in cfg["labeled"]:
             samples = read_pts_folder(data_path(folder))
@@ -199,7 +199,8 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     log = open(log_path, "a")
     log.write(f"# {time.ctime()} device={dev} train={n_lab}+{int(is_pseudo.sum())} val={len(va_img)} start={start}\n")
     summary: dict[str, Any] = {}
-    for epoch in range(start, cfg["epochs"]):
+    epoch = start
+    while epoch < cfg["epochs"]:
         t0, totals = time.time(), {"loss": 0.0, "score": 0.0, "offset": 0.0, "neighbor": 0.0}
         stage = stc_stage(stc, epoch, cfg["epochs"]) if stc else None
         perm = torch.randperm(len(tr_img), generator=gen)
@@ -224,7 +225,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            totals["loss"] += float(loss)
+            totals["loss"] += float(loss.detach())
             for k, v in parts.items():
                 totals[k] += v
             if step % 20 == 0:
@@ -248,6 +249,14 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
         torch.save(state, out / "last.tmp")
         os.replace(out / "last.tmp", last)
         summary = {"epoch": epoch + 1, "val_nme": ev["nme"], "best_val_nme": best}
+        if cfg["max_minutes"] and epoch == start:
+            # fit the schedule into the time budget, measured on the first epoch
+            fit = int(cfg["max_minutes"] * 60 / max(secs, 1e-3))
+            if fit < cfg["epochs"]:
+                cfg = dict(cfg, epochs=max(start + 2, fit))
+                log.write(f"# time budget {cfg['max_minutes']} min: epochs set to {cfg['epochs']}\n")
+                (out / "config.json").write_text(json.dumps(cfg, indent=2))
+        epoch += 1
     log.close()
     return summary
 

@@ -1,0 +1,116 @@
+"""Self-training with curriculum (STC): pseudo-label unlabeled faces with a trained teacher,
+then train a student on labeled + pseudo-labeled faces, supervising the pseudo-labels first on
+coarse score maps (2x2, then 4x4) and only in the last stage on the full maps with offsets.
+
+    python -m export.stc --config export/configs/pipnet-r18.json --teacher runs/r18/best.pt \
+        --out runs/r18-stc [--rounds 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augment import AugmentConfig, augment
+from .data import base_crops, cache_key, read_image_folder
+from .decode import decode
+from .pack import load_cache
+from .schemes import get_scheme
+from .train import autocast, build_model, cache_dir, data_path, load_config, normalize, train
+
+DEFAULT_UNLABELED = "data/unlabeled/lfw"
+
+
+def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> np.ndarray:
+    """Base crops of the unlabeled faces: the SDK detector's best face in each image (cached)."""
+    from pipnet_sdk.detect import YuNet
+    import cv2
+
+    key = cache_key(folder, cfg["detector"], cfg["crop"], cfg["base_size"], cfg["margin"], cfg["limit"], 1)
+    path = cache_dir() / f"unlabeled-{key}.npz"
+    cached = load_cache(path)
+    if cached is not None:
+        return cached["images"]
+    samples = read_image_folder(data_path(folder))
+    if cfg["limit"]:
+        samples = samples[: cfg["limit"]]
+    det = YuNet(data_path(cfg["detector"]), score_threshold=0.5, upscale=True)
+    keep, boxes = [], []
+    for s in samples:
+        img = cv2.imread(s.image)
+        b, sc = det.detect(img) if img is not None else (np.zeros((0, 4)), np.zeros(0))
+        if len(b):  # the most central confident face (LFW images are centred on one person)
+            c = (b[:, :2] + b[:, 2:]) / 2 - np.array(img.shape[1::-1]) / 2
+            keep.append(s)
+            boxes.append(b[np.argmin((c**2).sum(1))])
+    images, _ = base_crops(keep, np.array(boxes), cfg["crop"]["scale"], cfg["crop"]["shift_y"],
+                           cfg["base_size"], cfg["margin"], progress, "base crops (unlabeled)")
+    np.savez(path, images=images)
+    return images
+
+
+@torch.no_grad()
+def pseudo_label(model: torch.nn.Module, cfg: dict[str, Any], images: np.ndarray, neighbors: np.ndarray,
+                 device: torch.device, batch: int = 128) -> np.ndarray:
+    """Teacher predictions on un-jittered crops, returned in base-crop pixels (M, N, 2)."""
+    model.eval().to(device)
+    n = get_scheme(cfg["scheme"]).num_points
+    flip = torch.tensor(get_scheme(cfg["scheme"]).flip, device=device)
+    nb = torch.from_numpy(np.asarray(neighbors)).to(device)
+    out = []
+    r, m, s = cfg["base_size"], cfg["margin"], cfg["input_size"]
+    for i in range(0, len(images), batch):
+        im = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).to(device)
+        dummy = torch.zeros(len(im), n, 2, device=device)
+        x, _ = augment(im, dummy, s, m, flip, AugmentConfig(), train=False)
+        with autocast(device, cfg["bf16"]):
+            heads = model(normalize(x).contiguous(memory_format=torch.channels_last))
+        p = decode(heads, nb)  # normalised to the crop
+        out.append(((p - 0.5) * (r / m) + (r - 1) / 2).cpu().numpy())  # back to base pixels
+    return np.concatenate(out).astype(np.float32)
+
+
+def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabeled: str = DEFAULT_UNLABELED,
+        device: str | None = None, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+    """STC rounds: each round's student becomes the next round's teacher."""
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    images = unlabeled_crops(cfg, unlabeled, progress)
+    cfg = dict(cfg, stc=cfg["stc"] or {"grids": [2, 4]})
+    summary: dict[str, Any] = {}
+    for k in range(rounds):
+        ck = torch.load(teacher, map_location="cpu", weights_only=False)
+        model = build_model(load_config(None, ck["config"]))
+        model.load_state_dict({k2: v for k2, v in ck["model"].items() if not k2.startswith("coarse.")})
+        points = pseudo_label(model.to(memory_format=torch.channels_last), cfg, images,
+                              np.array(ck["meta"]["neighbor_indices"]), dev)
+        round_out = out / f"round{k + 1}"
+        summary = train(cfg, round_out, resume, device, progress, pseudo={"images": images, "points": points})
+        summary["round"] = k + 1
+        teacher = round_out / "best.pt"
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m export.stc", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="student config (JSON, keys as export.train.DEFAULTS)")
+    ap.add_argument("--teacher", required=True, help="checkpoint of a trained model (best.pt)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--unlabeled", default=DEFAULT_UNLABELED, help="folder of unlabeled face images")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--limit", type=int)
+    ap.add_argument("--device")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit})
+    print(json.dumps(run(cfg, Path(a.teacher), Path(a.out), a.rounds, a.unlabeled, a.device, not a.quiet, a.resume)))
+
+
+if __name__ == "__main__":
+    main()
