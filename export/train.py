@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
     "score_weight": 10.0, "offset_weight": 1.0,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
-    "stc": None, "max_minutes": None,
+    "stc": None, "max_minutes": None, "init": None,
 }
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0-1 values
 STD = (0.229, 0.224, 0.225)
@@ -187,6 +187,9 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     start, best = 0, float("inf")
     gen = torch.Generator().manual_seed(cfg["seed"])
     last, log_path = out / "last.pt", out / "log.txt"
+    if cfg["init"] and not (resume and last.exists()):  # fine-tune from another run's weights
+        ck = torch.load(cfg["init"], map_location=dev, weights_only=False)
+        model.load_state_dict({k: v for k, v in ck["model"].items() if not k.startswith("coarse.")}, strict=not coarse)
     if resume and last.exists():
         ck = torch.load(last, map_location=dev, weights_only=False)
         model.load_state_dict(ck["model"])

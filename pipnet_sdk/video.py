@@ -12,14 +12,16 @@ landmarks then give a *reference*: their centroid ``c`` and RMS radius ``r`` (ro
 distance of the points from ``c``). The track stores the crop square in those units,
 ``rel = ((cx - c) / r, side / r)``. On later frames the square is ``rel`` applied to the
 previous frame's landmarks, i.e. the square the detector would have given, moved and rescaled
-with the face. ``rel`` is refreshed on every detect frame that the track is matched on
+with the face (and, with ``predict``, shifted by the face's last motion, so a moving face
+stays centred). ``rel`` is refreshed on every detect frame that the track is matched on
 (averaged, so detector box noise is damped). To keep crops identical while a face is still,
 the square is only moved when it would change by more than ``hold`` x side (default 1 %).
 On a matched detect frame the track keeps its own square unless it disagrees with the
 detector's (IoU below ``resync_iou``), so a steady face does not jump every K frames.
 
 A track is lost when the mean landmark score falls below ``min_score``, when its box is mostly
-outside the image, or when it goes unmatched on more than ``max_lost`` detect frames in a row.
+outside the image, when it goes unmatched on more than ``max_lost`` detect frames in a row, or
+when it lands on the same face as an older track.
 Losing a track makes the next frame a detect frame.
 
 One ``VideoLandmarker`` per stream; it keeps state between calls and is not thread-safe (the
@@ -143,6 +145,8 @@ class _Track:
     score: float  # last detector score
     rel: np.ndarray | None = None  # (dx, dy, side) of the square in landmark reference units
     missed: int = 0
+    centre: np.ndarray | None = None  # landmark centroid of the last frame (for motion prediction)
+    det_square: np.ndarray | None = None  # this frame's matched detector square
     filter: OneEuroFilter | None = None
     face: Face | None = field(default=None, repr=False)
 
@@ -162,14 +166,16 @@ class VideoLandmarker:
     hold: the crop square only moves when it would change by more than this fraction of its side.
     resync_iou: on a matched detect frame, the detector's square replaces the track's only when
         their IoU is below this.
+    predict: move the next frame's crop square by the face's last frame-to-frame motion.
 
     Not thread-safe: use one per stream.
     """
 
     def __init__(self, landmarker: Any = None, detect_every: int = 10, smoothing: bool = True,
-                 min_cutoff: float = 1.0, beta: float = 20.0, d_cutoff: float = 1.0,
+                 min_cutoff: float = 1.0, beta: float = 40.0, d_cutoff: float = 1.0,
                  fps: float = 30.0, iou_threshold: float = 0.3, max_lost: int = 1,
-                 min_score: float = 0.3, hold: float = 0.01, resync_iou: float = 0.6) -> None:
+                 min_score: float = 0.2, hold: float = 0.01, resync_iou: float = 0.6,
+                 predict: bool = False) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         if landmarker is None:
@@ -186,6 +192,7 @@ class VideoLandmarker:
         self.min_score = float(min_score)
         self.hold = float(hold)
         self.resync_iou = float(resync_iou)
+        self.predict = bool(predict)
         self.reset()
 
     def reset(self) -> None:
@@ -275,9 +282,14 @@ class VideoLandmarker:
                 tr.rel = rel if tr.rel is None else 0.5 * (tr.rel + rel)
             new_sq = np.array([c[0] + tr.rel[0] * r, c[1] + tr.rel[1] * r, tr.rel[2] * r])
             box = (np.r_[new_sq[:2], new_sq[:2]] + tr.box_rel * new_sq[2]).astype(np.float32)
+            if self.predict and tr.centre is not None:  # constant velocity: where it will be next
+                new_sq[:2] += c - tr.centre
+            tr.centre = c
             if float(s.mean()) < self.min_score or not self._inside(box, img.shape):
                 self._force_detect = True
                 continue
+            if kept and _square_iou(new_sq, np.array([k.square for k in kept])).max() > 0.7:
+                continue  # two tracks on one face: keep the older (tracks are in id order)
             move = max(np.abs(new_sq[:2] - tr.square[:2]).max(), abs(new_sq[2] - tr.square[2]))
             if move > self.hold * tr.square[2]:
                 tr.square = new_sq

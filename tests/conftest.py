@@ -46,16 +46,16 @@ def random_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def _models_folder(tmp_path_factory: pytest.TempPathFactory, random_model: Path, yunet_path: Path) -> Path:
+def _models_folder(tmp_path_factory: pytest.TempPathFactory, yunet_path: Path) -> Path:
     d = tmp_path_factory.mktemp("models")
-    shutil.copyfile(random_model, d / "pipnet-fast.onnx")
+    (d / "pipnet-fast.onnx").symlink_to(ROOT / "pipnet_sdk" / "models" / "pipnet-fast.onnx")
     (d / yunet_path.name).symlink_to(yunet_path)  # never copy shared files
     return d
 
 
 @pytest.fixture
 def models_dir(_models_folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder with ``pipnet-fast.onnx`` (random weights) and a link to YuNet-n, set as
+    """A folder with links to the packaged ``pipnet-fast.onnx`` and to YuNet-n, set as
     ``$PIPNET_MODELS_DIR`` for the test."""
     monkeypatch.setenv("PIPNET_MODELS_DIR", str(_models_folder))
     return _models_folder

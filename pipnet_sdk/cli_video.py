@@ -1,0 +1,178 @@
+"""``pipnet video IN [--out OUT.mp4] [--json FILE] ...``: track faces through a video file.
+
+Wired into :mod:`pipnet_sdk.cli` with ``add_parser(subparsers)``; ``run(args)`` returns the exit
+code: 0 = done, 2 = a usage error (missing file, unreadable video, unwritable output, unusable
+model) reported as one ``pipnet: error: ...`` line on stderr.
+
+The JSON (``--json FILE``, ``-`` = stdout) is one document, written frame by frame::
+
+    {"video": ..., "width": W, "height": H, "fps": F, "model": ..., "detector": ...,
+     "frames": [{"index": 0, "time": 0.0, "detected": true, "faces": [Face.to_dict(), ...]}, ...],
+     "num_frames": N}
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Iterator
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return v
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "video", help="track faces and landmarks through a video file",
+        description="Track faces through a video: steady landmarks with stable ids. "
+                    "Writes JSON per frame (--json) and/or an annotated video (--out).")
+    p.add_argument("input", metavar="IN", help="video file (anything OpenCV can decode)")
+    p.add_argument("--out", metavar="OUT.mp4", help="write the annotated video here")
+    p.add_argument("--json", metavar="FILE", help="write per-frame JSON here ('-' = stdout)")
+    p.add_argument("--model", metavar="M", help="landmark model: registry name or .onnx path")
+    p.add_argument("--detector", metavar="D", help="face detector: registry name or .onnx path")
+    p.add_argument("--detect-every", type=_positive_int, default=10, metavar="K",
+                   help="run the face detector at least every K frames (default 10)")
+    p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the landmarks")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="onnxruntime threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary line")
+    p.set_defaults(func=run)
+    return p
+
+
+def _error(message: str) -> int:
+    print(f"pipnet: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def _progress(frames: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
+    """tqdm when installed, else a light counter; on stderr, only on a terminal."""
+    if quiet or not sys.stderr.isatty():
+        yield from frames
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        n = 0
+        for n, item in enumerate(frames, 1):
+            if n % 10 == 0:
+                sys.stderr.write(f"\r{n}/{total or '?'} frames")
+                sys.stderr.flush()
+            yield item
+        sys.stderr.write(f"\r{n}/{total or '?'} frames\n")
+        return
+    yield from tqdm(frames, total=total or None, unit="frame", file=sys.stderr)
+
+
+def _frames(cap: Any) -> Iterator[Any]:
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            return
+        yield frame
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from .landmarker import DEFAULT_DETECTOR, DEFAULT_MODEL, Landmarker
+    from .video import VideoLandmarker
+
+    if not os.path.isfile(args.input):
+        return _error(f"no such video file: {args.input}")
+    if args.out is None and args.json is None and args.quiet:
+        return _error("nothing to do: give --out and/or --json (or drop --quiet to only time it)")
+    cap = cv2.VideoCapture(args.input)
+    ok, first = cap.read() if cap.isOpened() else (False, None)
+    if not ok or first is None:
+        cap.release()
+        return _error(f"cannot read {args.input} as a video (not a video, or a codec OpenCV lacks)")
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and 0 < fps < 1000 else 30.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    h, w = first.shape[:2]
+    try:
+        lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads)
+    except (OSError, ValueError) as e:
+        cap.release()
+        return _error(f"cannot load the models: {e}")
+    except Exception as e:  # onnxruntime's own errors, e.g. not an ONNX file
+        if type(e).__module__.startswith("onnxruntime"):
+            cap.release()
+            return _error(f"cannot load the models: {e}")
+        raise
+    video = VideoLandmarker(lm, detect_every=args.detect_every, smoothing=not args.no_smooth, fps=fps)
+
+    writer = None
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not writer.isOpened():
+            cap.release()
+            return _error(f"cannot write the video {args.out} (unknown extension or codec?)")
+    js = None
+    if args.json:
+        try:
+            if args.json == "-":
+                js = sys.stdout
+            else:
+                os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+                js = open(args.json, "w", encoding="utf-8")
+        except OSError as e:
+            cap.release()
+            if writer is not None:
+                writer.release()
+            return _error(f"cannot write {args.json}: {e}")
+        head = {"video": args.input, "width": w, "height": h, "fps": round(fps, 3),
+                "model": args.model or DEFAULT_MODEL, "detector": args.detector or DEFAULT_DETECTOR}
+        js.write(json.dumps(head)[:-1] + ', "frames": [')
+
+    def all_frames() -> Iterator[Any]:
+        yield first
+        yield from _frames(cap)
+
+    n, busy = 0, 0.0
+    try:
+        for frame in _progress(all_frames(), total, args.quiet):
+            t0 = time.perf_counter()
+            faces = video.track(frame, timestamp=n / fps)
+            busy += time.perf_counter() - t0
+            if js is not None:
+                entry = {"index": n, "time": round(n / fps, 4), "detected": video.detected,
+                         "faces": [f.to_dict() for f in faces]}
+                js.write(("," if n else "") + "\n" + json.dumps(entry))
+            if writer is not None:
+                from .draw import draw
+
+                writer.write(draw(frame, faces))
+            n += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+        if js is not None:
+            js.write(f"\n], \"num_frames\": {n}}}\n")
+            if js is not sys.stdout:
+                js.close()
+    if not args.quiet:
+        rate = n / busy if busy > 0 else float("inf")
+        print(f"pipnet video: {n} frames, tracking at {rate:.1f} frames/s "
+              f"(detector every {args.detect_every} frames)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # python -m pipnet_sdk.cli_video IN ... (until wired into `pipnet`)
+    parser = argparse.ArgumentParser(prog="pipnet")
+    sub = parser.add_subparsers(dest="command")
+    add_parser(sub)
+    ns = parser.parse_args(["video", *sys.argv[1:]])
+    sys.exit(ns.func(ns))

@@ -1,0 +1,206 @@
+"""export/: heads, targets, schemes, NME, decoding parity, STC curriculum, augmentation, a tiny run."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.augment import AugmentConfig, augment  # noqa: E402
+from export.data import neighbor_indices, read_list_file, read_pts  # noqa: E402
+from export.decode import decode as torch_decode  # noqa: E402
+from export.decode import nme  # noqa: E402
+from export.model import PIPNet  # noqa: E402
+from export.schemes import SCHEMES, get_scheme  # noqa: E402
+from export.targets import coarse_score, make_targets, pip_loss  # noqa: E402
+from export.train import stc_stage  # noqa: E402
+from pipnet_sdk.decode import decode as numpy_decode  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("backbone,stride,size,grid", [("resnet18", 32, 256, 8), ("resnet18", 16, 128, 8),
+                                                       ("mobilenetv2", 32, 128, 4), ("mobilenetv2", 16, 64, 4)])
+def test_head_shapes(backbone: str, stride: int, size: int, grid: int) -> None:
+    m = PIPNet(68, 10, backbone, stride, width=0.25, coarse_grids=(2, 4)).eval()
+    heads, coarse = m.forward_train(torch.zeros(2, 3, size, size))
+    assert [tuple(h.shape) for h in heads] == [(2, 68, grid, grid)] * 3 + [(2, 680, grid, grid)] * 2
+    assert {g: tuple(c.shape) for g, c in coarse.items()} == {2: (2, 68, 2, 2), 4: (2, 68, 4, 4)}
+
+
+def test_targets_at_known_position() -> None:
+    nb = torch.tensor([[1], [0], [1]])
+    pts = torch.tensor([[[0.30, 0.80], [0.99, 0.01], [0.5, 0.5]]])  # grid 4
+    t = make_targets(pts, 4, nb)
+    # landmark 0: x 1.2 cells, y 3.2 cells -> cell (row 3, col 1) = 13, offset (0.2, 0.2)
+    assert t["index"].tolist() == [[13, 3, 10]]
+    score = t["score"].reshape(1, 3, 4, 4)
+    assert score[0, 0, 3, 1] == 1 and score[0, 0].sum() == 1
+    np.testing.assert_allclose(t["offset"][0, 0].numpy(), [0.2, 0.2], atol=1e-6)
+    np.testing.assert_allclose(t["offset"][0, 1].numpy(), [0.96, 0.04], atol=1e-6)
+    # neighbour of landmark 0 is landmark 1 at (3.96, 0.04) cells, seen from cell (col 1, row 3)
+    np.testing.assert_allclose(t["neighbor"][0, 0, 0].numpy(), [2.96, -2.96], atol=1e-6)
+
+
+def test_loss_is_zero_for_perfect_outputs() -> None:
+    nb = torch.tensor([[1], [0]])
+    pts = torch.tensor([[[0.3, 0.8], [0.6, 0.1]]])
+    t = make_targets(pts, 4, nb)
+    score = t["score"].reshape(1, 2, 4, 4)
+    ox, oy = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    nx, ny = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    for i in range(2):
+        r, c = divmod(int(t["index"][0, i]), 4)
+        ox[0, i, r, c], oy[0, i, r, c] = t["offset"][0, i]
+        nx[0, i, r, c], ny[0, i, r, c] = t["neighbor"][0, i, 0]
+    loss, parts = pip_loss((score, ox, oy, nx, ny), t, 1)
+    assert float(loss) == pytest.approx(0.0, abs=1e-7)
+    # and decoding those outputs gives the points back
+    np.testing.assert_allclose(torch_decode((score, ox, oy, nx, ny), nb).numpy(), pts.numpy(), atol=1e-6)
+    loss2, _ = pip_loss((score, ox + 0.1, oy, nx, ny), t, 1)
+    assert float(loss2) == pytest.approx(0.1 * 2 / 4, rel=1e-5)  # L1 mean over N and x/y
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMES))
+def test_flip_is_an_involution(name: str) -> None:
+    s = get_scheme(name)
+    flip = np.array(s.flip)
+    assert len(flip) == s.num_points and sorted(flip) == list(range(s.num_points))
+    assert (flip[flip] == np.arange(s.num_points)).all()
+    assert flip[s.left_eye] == s.right_eye
+
+
+def test_ibug68_flip_maps_eyes_and_mouth() -> None:
+    f = get_scheme("ibug68").flip
+    assert f[36] == 45 and f[39] == 42 and f[48] == 54 and f[0] == 16 and f[30] == 30 and f[8] == 8
+
+
+def test_nme_hand_computed() -> None:
+    gt = torch.zeros(1, 68, 2)
+    gt[0, 36] = torch.tensor([0.0, 0.0])
+    gt[0, 45] = torch.tensor([10.0, 0.0])
+    pred = gt.clone()
+    pred[0, 0] += torch.tensor([3.0, 4.0])  # one point off by 5 px
+    assert float(nme(pred, gt, (36, 45))[0]) == pytest.approx(5 / 68 / 10)
+
+
+def test_torch_and_numpy_decoding_agree() -> None:
+    rng = np.random.RandomState(1)
+    b, n, c, g = 3, 20, 5, 6
+    outs = [rng.randn(b, n, g, g), rng.rand(b, n, g, g), rng.rand(b, n, g, g),
+            rng.randn(b, n * c, g, g), rng.randn(b, n * c, g, g)]
+    outs = [o.astype(np.float32) for o in outs]
+    nb = neighbor_indices(rng.rand(n, 2).astype(np.float32), c)
+    p_np, _ = numpy_decode(*outs, nb)
+    p_t = torch_decode(tuple(torch.from_numpy(o) for o in outs), torch.from_numpy(nb)).numpy()
+    np.testing.assert_allclose(p_np, p_t, atol=1e-6)
+
+
+def test_neighbors_exclude_self_and_are_nearest() -> None:
+    mean = np.array([[0, 0], [1, 0], [5, 0], [6, 0]], np.float32)
+    assert neighbor_indices(mean, 1)[:, 0].tolist() == [1, 0, 3, 2]
+
+
+def test_stc_coarse_targets_and_stages() -> None:
+    pts = torch.tensor([[[0.30, 0.80], [0.74, 0.26]]])
+    c2 = coarse_score(pts, 2).reshape(1, 2, 2, 2)
+    c4 = coarse_score(pts, 4).reshape(1, 2, 4, 4)
+    assert c2[0, 0, 1, 0] == 1 and c2[0, 1, 0, 1] == 1 and c2.sum() == 2
+    assert c4[0, 0, 3, 1] == 1 and c4[0, 1, 1, 2] == 1 and c4.sum() == 2
+    stages = [stc_stage({"grids": [2, 4]}, e, 9) for e in range(9)]
+    assert stages == [2, 2, 2, 4, 4, 4, 0, 0, 0]
+
+
+def test_augment_moves_pixels_and_points_together() -> None:
+    """A bright dot drawn at a landmark stays under the transformed landmark (rotation, flip)."""
+    base = 96
+    img = torch.zeros(1, 3, base, base, dtype=torch.uint8)
+    pts = torch.full((1, 68, 2), 48.0)
+    pts[0, 36] = torch.tensor([40.0, 35.0])
+    ys, xs = torch.meshgrid(torch.arange(base), torch.arange(base), indexing="ij")
+    img[0, :, ((xs - 40) ** 2 + (ys - 35) ** 2) <= 4] = 255
+    flip = torch.tensor(get_scheme("ibug68").flip)
+    cfg = AugmentConfig(p_rotate=1.0, p_flip=1.0, p_occlude=0, p_blur=0, p_gray=0, brightness=0, contrast=0, noise=0)
+    for seed in range(4):
+        x, p = augment(img, pts, 64, 1.5, flip, cfg, torch.Generator().manual_seed(seed))
+        w = x[0, 0]
+        cy = float((w.sum(1) * torch.arange(64)).sum() / w.sum())
+        cx = float((w.sum(0) * torch.arange(64)).sum() / w.sum())
+        u = p[0, 45] * 64 - 0.5  # flipped: point 36 became 45
+        assert math.hypot(cx - float(u[0]), cy - float(u[1])) < 0.6
+
+
+def test_read_pts_is_zero_based(tmp_path: Path) -> None:
+    f = tmp_path / "a.pts"
+    f.write_text("version: 1\nn_points: 2\n{\n1 1\n10.5 20\n}\n")
+    np.testing.assert_allclose(read_pts(f), [[0, 0], [9.5, 19]])
+
+
+def test_read_list_files(tmp_path: Path) -> None:
+    wflw = tmp_path / "wflw.txt"
+    wflw.write_text(" ".join(["1"] * 196) + " 0 0 9 9 0 0 0 0 0 0 sub/img.jpg\n")
+    s = read_list_file(wflw, tmp_path, 98)
+    assert s[0].image == str(tmp_path / "sub/img.jpg") and s[0].points.shape == (98, 2)
+    cofw = tmp_path / "cofw.txt"
+    cofw.write_text("a.jpg " + " ".join(str(i) for i in range(58)) + "\n")
+    s = read_list_file(cofw, tmp_path, 29, layout="name_first")
+    assert s[0].points[1].tolist() == [2, 3]
+    with pytest.raises(ValueError, match="coordinates"):
+        read_list_file(cofw, tmp_path, 30, layout="name_first")
+
+
+def test_pack_round_trip(tmp_path: Path) -> None:
+    from export.pack import load_cache, pack
+
+    rng = np.random.RandomState(0)
+    imgs = np.zeros((3, 32, 32, 3), np.uint8)
+    imgs[:, 8:24, 8:24] = rng.randint(0, 255, (3, 1, 1, 3))
+    src = tmp_path / "c.npz"
+    np.savez(src, images=imgs, points=rng.rand(3, 5, 2))
+    pack(src, 95)
+    src.unlink()
+    d = load_cache(src)
+    assert d["images"].shape == imgs.shape and np.abs(d["images"].astype(int) - imgs).mean() < 3
+    assert d["points"].shape == (3, 5, 2)
+
+
+def test_export_parity(tmp_path: Path) -> None:
+    from export.to_onnx import export_model, metadata, parity
+    from export.train import build_model, load_config
+
+    cfg = load_config(None, {"name": "t", "width": 0.25, "input_size": 64})
+    model = build_model(cfg).eval()
+    mean = np.random.RandomState(0).uniform(0.2, 0.8, (68, 2)).astype(np.float32)
+    nb = neighbor_indices(mean, 10)
+    path = export_model(model, metadata(cfg, mean, nb), tmp_path / "m.onnx")
+    crops = np.random.RandomState(1).randint(0, 255, (4, 64, 64, 3), np.uint8)
+    r = parity(model, path, crops, nb)
+    assert r["heads_max_abs"] < 1e-4 and r["decode_px"] < 1e-4 and r["torch_vs_ort_px"] < 1e-2
+
+
+def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) -> None:
+    """The CI run of the whole recipe: teacher, one STC round, ONNX fp32 + int8, in well under a minute."""
+    cfg = {"name": "tiny", "width": 0.25, "stride": 16, "input_size": 64, "base_size": 96, "margin": 1.5,
+           "epochs": 2, "batch_size": 16, "limit": 24, "val_fraction": 0.2, "stc": {"grids": [2, 4], "rounds": 1, "epochs": 3}}
+    conf = tmp_path / "tiny.json"
+    conf.write_text(json.dumps(cfg))
+    env = {"PIPNET_SHARED": str(shared_dir), "PIPNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-m", "export.recipe", "--config", str(conf), "--out", str(tmp_path / "run"), "--quiet"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["teacher"]["epoch"] == 2 and report["stc"]["epoch"] == 3
+    log = [json.loads(l) for l in (tmp_path / "run" / "stc" / "round1" / "log.txt").read_text().splitlines() if l.startswith("{")]
+    assert [l["stc_grid"] for l in log] == [2, 4, 0]
+    assert (tmp_path / "run" / "tiny.int8.onnx").exists() and report["onnx"]["parity"]["decode_px"] < 1e-3
+    # the exported model runs in the SDK
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    lm = LandmarkModel(tmp_path / "run" / "tiny.fp32.onnx")
+    assert lm.spec.name == "tiny" and lm.spec.num_landmarks == 68 and lm.spec.crop_scale == 1.2

@@ -1,0 +1,296 @@
+"""Video: the One-Euro filter and VideoLandmarker's state machine (detect / track / lose / ids).
+
+The state-machine tests use the random-weights model (its landmarks are meaningless, so they
+only rely on the detector: YuNet, wrapped to count its calls). Tests that need real landmarks
+(a track lost by its landmark scores, tracking that follows the face) run with a trained model
+when one is available (``pipnet_sdk/models/pipnet-fast.onnx`` or ``$PIPNET_TEST_MODEL``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipnet_sdk.detect import YuNet
+from pipnet_sdk.landmarker import Landmarker
+from pipnet_sdk.video import OneEuroFilter, VideoLandmarker
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------- filter
+def test_filter_constant_signal_stays_put() -> None:
+    f = OneEuroFilter(min_cutoff=0.5, beta=5.0, speed="point")
+    x = np.random.default_rng(0).normal(size=(68, 2)) * 50
+    for _ in range(20):
+        y = f(x)
+    np.testing.assert_allclose(y, x, atol=1e-9)
+
+
+def test_filter_follows_a_step_within_a_few_frames() -> None:
+    x0, x1 = np.zeros(4), np.full(4, 10.0)
+    fast = OneEuroFilter(min_cutoff=1.0, beta=1.0)
+    slow = OneEuroFilter(min_cutoff=1.0, beta=0.0)  # plain low-pass: lags behind a step
+    for f in (fast, slow):
+        f(x0)
+    out_fast = [fast(x1) for _ in range(3)]
+    out_slow = [slow(x1) for _ in range(3)]
+    assert np.abs(out_fast[-1] - x1).max() < 0.5  # within 5 % after 3 frames
+    assert np.abs(out_slow[-1] - x1).max() > 3.0
+    assert np.all(np.diff([o[0] for o in out_fast]) >= 0)  # no overshoot / ringing
+
+
+def test_filter_reduces_noise_variance() -> None:
+    rng = np.random.default_rng(1)
+    noisy = 100 + rng.normal(0, 1.0, size=(300, 68, 2))
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.5, speed="mean")
+    out = np.array([f(x, scale=50.0) for x in noisy])
+    assert out[30:].var() < 0.25 * noisy[30:].var()
+
+
+def test_filter_timestamps_and_frame_count_agree() -> None:
+    rng = np.random.default_rng(2)
+    xs = np.cumsum(rng.normal(size=(30, 5)), axis=0)
+    a, b, c = (OneEuroFilter(min_cutoff=1.0, beta=0.1, rate=30.0) for _ in range(3))
+    out_a = [a(x) for x in xs]
+    out_b = [b(x, t=i / 30.0) for i, x in enumerate(xs)]
+    out_c = [c(x, t=i / 10.0) for i, x in enumerate(xs)]  # slower clock: less smoothing
+    np.testing.assert_allclose(out_a, out_b, atol=1e-12)
+    assert np.abs(np.array(out_c) - xs).mean() < np.abs(np.array(out_a) - xs).mean()
+
+
+def test_filter_mean_speed_moves_rigidly() -> None:
+    f = OneEuroFilter(min_cutoff=1.0, beta=0.5, speed="mean")
+    x = np.random.default_rng(3).normal(size=(68, 2)) * 30
+    f(x)
+    y = f(x + [4.0, -2.0])
+    shift = y - x
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-9)
+    f.reset()
+    np.testing.assert_allclose(f(x + 7), x + 7)  # first sample after reset passes through
+
+
+def test_filter_rejects_bad_options() -> None:
+    with pytest.raises(ValueError):
+        OneEuroFilter(min_cutoff=0)
+    with pytest.raises(ValueError):
+        OneEuroFilter(speed="fast")
+
+
+# ---------------------------------------------------------------------------------- frames
+class CountingDetector:
+    """A real YuNet that counts its calls."""
+
+    def __init__(self, path: Path) -> None:
+        self.yunet = YuNet(path, threads=1)
+        self.calls = 0
+
+    def detect(self, image: np.ndarray):
+        self.calls += 1
+        return self.yunet.detect(image)
+
+
+@pytest.fixture(scope="module")
+def faces_300w(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Two 300W test faces (one face each), scaled to 240 px tall."""
+    out = []
+    for name in ("image_0008.jpg", "image_0005.jpg"):
+        img = cv2.imread(str(shared_dir / "data" / "300w" / "test" / "lfpw" / name))
+        f = 240 / img.shape[0]
+        out.append(cv2.resize(img, (round(img.shape[1] * f), 240), interpolation=cv2.INTER_AREA))
+    return out[0], out[1]
+
+
+def canvas(*placed: tuple[np.ndarray, float, float]) -> np.ndarray:
+    """A 320 x 640 black frame with images pasted at (x, y) (sub-pixel via warpAffine)."""
+    frame = np.zeros((320, 640, 3), np.uint8)
+    for img, x, y in placed:
+        m = np.float32([[1, 0, x], [0, 1, y]])
+        layer = cv2.warpAffine(img, m, (640, 320), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+        mask = cv2.warpAffine(np.full(img.shape[:2], 255, np.uint8), m, (640, 320)) > 127
+        frame[mask] = layer[mask]
+    return frame
+
+
+def make_video(landmarker: Landmarker, **options) -> VideoLandmarker:
+    return VideoLandmarker(landmarker, **options)
+
+
+@pytest.fixture
+def counted(random_model: Path, yunet_path: Path) -> tuple[Landmarker, CountingDetector]:
+    det = CountingDetector(yunet_path)
+    return Landmarker(model=random_model, detector=det, threads=1), det
+
+
+def test_detect_every_is_honoured(counted, faces_300w) -> None:
+    lm, det = counted
+    v = make_video(lm, detect_every=3, smoothing=False)
+    flags = []
+    for i in range(8):
+        faces = v.track(canvas((faces_300w[0], 40 + 0.5 * i, 40)))
+        flags.append(v.detected)
+        assert len(faces) == 1 and faces[0].track_id == 0
+    assert flags == [True, False, False, True, False, False, True, False]
+    assert det.calls == 3
+
+
+def test_same_face_shifted_keeps_its_id(counted, faces_300w) -> None:
+    lm, det = counted
+    v = make_video(lm, detect_every=1)
+    ids = []
+    for i in range(6):
+        faces = v.track(canvas((faces_300w[0], 40 + 2 * i, 40 + i)))
+        ids.append([f.track_id for f in faces])
+    assert ids == [[0]] * 6
+    assert det.calls == 6
+
+
+def test_new_face_gets_a_new_id(counted, faces_300w) -> None:
+    lm, _ = counted
+    v = make_video(lm, detect_every=1)
+    a, b = faces_300w
+    assert [f.track_id for f in v.track(canvas((a, 40, 40)))] == [0]
+    faces = v.track(canvas((a, 41, 40), (b, 400, 40)))
+    assert [f.track_id for f in faces] == [0, 1]
+    right = faces[1].box
+    assert right[0] > 320  # id 1 is the new face on the right
+    faces = v.track(canvas((a, 42, 40), (b, 401, 40)))
+    assert [f.track_id for f in faces] == [0, 1]
+
+
+def test_face_gone_is_dropped_and_redetected(counted, faces_300w) -> None:
+    lm, det = counted
+    v = make_video(lm, detect_every=1, max_lost=0)
+    assert [f.track_id for f in v.track(canvas((faces_300w[0], 40, 40)))] == [0]
+    assert v.track(canvas()) == [] and v.num_tracks == 0
+    calls = det.calls
+    faces = v.track(canvas((faces_300w[0], 40, 40)))
+    assert det.calls == calls + 1 and [f.track_id for f in faces] == [1]
+
+
+def test_unmatched_track_survives_max_lost_detect_frames(counted, faces_300w) -> None:
+    lm, _ = counted
+    v = make_video(lm, detect_every=1, max_lost=2, min_score=0.0)
+    v.track(canvas((faces_300w[0], 40, 40)))
+    blank = canvas()
+    assert len(v.track(blank)) == 1 and len(v.track(blank)) == 1  # missed 1, 2: kept
+    assert v.track(blank) == []  # missed 3 > max_lost
+
+
+def test_reset_starts_over(counted, faces_300w) -> None:
+    lm, det = counted
+    v = make_video(lm, detect_every=10)
+    frame = canvas((faces_300w[0], 40, 40))
+    v.track(frame)
+    v.track(frame)
+    assert det.calls == 1
+    v.reset()
+    faces = v.track(frame)
+    assert det.calls == 2 and v.detected and [f.track_id for f in faces] == [0]
+
+
+def test_faces_carry_boxes_and_filtered_landmarks(counted, faces_300w) -> None:
+    lm, _ = counted
+    v = make_video(lm, detect_every=5, smoothing=True)
+    frame = canvas((faces_300w[0], 40, 40))
+    for _ in range(3):
+        faces = v.track(frame, timestamp=None)
+    (f,) = faces
+    assert f.landmarks.shape == (68, 2) and f.landmarks.dtype == np.float32
+    assert f.box.shape == (4,) and f.box[2] > f.box[0] and f.box[3] > f.box[1]
+    assert f.to_dict()["track_id"] == 0
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError):
+        VideoLandmarker(landmarker=object(), detect_every=0)
+
+
+# ---------------------------------------------------------------------------------- trained
+def _trained_model() -> Path | None:
+    for p in (os.environ.get("PIPNET_TEST_MODEL"), ROOT / "pipnet_sdk" / "models" / "pipnet-fast.onnx"):
+        if p and Path(p).is_file():
+            return Path(p)
+    return None
+
+
+@pytest.fixture(scope="module")
+def trained(yunet_path: Path) -> tuple[Landmarker, CountingDetector]:
+    path = _trained_model()
+    if path is None:
+        pytest.skip("no trained model (pipnet_sdk/models/pipnet-fast.onnx or $PIPNET_TEST_MODEL)")
+    det = CountingDetector(yunet_path)
+    return Landmarker(model=path, detector=det, threads=1), det
+
+
+def test_tracking_follows_the_face(trained, faces_300w) -> None:
+    lm, det = trained
+    v = make_video(lm, detect_every=100, smoothing=False)
+    calls = det.calls
+    for i in range(10):
+        frame = canvas((faces_300w[0], 40 + 3 * i, 40 + i))
+        faces = v.track(frame)
+        ref = lm.detect(frame)[0].landmarks
+        iod = np.linalg.norm(ref[36] - ref[45])
+        assert len(faces) == 1 and faces[0].track_id == 0
+        assert np.linalg.norm(faces[0].landmarks - ref, axis=1).mean() < 0.1 * iod
+    assert det.calls - calls == 1 + 10  # one by the tracker, ten by the references
+
+
+def test_face_gone_lost_by_scores(trained, faces_300w) -> None:
+    lm, det = trained
+    v = make_video(lm, detect_every=100)
+    v.track(canvas((faces_300w[0], 40, 40)))
+    calls = det.calls
+    assert v.track(canvas()) == []  # tracked (no detector call) and lost by its scores
+    assert det.calls == calls and not v.detected
+    faces = v.track(canvas((faces_300w[0], 40, 40)))
+    assert v.detected and det.calls == calls + 1 and [f.track_id for f in faces] == [1]
+
+
+# ---------------------------------------------------------------------------------- CLI
+def _video_args(*argv: str):
+    import argparse
+
+    from pipnet_sdk import cli_video
+
+    parser = argparse.ArgumentParser(prog="pipnet")
+    cli_video.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["video", *argv])
+
+
+def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yunet_path: Path,
+                                         faces_300w, capsys) -> None:
+    import json
+
+    clip = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 320))
+    for i in range(7):
+        w.write(canvas((faces_300w[0], 40 + 2 * i, 40)))
+    w.release()
+    out, js = tmp_path / "out" / "a.mp4", tmp_path / "a.json"
+    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
+                       "--detector", str(yunet_path), "--detect-every", "3", "--threads", "1")
+    assert args.func(args) == 0
+    d = json.loads(js.read_text())
+    assert d["num_frames"] == 7 and len(d["frames"]) == 7 and d["fps"] == 25
+    assert [f["detected"] for f in d["frames"]] == [True, False, False, True, False, False, True]
+    assert all([x["track_id"] for x in f["faces"]] == [0] for f in d["frames"])
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 7
+    cap.release()
+    assert "frames/s" in capsys.readouterr().err
+
+
+def test_cli_video_errors(tmp_path: Path, random_model: Path, capsys) -> None:
+    args = _video_args(str(tmp_path / "missing.mp4"), "--model", str(random_model))
+    assert args.func(args) == 2
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_text("hello")
+    args = _video_args(str(bad), "--model", str(random_model))
+    assert args.func(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("pipnet: error: ") for line in err)
