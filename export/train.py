@@ -232,7 +232,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             for k, v in parts.items():
                 totals[k] += v
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         ev = evaluate(model, va_img, va_pts, cfg, nbr, dev) if len(va_img) else {"nme": float("nan"), "nme_own": float("nan")}
         secs = time.time() - t0
         line = {"epoch": epoch + 1, **{k: round(v / steps, 5) for k, v in totals.items()}, **{k: round(v, 3) for k, v in ev.items()},

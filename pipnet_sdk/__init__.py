@@ -8,7 +8,7 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Face", "Landmarker", "detect_landmarks", "draw", "list_models"]
+__all__ = ["Face", "Landmarker", "VideoLandmarker", "detect_landmarks", "draw", "list_models"]
 
 _WHERE = {
     "Face": ".types",
@@ -16,6 +16,7 @@ _WHERE = {
     "detect_landmarks": ".landmarker",
     "draw": ".draw",
     "list_models": ".registry",
+    "VideoLandmarker": ".video",
 }
 
 

@@ -244,7 +244,13 @@ def _cmd_models_download(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------- main
-_SUBCOMMANDS = (_add_detect, _add_models)
+def _add_video(sub: Any) -> None:
+    from .cli_video import add_parser  # imported here: it uses helpers from this module
+
+    add_parser(sub)
+
+
+_SUBCOMMANDS = (_add_detect, _add_models, _add_video)
 
 
 def build_parser() -> argparse.ArgumentParser:

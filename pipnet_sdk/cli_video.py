@@ -19,15 +19,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return v
+from .cli import _positive_int
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
