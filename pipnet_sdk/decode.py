@@ -39,26 +39,23 @@ def decode(
     b, n, h, w = score.shape
     nb = np.asarray(neighbor_indices)
     c = nb.shape[1]
-    flat = score.reshape(b, n, h * w)
-    cell = flat.argmax(axis=2)  # (B, N)
-    scores = np.take_along_axis(flat, cell[..., None], axis=2)[..., 0]
-    row = (cell // w).astype(np.float32)
-    col = (cell % w).astype(np.float32)
-
-    def at_cell(t: np.ndarray, k: int) -> np.ndarray:
-        # value of map t (B, N*k, H, W) at each landmark's own cell -> (B, N, k)
-        t = t.reshape(b, n, k, h * w)
-        return np.take_along_axis(t, cell[:, :, None, None].repeat(k, axis=2), axis=3)[..., 0]
-
-    own_x = (col + at_cell(offset_x, 1)[..., 0]) / w
-    own_y = (row + at_cell(offset_y, 1)[..., 0]) / h
-    own = np.stack([own_x, own_y], axis=-1)  # (B, N, 2)
+    hw = h * w
+    flat = score.reshape(b * n, hw)
+    cell = flat.argmax(axis=1)  # (B*N,)
+    scores = flat[np.arange(b * n), cell].reshape(b, n)
+    row = (cell // w).astype(np.float32).reshape(b, n)
+    col = (cell % w).astype(np.float32).reshape(b, n)
+    own_idx = np.arange(b * n) * hw + cell  # flat index of each landmark's cell in its own map
+    own = np.stack([(col + offset_x.reshape(-1)[own_idx].reshape(b, n)) / w,
+                    (row + offset_y.reshape(-1)[own_idx].reshape(b, n)) / h], axis=-1)  # (B, N, 2)
     if not use_neighbors:
         return own.astype(np.float32), scores.astype(np.float32)
-    vote_x = (col[..., None] + at_cell(neighbor_x, c)) / w  # (B, N, C)
-    vote_y = (row[..., None] + at_cell(neighbor_y, c)) / h
+    # channel i*C + k of the neighbour maps, read at landmark i's cell
+    nb_idx = ((np.arange(b * n) * c)[:, None] + np.arange(c)) * hw + cell[:, None]  # (B*N, C)
+    vote_x = (col[..., None] + neighbor_x.reshape(-1)[nb_idx].reshape(b, n, c)) / w
+    vote_y = (row[..., None] + neighbor_y.reshape(-1)[nb_idx].reshape(b, n, c)) / h
     votes = np.stack([vote_x, vote_y], axis=-1).reshape(b, n * c, 2)
-    candidates = np.concatenate([own, votes], axis=1)  # (B, N + N*C, 2)
+    candidates = np.concatenate([own, votes], axis=1).astype(np.float32)  # (B, N + N*C, 2)
     a = vote_matrix(nb) if averaging is None else averaging
-    points = np.einsum("nm,bmd->bnd", a, candidates.astype(np.float32))
+    points = np.matmul(a, candidates)  # (N, N + N*C) @ (B, N + N*C, 2) -> (B, N, 2)
     return points.astype(np.float32), scores.astype(np.float32)

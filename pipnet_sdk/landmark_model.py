@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 
 from .crop import crop_faces, squares_from_boxes, to_image
@@ -109,9 +110,14 @@ class LandmarkModel:
 
     def preprocess(self, crops_bgr: np.ndarray) -> np.ndarray:
         """(F, S, S, 3) uint8 BGR crops -> (F, 3, S, S) float32 network input."""
-        x = crops_bgr[..., ::-1] if self.spec.color == "rgb" else crops_bgr
-        x = x.astype(np.float32) * self._scale + self._shift
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        if len(crops_bgr) == 0:
+            s = self.spec.input_size
+            return np.zeros((0, 3, s, s), np.float32)
+        # one C++ pass: HWC uint8 -> CHW float32, channel swap if the network wants RGB
+        x = cv2.dnn.blobFromImages(list(crops_bgr), 1.0, swapRB=self.spec.color == "rgb")
+        x *= self._scale[:, None, None]
+        x += self._shift[:, None, None]
+        return x
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.session.run(list(OUTPUTS), {self.input_name: batch})
