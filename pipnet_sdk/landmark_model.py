@@ -92,13 +92,17 @@ class LandmarkModel:
 
     def __init__(
         self, path: str | os.PathLike, providers: Sequence | None = None,
-        threads: int | None = None, use_neighbors: bool = True,
+        threads: int | None = None, use_neighbors: bool = True, flip_test: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self.session = make_session(self.path, providers, threads)
         self.spec = read_spec(self.session, self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.use_neighbors = use_neighbors
+        flip = self.spec.extra.get("flip")
+        if flip_test and not flip:
+            raise ModelFormatError(f"{self.path}: flip_test needs a 'flip' permutation in the metadata")
+        self.flip = np.asarray(flip, dtype=np.int64) if flip_test else None
         self._averaging = vote_matrix(self.spec.neighbor_indices)
         s = self.spec
         # fold normalisation into one multiply-add on 0-255 values
@@ -127,15 +131,21 @@ class LandmarkModel:
                       averaging=self._averaging)
 
     def run_crops(self, crops_bgr: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised points (F, N, 2) and scores (F, N) for uint8 BGR crops."""
-        pts, scs = [], []
+        """Normalised points (F, N, 2) and scores (F, N) for uint8 BGR crops. With flip_test,
+        each crop also runs mirrored and the two predictions are averaged."""
+        n = self.spec.num_landmarks
+        pts, scs = [np.zeros((0, n, 2), np.float32)], [np.zeros((0, n), np.float32)]
         for i in range(0, len(crops_bgr), batch_size):
-            p, s = self.decode(self.forward(self.preprocess(crops_bgr[i:i + batch_size])))
+            chunk = crops_bgr[i:i + batch_size]
+            if self.flip is not None:
+                chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
+            p, s = self.decode(self.forward(self.preprocess(chunk)))
+            if self.flip is not None:
+                k = len(p) // 2
+                mirrored = p[k:][:, self.flip] * np.array([-1, 1], np.float32) + np.array([1, 0], np.float32)
+                p, s = (p[:k] + mirrored) / 2, (s[:k] + s[k:][:, self.flip]) / 2
             pts.append(p)
             scs.append(s)
-        if not pts:
-            n = self.spec.num_landmarks
-            return np.zeros((0, n, 2), np.float32), np.zeros((0, n), np.float32)
         return np.concatenate(pts), np.concatenate(scs)
 
     def run_squares(

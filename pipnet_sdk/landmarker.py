@@ -36,6 +36,8 @@ class Landmarker:
     model: a registry name ("pipnet-fast", "pipnet-r18") or a path to a PIPNet ONNX file.
     detector: a registry name, a path to a YuNet ONNX, or any object with
         ``detect(image) -> (boxes (F, 4), scores (F,))``.
+    flip_test: also run each crop mirrored and average (about 1.5-2 % lower NME, twice the
+        landmark cost).
     providers / threads: passed to onnxruntime. Extra keyword options go to the YuNet detector
     (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``).
     """
@@ -43,9 +45,11 @@ class Landmarker:
     def __init__(
         self, model: str | os.PathLike | None = None, detector: Any = None,
         providers: Sequence | None = None, threads: int | None = None,
-        use_neighbors: bool = True, batch_size: int = 32, color: str = "bgr", **detector_options: Any,
+        use_neighbors: bool = True, flip_test: bool = False, batch_size: int = 32, color: str = "bgr",
+        **detector_options: Any,
     ) -> None:
-        self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads, use_neighbors)
+        self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads,
+                                   use_neighbors, flip_test)
         if detector is None or isinstance(detector, (str, os.PathLike)):
             detector = YuNet(resolve(detector or DEFAULT_DETECTOR, "detector"), providers=providers,
                              threads=threads, **detector_options)

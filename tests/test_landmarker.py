@@ -248,3 +248,29 @@ def test_draw_numpy_and_pil(lm: Landmarker, images) -> None:
     # a single Face and a gray image work too
     gray = draw(img[..., 0].copy(), faces[0])
     assert gray.shape == img.shape
+
+
+def test_flip_test_is_mirror_symmetric(samples: Path, yunet_path: Path) -> None:
+    """flip_test averages a crop with its mirror, so predictions on a mirrored image become
+    (nearly) the mirrored predictions: far more symmetric than without it. (Not exactly: the
+    crop's resampling grid is quantised, and int8 amplifies tiny input differences.)"""
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    packaged = Path(__file__).resolve().parents[1] / "pipnet_sdk" / "models" / "pipnet-fast.onnx"
+    flip = LandmarkModel(packaged).spec.extra["flip"]
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    mirror = np.ascontiguousarray(img[:, ::-1])
+    w = img.shape[1]
+    boxes, _ = YuNet(yunet_path).detect(img)
+    mirrored_boxes = boxes.copy()
+    mirrored_boxes[:, [0, 2]] = (w - 1) - boxes[:, [2, 0]]
+
+    def asymmetry(lm: Landmarker) -> float:
+        a = lm.landmarks(img, boxes)
+        b = lm.landmarks(mirror, mirrored_boxes)[:, flip]
+        b[..., 0] = (w - 1) - b[..., 0]
+        return float(np.linalg.norm(a - b, axis=-1).mean())
+
+    with_flip = asymmetry(Landmarker(model=packaged, detector=yunet_path, flip_test=True))
+    plain = asymmetry(Landmarker(model=packaged, detector=yunet_path))
+    assert with_flip < 0.5 * plain, (with_flip, plain)
