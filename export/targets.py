@@ -3,7 +3,6 @@ ground-truth cell; coarse score maps for self-training with curriculum (STC)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def cells(points: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .crop import crop_faces, to_image
 from .detect import YuNet
 from .hub import resolve
 from .images import load_image
@@ -100,8 +101,6 @@ class Landmarker:
 
     def detect_batch(self, images: Iterable[Any], color: str | None = None) -> list[list[Face]]:
         """Detect on many images; all crops go through the landmark network in real batches."""
-        from .crop import crop_faces, to_image
-
         imgs = [self._image(im, color) for im in images]
         dets = [self._detect(im) for im in imgs]
         squares = [self.model.squares(b) for b, _ in dets]
