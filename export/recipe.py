@@ -10,40 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from .stc import DEFAULT_UNLABELED
 from .stc import run as run_stc
+from .to_onnx import export_and_check
 from .train import load_config, train
-
-
-def val_nme_onnx(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: tuple[int, int]) -> float:
-    """Mean NME (%) of an ONNX model through the SDK on un-jittered validation crops."""
-    from pipnet_sdk.landmark_model import LandmarkModel
-
-    pred, _ = LandmarkModel(path).run_crops(crops)
-    err = np.linalg.norm(pred - points, axis=-1).mean(-1)
-    return float((err / np.linalg.norm(points[:, norm[0]] - points[:, norm[1]], axis=-1)).mean() * 100)
-
-
-def export_and_check(ckpt: Path, out: Path, name: str, int8: bool = True) -> dict[str, Any]:
-    """ONNX files for a checkpoint, parity figures, validation NME of fp32 and int8."""
-    from .schemes import get_scheme
-    from .to_onnx import export_model, load_checkpoint, metadata, parity, quantize, val_crops
-
-    model, cfg, meta = load_checkpoint(ckpt)
-    cfg["name"] = name
-    nb = np.array(meta["neighbor_indices"])
-    info = metadata(cfg, np.array(meta["mean_face"]), nb,
-                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"])})
-    fp32 = export_model(model, info, out / f"{name}.fp32.onnx")
-    crops, pts = val_crops(cfg, 10_000)
-    norm = get_scheme(cfg["scheme"]).norm
-    report: dict[str, Any] = {"parity": parity(model, fp32, crops[:16], nb), "val_nme_fp32": val_nme_onnx(fp32, crops, pts, norm)}
-    if int8:
-        q = quantize(fp32, out / f"{name}.int8.onnx", crops[:128])
-        report["val_nme_int8"] = val_nme_onnx(q, crops, pts, norm)
-    return report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             best = cand
     report["chosen"] = str(best)
     if not a.skip_export:
-        report["onnx"] = export_and_check(best, out, cfg["name"])
+        report["onnx"] = export_and_check(best, out / f"{cfg['name']}.fp32.onnx", out / f"{cfg['name']}.int8.onnx")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 

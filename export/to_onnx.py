@@ -151,6 +151,36 @@ def val_crops(cfg: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
     return crops, p.numpy()
 
 
+def val_nme_onnx(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: tuple[int, int]) -> float:
+    """Mean NME (%) of an ONNX model through the SDK on un-jittered validation crops."""
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    pred, _ = LandmarkModel(path).run_crops(crops)
+    err = np.linalg.norm(pred - points, axis=-1).mean(-1)
+    return float((err / np.linalg.norm(points[:, norm[0]] - points[:, norm[1]], axis=-1)).mean() * 100)
+
+
+def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | Path | None = None,
+                     name: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """Write the fp32 ONNX (and the static int8 one if int8_path), with parity figures and the
+    validation NME of each (the int8 cost)."""
+    model, cfg, meta = load_checkpoint(ckpt)
+    cfg["name"] = name or cfg["name"]
+    cfg["version"] = version or cfg["version"]
+    nb = np.array(meta["neighbor_indices"])
+    info = metadata(cfg, np.array(meta["mean_face"]), nb,
+                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"])})
+    fp32 = export_model(model, info, fp32_path)
+    crops, pts = val_crops(cfg, 10_000)
+    norm = get_scheme(cfg["scheme"]).norm
+    report: dict[str, Any] = {"fp32": str(fp32), "parity": parity(model, fp32, crops[:16], nb),
+                              "val_nme_fp32": val_nme_onnx(fp32, crops, pts, norm)}
+    if int8_path:
+        q = quantize(fp32, int8_path, crops[:128])
+        report.update(int8=str(q), val_nme_int8=val_nme_onnx(q, crops, pts, norm))
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,24 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--int8", action="store_true", help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
     ap.add_argument("--int8-only", action="store_true", help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
     a = ap.parse_args(argv)
-    model, cfg, meta = load_checkpoint(a.checkpoint)
-    if a.name:
-        cfg["name"] = a.name
-    if a.version:
-        cfg["version"] = a.version
     out = Path(a.out)
     fp32 = out.with_suffix(".fp32.onnx") if a.int8_only else out
-    info = metadata(cfg, np.array(meta["mean_face"]), np.array(meta["neighbor_indices"]),
-                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"])})
-    export_model(model, info, fp32)
-    crops, pts = val_crops(cfg, 64)
-    report = {"parity": parity(model, fp32, crops[:16], np.array(meta["neighbor_indices"]))}
-    if a.int8 or a.int8_only:
-        q = out if a.int8_only else out.with_suffix(".int8.onnx")
-        quantize(fp32, q, crops)
-        report["int8"] = str(q)
-    print(json.dumps(report, indent=2))
-
+    int8 = out if a.int8_only else (out.with_suffix(".int8.onnx") if a.int8 else None)
+    print(json.dumps(export_and_check(a.checkpoint, fp32, int8, a.name, a.version), indent=2))
 
 if __name__ == "__main__":
     main()

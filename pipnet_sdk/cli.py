@@ -71,24 +71,25 @@ def _collect_images(paths: Sequence[str], exclude: Path | None) -> list[tuple[Pa
     return found
 
 
-def _progress(items: Sequence[Any], quiet: bool) -> Iterable[Any]:
+def _progress(items: Iterable[Any], quiet: bool, total: int | None = None, unit: str = "image") -> Iterable[Any]:
     """tqdm when installed, else a one-line counter; on stderr, and only on a terminal."""
     if quiet or not sys.stderr.isatty():
         return items
+    total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
     try:
         from tqdm import tqdm
     except ImportError:
-        return _tiny_progress(items)
-    return tqdm(items, unit="img", file=sys.stderr)
+        return _tiny_progress(items, total, unit)
+    return tqdm(items, total=total or None, unit=unit, file=sys.stderr)
 
 
-def _tiny_progress(items: Sequence[Any]) -> Iterator[Any]:
-    n = len(items)
-    for i, item in enumerate(items):
-        sys.stderr.write(f"\r{i}/{n} images")
+def _tiny_progress(items: Iterable[Any], total: int | None, unit: str) -> Iterator[Any]:
+    n = 0
+    for n, item in enumerate(items, 1):
+        sys.stderr.write(f"\r{n - 1}/{total or '?'} {unit}s")
         sys.stderr.flush()
         yield item
-    sys.stderr.write(f"\r{n}/{n} images\n")
+    sys.stderr.write(f"\r{n}/{total or '?'} {unit}s\n")
 
 
 def _write_image(path: Path, image: Any) -> None:

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from .cli import _positive_int
+from .cli import _positive_int, _progress
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -44,25 +44,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _error(message: str) -> int:
     print(f"pipnet: error: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
-
-
-def _progress(frames: Iterator[Any], total: int, quiet: bool) -> Iterator[Any]:
-    """tqdm when installed, else a light counter; on stderr, only on a terminal."""
-    if quiet or not sys.stderr.isatty():
-        yield from frames
-        return
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        n = 0
-        for n, item in enumerate(frames, 1):
-            if n % 10 == 0:
-                sys.stderr.write(f"\r{n}/{total or '?'} frames")
-                sys.stderr.flush()
-            yield item
-        sys.stderr.write(f"\r{n}/{total or '?'} frames\n")
-        return
-    yield from tqdm(frames, total=total or None, unit="frame", file=sys.stderr)
 
 
 def _frames(cap: Any) -> Iterator[Any]:
@@ -134,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     n, busy = 0, 0.0
     try:
-        for frame in _progress(all_frames(), total, args.quiet):
+        for frame in _progress(all_frames(), args.quiet, total, unit="frame"):
             t0 = time.perf_counter()
             faces = video.track(frame, timestamp=n / fps)
             busy += time.perf_counter() - t0
