@@ -1,5 +1,12 @@
-"""The full recipe in one command: train -> self-training with curriculum (if the config has
-"stc") -> ONNX (fp32, and static int8 with its NME cost on the validation split).
+"""The full recipe in one command: train -> warm restarts (if the config has "restarts") ->
+self-training with curriculum (if it has "stc") -> ONNX (fp32, and static int8 with its NME
+cost on the validation split).
+
+"restarts": [{"lr": .., "epochs": ..}, ...]: each restart trains a new cosine cycle from the
+previous stage's best checkpoint. "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
+"teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student starts
+from the previous stage's weights and learns from that teacher's pseudo-labels (distillation on
+the unlabeled faces); without it the previous stage is the teacher and the student starts afresh.
 
     python -m export.recipe --config export/configs/pipnet-r18.json --out runs/r18
 """
@@ -33,14 +40,22 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     stc = cfg["stc"]
     report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet)}
-    best = out / "teacher" / "best.pt"
+    best, best_nme = out / "teacher" / "best.pt", report["teacher"]["best_val_nme"]
+    for i, restart in enumerate(cfg["restarts"], 1):
+        r_cfg = dict(cfg, stc=None, init=str(best), lr=restart["lr"], epochs=a.epochs or restart["epochs"], max_minutes=None)
+        report[f"restart{i}"] = train(r_cfg, out / f"restart{i}", a.resume, a.device, not a.quiet)
+        best, best_nme = out / f"restart{i}" / "best.pt", report[f"restart{i}"]["best_val_nme"]
     if stc:
-        s_cfg = dict(cfg, stc={"grids": stc.get("grids", [2, 4])}, epochs=a.epochs or stc.get("epochs", cfg["epochs"]))
-        report["stc"] = run_stc(s_cfg, best, out / "stc", stc.get("rounds", 1), stc.get("unlabeled", DEFAULT_UNLABELED),
+        s_cfg = dict(cfg, stc={"grids": stc.get("grids", [2, 4])}, epochs=a.epochs or stc.get("epochs", cfg["epochs"]),
+                     lr=stc.get("lr", cfg["lr"]), max_minutes=None)
+        teacher = best
+        if stc.get("teacher"):
+            teacher, s_cfg["init"] = Path(stc["teacher"]), str(best)
+        report["stc"] = run_stc(s_cfg, teacher, out / "stc", stc.get("rounds", 1), stc.get("unlabeled", DEFAULT_UNLABELED),
                                 a.device, not a.quiet, a.resume)
         cand = out / "stc" / f"round{stc.get('rounds', 1)}" / "best.pt"
         # keep the student only if it is better on validation
-        if report["stc"]["best_val_nme"] < report["teacher"]["best_val_nme"]:
+        if report["stc"]["best_val_nme"] < best_nme:
             best = cand
     report["chosen"] = str(best)
     if not a.skip_export:

@@ -56,37 +56,51 @@ def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
 @torch.no_grad()
 def pseudo_label(model: torch.nn.Module, cfg: dict[str, Any], images: np.ndarray, neighbors: np.ndarray,
                  device: torch.device, batch: int = 128) -> np.ndarray:
-    """Teacher predictions on un-jittered crops, returned in base-crop pixels (M, N, 2)."""
+    """Teacher predictions on un-jittered crops (cfg: the teacher's), normalised to the crop
+    square (M, N, 2)."""
     model.eval().to(device)
     n = get_scheme(cfg["scheme"]).num_points
     flip = torch.tensor(get_scheme(cfg["scheme"]).flip, device=device)
     nb = torch.from_numpy(np.asarray(neighbors)).to(device)
     out = []
-    r, m, s = cfg["base_size"], cfg["margin"], cfg["input_size"]
     for i in range(0, len(images), batch):
         im = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).to(device)
         dummy = torch.zeros(len(im), n, 2, device=device)
-        x, _ = augment(im, dummy, s, m, flip, AugmentConfig(), train=False)
+        x, _ = augment(im, dummy, cfg["input_size"], cfg["margin"], flip, AugmentConfig(), train=False)
         with autocast(device, cfg["bf16"]):
             heads = model(normalize(x).contiguous(memory_format=torch.channels_last))
-        p = decode(heads, nb)  # normalised to the crop
-        out.append(((p - 0.5) * (r / m) + (r - 1) / 2).cpu().numpy())  # back to base pixels
+        out.append(decode(heads, nb).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def to_base_pixels(points_norm: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """Points normalised to the crop square -> pixels of cfg's base crops."""
+    r, m = cfg["base_size"], cfg["margin"]
+    return ((points_norm - 0.5) * (r / m) + (r - 1) / 2).astype(np.float32)
 
 
 def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabeled: str = DEFAULT_UNLABELED,
         device: str | None = None, progress: bool = True, resume: bool = False) -> dict[str, Any]:
-    """STC rounds: each round's student becomes the next round's teacher."""
+    """STC rounds: each round's student becomes the next round's teacher. The first teacher
+    may be another model (e.g. pipnet-r18 teaching pipnet-fast): it labels the unlabeled faces
+    at its own input size, cut with its own crop settings."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     images = unlabeled_crops(cfg, unlabeled, progress)
     cfg = dict(cfg, stc=cfg["stc"] or {"grids": [2, 4]})
     summary: dict[str, Any] = {}
     for k in range(rounds):
         ck = torch.load(teacher, map_location="cpu", weights_only=False)
-        model = build_model(load_config(None, ck["config"]))
+        t_cfg = load_config(None, ck["config"])
+        model = build_model(t_cfg)
         model.load_state_dict({k2: v for k2, v in ck["model"].items() if not k2.startswith("coarse.")})
-        points = pseudo_label(model.to(memory_format=torch.channels_last), cfg, images,
-                              np.array(ck["meta"]["neighbor_indices"]), dev)
+        if t_cfg["crop"] != cfg["crop"]:
+            raise ValueError("teacher and student must share the crop rule")
+        t_images = images if (t_cfg["base_size"], t_cfg["margin"]) == (cfg["base_size"], cfg["margin"]) \
+            else unlabeled_crops(t_cfg, unlabeled, progress)
+        if len(t_images) != len(images):
+            raise ValueError("teacher and student crops found different faces")
+        points = to_base_pixels(pseudo_label(model.to(memory_format=torch.channels_last), t_cfg, t_images,
+                                             np.array(ck["meta"]["neighbor_indices"]), dev), cfg)
         round_out = out / f"round{k + 1}"
         summary = train(cfg, round_out, resume, device, progress, pseudo={"images": images, "points": points})
         summary["round"] = k + 1

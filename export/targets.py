@@ -43,8 +43,9 @@ def gather_cell(t: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
 
 def pip_loss(outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor], num_neighbors: int,
              score_weight: float = 10.0, offset_weight: float = 1.0, sample_weight: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The paper's loss. sample_weight (B,) masks samples (e.g. pseudo-labels before the full-map
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The paper's loss and its detached parts (tensors, so that a training step need not wait
+    for the device). sample_weight (B,) masks samples (e.g. pseudo-labels before the full-map
     stage of STC)."""
     score, ox, oy, nx, ny = (o.float() for o in outputs[:5])
     b, n, h, w = score.shape
@@ -59,7 +60,7 @@ def pip_loss(outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]
     parts = {"score": (l_score * wgt).sum() / denom, "offset": (l_off * wgt).sum() / denom,
              "neighbor": (l_nb * wgt).sum() / denom}
     total = score_weight * parts["score"] + offset_weight * (parts["offset"] + parts["neighbor"])
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}
 
 
 def coarse_loss(coarse_maps: dict[int, torch.Tensor], points: torch.Tensor, weight: torch.Tensor,

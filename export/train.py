@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
     "score_weight": 10.0, "offset_weight": 1.0,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
-    "stc": None, "max_minutes": None, "init": None,
+    "stc": None, "max_minutes": None, "init": None, "restarts": [],
 }
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0-1 values
 STD = (0.229, 0.224, 0.225)
@@ -69,11 +69,16 @@ def cache_dir() -> Path:
     return d
 
 
-def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Base crops and points for train and validation, plus mean face and neighbours (cached)."""
+def crops_cache_path(cfg: dict[str, Any]) -> Path:
+    """Where prepare() keeps the base crops of this config."""
     key = cache_key(cfg["labeled"], cfg["val_from"], cfg["val_fraction"], cfg["limit"], cfg["detector"],
                     cfg["crop"], cfg["base_size"], cfg["margin"], cfg["seed"], 2)
-    path = cache_dir() / f"crops-{key}.npz"
+    return cache_dir() / f"crops-{key}.npz"
+
+
+def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
+    """Base crops and points for train and validation, plus mean face and neighbours (cached)."""
+    path = crops_cache_path(cfg)
     d = load_cache(path)
     if d is None:
         train, val = [], []
@@ -203,7 +208,8 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     summary: dict[str, Any] = {}
     epoch = start
     while epoch < cfg["epochs"]:
-        t0, totals = time.time(), {"loss": 0.0, "score": 0.0, "offset": 0.0, "neighbor": 0.0}
+        t0 = time.time()
+        totals = {k: torch.zeros((), device=dev) for k in ("loss", "score", "offset", "neighbor")}
         stage = stc_stage(stc, epoch, cfg["epochs"]) if stc else None
         perm = torch.randperm(len(tr_img), generator=gen)
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
@@ -227,14 +233,14 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            totals["loss"] += float(loss.detach())
+            totals["loss"] += loss.detach()
             for k, v in parts.items():
                 totals[k] += v
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         ev = evaluate(model, va_img, va_pts, cfg, nbr, dev) if len(va_img) else {"nme": float("nan"), "nme_own": float("nan")}
         secs = time.time() - t0
-        line = {"epoch": epoch + 1, **{k: round(v / steps, 5) for k, v in totals.items()}, **{k: round(v, 3) for k, v in ev.items()},
+        line = {"epoch": epoch + 1, **{k: round(float(v) / steps, 5) for k, v in totals.items()}, **{k: round(v, 3) for k, v in ev.items()},
                 "lr": round(lr_at(cfg, epoch + 1), 7), "sec": round(secs, 1), "img_per_s": round(steps * cfg["batch_size"] / secs, 1)}
         if stage is not None:
             line["stc_grid"] = stage

@@ -24,7 +24,7 @@ outside the image, when it goes unmatched on more than ``max_lost`` detect frame
 when it lands on the same face as an older track.
 Losing a track makes the next frame a detect frame.
 
-The defaults (``min_cutoff=1``, ``beta=20``, ``hold=0.01``, ``predict=False``) were chosen with
+The defaults (``min_cutoff=0.2``, ``beta=20``, ``hold=0.01``, ``predict=False``) were chosen with
 ``benchmarks/video_stability.py`` on sequences made from 300W training images (results in
 ``benchmarks/results/video_stability.txt``); ``min_score=0.3`` suits pipnet-fast (faces score
 about 0.8 in the median, empty or black crops under 0.25) and may need changing for other models.
@@ -177,7 +177,7 @@ class VideoLandmarker:
     """
 
     def __init__(self, landmarker: Any = None, detect_every: int = 10, smoothing: bool = True,
-                 min_cutoff: float = 1.0, beta: float = 20.0, d_cutoff: float = 1.0,
+                 min_cutoff: float = 0.2, beta: float = 20.0, d_cutoff: float = 1.0,
                  fps: float = 30.0, iou_threshold: float = 0.3, max_lost: int = 1,
                  min_score: float = 0.3, hold: float = 0.01, resync_iou: float = 0.6,
                  predict: bool = False) -> None:

@@ -1,6 +1,7 @@
 """The crop rule: squares, crops and the two coordinate maps."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -79,3 +80,20 @@ def test_outside_is_black_not_a_crash() -> None:
 def test_no_squares() -> None:
     out = crop_faces(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 3)), 64)
     assert out.shape == (0, 64, 64, 3)
+
+
+@pytest.mark.parametrize("side", [512, 600, 173])
+def test_big_shrink_equals_area_resize(side: int) -> None:
+    """Shrinking a whole image through the crop (integer area step, then the rest) stays close
+    to one cv2.INTER_AREA resize of it: no black edge, no shift (up to rounding for a power-of-two factor)."""
+    rng = np.random.default_rng(0)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (side, side, 3), dtype=np.uint8), (0, 0), side / 64)
+    img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+    size = 64
+    crop = crop_faces(img, np.array([[(side - 1) / 2, (side - 1) / 2, float(side)]]), size)[0].astype(int)
+    ref = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(int)
+    diff = np.abs(crop - ref)
+    if side == 512:  # 2x area steps only: equal up to uint8 rounding at each step
+        assert diff.mean() < 1.0 and diff.max() <= 8
+    else:
+        assert diff.mean() < 4.0 and diff.max() <= 24

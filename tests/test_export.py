@@ -204,3 +204,30 @@ def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) ->
 
     lm = LandmarkModel(tmp_path / "run" / "tiny.fp32.onnx")
     assert lm.spec.name == "tiny" and lm.spec.num_landmarks == 68 and lm.spec.crop_scale == 1.2
+
+
+def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, shared_dir: Path) -> None:
+    """Warm restarts, then distillation: a teacher at another input size labels the unlabeled
+    faces on its own crops, and the student learns from those labels starting from its restart."""
+    env = {"PIPNET_SHARED": str(shared_dir), "PIPNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    common = {"width": 0.25, "stride": 16, "margin": 1.5, "batch_size": 16, "limit": 24, "val_fraction": 0.2}
+    teacher_cfg = {"name": "teacher", "input_size": 96, "base_size": 144, "epochs": 1, **common}
+    student_cfg = {"name": "student", "input_size": 64, "base_size": 96, "epochs": 1, **common,
+                   "restarts": [{"lr": 1e-3, "epochs": 2}],
+                   "stc": {"grids": [], "epochs": 2, "lr": 5e-4, "teacher": str(tmp_path / "t" / "best.pt")}}
+    for name, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    run = [sys.executable, "-m"]
+    r = subprocess.run(run + ["export.train", "--config", str(tmp_path / "teacher.json"), "--out", str(tmp_path / "t"), "--quiet"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = subprocess.run(run + ["export.recipe", "--config", str(tmp_path / "student.json"), "--out", str(tmp_path / "s"),
+                              "--quiet", "--skip-export"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["teacher"]["epoch"] == 1 and report["restart1"]["epoch"] == 2 and report["stc"]["epoch"] == 2
+    # the teacher cut the unlabeled faces at its own size, the student at its own
+    sizes = sorted(np.load(p)["images"].shape[1] for p in (tmp_path / "cache").glob("unlabeled-*.npz"))
+    assert sizes == [96, 144]
+    log = [json.loads(l) for l in (tmp_path / "s" / "stc" / "round1" / "log.txt").read_text().splitlines() if l.startswith("{")]
+    assert [l["stc_grid"] for l in log] == [0, 0]  # no coarse stage: full maps from the start
