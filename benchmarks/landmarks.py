@@ -403,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         md_table(["system", "configuration", f"ms / image, all {n} images", f"ms / image, {sp_res['e2e_images']} images"],
                  e2e_rows),
         "",
-        f"Faces detected in total: " + ", ".join(f"{k} {r['faces_detected']}" for k, r in ours.items())
+        "Faces detected in total: " + ", ".join(f"{k} {r['faces_detected']}" for k, r in ours.items())
         + f", dlib {d['faces_detected']} (on {n} images with one labeled face each).",
         "",
         "## Targets",

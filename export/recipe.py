@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from .stc import DEFAULT_UNLABELED
 from .stc import run as run_stc
 from .to_onnx import export_and_check

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .augment import AugmentConfig, augment
-from .data import base_crops, cache_key, read_image_folder
+from .data import Sample, base_crops, cache_key, read_image_folder
 from .decode import decode
 from .pack import load_cache
 from .schemes import get_scheme
@@ -25,29 +26,42 @@ from .train import autocast, build_model, cache_dir, data_path, load_config, nor
 DEFAULT_UNLABELED = "data/unlabeled/lfw"
 
 
-def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> np.ndarray:
-    """Base crops of the unlabeled faces: the SDK detector's best face in each image (cached)."""
+def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> tuple[list[Sample], np.ndarray]:
+    """The SDK detector's most central confident face in each unlabeled image (cached, so that
+    crops of any size cut the same faces): the images with a face and those boxes (M, 4)."""
     from pipnet_sdk.detect import YuNet
     import cv2
 
+    samples = read_image_folder(data_path(folder))
+    if cfg["limit"]:
+        samples = samples[: cfg["limit"]]
+    path = cache_dir() / f"boxes-unlabeled-{cache_key(folder, cfg['detector'], cfg['limit'], 1)}.npz"
+    if path.exists():
+        d = np.load(path)
+        return [samples[i] for i in d["keep"]], d["boxes"]
+    det = YuNet(data_path(cfg["detector"]), score_threshold=0.5, upscale=True)
+    keep, boxes = [], []
+    for i, s in enumerate(tqdm(samples, desc="detector boxes (unlabeled)", disable=not progress)):
+        img = cv2.imread(s.image)
+        b, _ = det.detect(img) if img is not None else (np.zeros((0, 4)), np.zeros(0))
+        if len(b):  # the most central confident face (LFW images are centred on one person)
+            c = (b[:, :2] + b[:, 2:]) / 2 - np.array(img.shape[1::-1]) / 2
+            keep.append(i)
+            boxes.append(b[np.argmin((c**2).sum(1))])
+    box_array = np.array(boxes, np.float32).reshape(-1, 4)
+    np.savez(path, keep=np.array(keep, np.int64), boxes=box_array)
+    return [samples[i] for i in keep], box_array
+
+
+def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> np.ndarray:
+    """Base crops of the unlabeled faces (cached), around unlabeled_boxes()."""
     key = cache_key(folder, cfg["detector"], cfg["crop"], cfg["base_size"], cfg["margin"], cfg["limit"], 1)
     path = cache_dir() / f"unlabeled-{key}.npz"
     cached = load_cache(path)
     if cached is not None:
         return cached["images"]
-    samples = read_image_folder(data_path(folder))
-    if cfg["limit"]:
-        samples = samples[: cfg["limit"]]
-    det = YuNet(data_path(cfg["detector"]), score_threshold=0.5, upscale=True)
-    keep, boxes = [], []
-    for s in samples:
-        img = cv2.imread(s.image)
-        b, sc = det.detect(img) if img is not None else (np.zeros((0, 4)), np.zeros(0))
-        if len(b):  # the most central confident face (LFW images are centred on one person)
-            c = (b[:, :2] + b[:, 2:]) / 2 - np.array(img.shape[1::-1]) / 2
-            keep.append(s)
-            boxes.append(b[np.argmin((c**2).sum(1))])
-    images, _ = base_crops(keep, np.array(boxes), cfg["crop"]["scale"], cfg["crop"]["shift_y"],
+    samples, boxes = unlabeled_boxes(cfg, folder, progress)
+    images, _ = base_crops(samples, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"],
                            cfg["base_size"], cfg["margin"], progress, "base crops (unlabeled)")
     np.savez(path, images=images)
     return images
@@ -95,10 +109,9 @@ def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabele
         model.load_state_dict({k2: v for k2, v in ck["model"].items() if not k2.startswith("coarse.")})
         if t_cfg["crop"] != cfg["crop"]:
             raise ValueError("teacher and student must share the crop rule")
+        # the teacher sees the student's faces (same detector and limit), cut at its own size
         t_images = images if (t_cfg["base_size"], t_cfg["margin"]) == (cfg["base_size"], cfg["margin"]) \
-            else unlabeled_crops(t_cfg, unlabeled, progress)
-        if len(t_images) != len(images):
-            raise ValueError("teacher and student crops found different faces")
+            else unlabeled_crops(dict(t_cfg, detector=cfg["detector"], limit=cfg["limit"]), unlabeled, progress)
         points = to_base_pixels(pseudo_label(model.to(memory_format=torch.channels_last), t_cfg, t_images,
                                              np.array(ck["meta"]["neighbor_indices"]), dev), cfg)
         round_out = out / f"round{k + 1}"

@@ -196,5 +196,6 @@ def main(argv: list[str] | None = None) -> None:
     int8 = out if a.int8_only else (out.with_suffix(".int8.onnx") if a.int8 else None)
     print(json.dumps(export_and_check(a.checkpoint, fp32, int8, a.name, a.version), indent=2))
 
+
 if __name__ == "__main__":
     main()

@@ -32,39 +32,37 @@ def crop_matrix(square: np.ndarray, size: int) -> np.ndarray:
     return np.array([[s, 0, (size - 1) / 2 - s * cx], [0, s, (size - 1) / 2 - s * cy]])
 
 
+def _region(image: np.ndarray, cx: float, cy: float, half: float) -> tuple[int, int, int, int]:
+    """Pixel bounds x0, y0, x1, y1 (end-exclusive) of the square of half-side `half` around
+    (cx, cy), clipped to the image."""
+    h, w = image.shape[:2]
+    x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+    return x0, y0, min(w, int(np.ceil(cx + half)) + 1), min(h, int(np.ceil(cy + half)) + 1)
+
+
 def crop_one(image: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
-    """One (size, size, 3) crop. When shrinking, the covered region is first low-passed (area
-    averaging by a whole factor, then a light blur) so that big faces are not aliased; outside
-    the image is black."""
+    """One (size, size, 3) crop. When shrinking, the covered region is first low-passed (2x
+    area-averaging steps, then a light blur) so that big faces are not aliased; outside the
+    image is black."""
     cx, cy, side = (float(v) for v in square)
     s = size / side
-    if s < 0.5:
-        # halve by area averaging (OpenCV's INTER_AREA has a fast path for exactly 2x), as
-        # often as needed (a pyramid); the rest is a factor in (0.5, 1]
-        k = 2
-        h, w = image.shape[:2]
-        half = side / 2 + 2 + k
-        x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
-        # widen the region to whole blocks of k where the image allows, else repeat its edge
-        x1 = min(w, x0 + -(-(int(np.ceil(cx + half)) + 1 - x0) // k) * k)
-        y1 = min(h, y0 + -(-(int(np.ceil(cy + half)) + 1 - y0) // k) * k)
-        nx, ny = -(-(x1 - x0) // k), -(-(y1 - y0) // k)
-        if nx >= 2 and ny >= 2:
-            roi = image[y0:y1, x0:x1]
-            if roi.shape[:2] != (ny * k, nx * k):
-                roi = cv2.copyMakeBorder(roi, 0, ny * k - roi.shape[0], 0, nx * k - roi.shape[1], cv2.BORDER_REPLICATE)
-            small = cv2.resize(roi, (nx, ny), interpolation=cv2.INTER_AREA)
-            # small pixel u averages image pixels x0 + k*u ... x0 + k*u + k - 1
-            return crop_one(small, np.array([(cx - x0 - (k - 1) / 2) / k, (cy - y0 - (k - 1) / 2) / k, side / k]), size)
     if s < 0.8:
-        # the rest of the shrink: a light Gaussian blur against aliasing (sigma as skimage's
-        # anti-aliasing, (1/s - 1) / 2), then the bilinear warp; OpenCV's INTER_AREA for a
-        # non-integer factor costs several times more
-        h, w = image.shape[:2]
-        half = side / 2 + 4
-        x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
-        x1, y1 = min(w, int(np.ceil(cx + half)) + 1), min(h, int(np.ceil(cy + half)) + 1)
-        if x1 - x0 >= 2 and y1 - y0 >= 2:
+        x0, y0, x1, y1 = _region(image, cx, cy, side / 2 + 4)
+        if x1 - x0 >= 4 and y1 - y0 >= 4:
+            if s < 0.5:
+                # halve by area averaging (OpenCV's INTER_AREA has a fast path for exactly 2x)
+                # and crop from the half-size image; this repeats while the factor is below 0.5
+                h, w = image.shape[:2]
+                x1, y1 = min(w, x1 + (x1 - x0) % 2), min(h, y1 + (y1 - y0) % 2)  # even sizes where possible
+                roi = image[y0:y1, x0:x1]
+                if (x1 - x0) % 2 or (y1 - y0) % 2:  # else repeat the image's last row / column
+                    roi = cv2.copyMakeBorder(roi, 0, (y1 - y0) % 2, 0, (x1 - x0) % 2, cv2.BORDER_REPLICATE)
+                half = cv2.resize(roi, (roi.shape[1] // 2, roi.shape[0] // 2), interpolation=cv2.INTER_AREA)
+                # half-size pixel u averages image pixels x0 + 2u and x0 + 2u + 1
+                return crop_one(half, np.array([(cx - x0 - 0.5) / 2, (cy - y0 - 0.5) / 2, side / 2]), size)
+            # the rest of the shrink: a light Gaussian blur against aliasing (sigma as skimage's
+            # anti-aliasing, (1/s - 1) / 2), then the bilinear warp (INTER_AREA for a
+            # non-integer factor costs several times more)
             roi = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), (1 / s - 1) / 2)
             return cv2.warpAffine(roi, crop_matrix(np.array([cx - x0, cy - y0, side]), size), (size, size),
                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
