@@ -134,6 +134,9 @@ def _add_detect(sub: Any) -> None:
     p.add_argument("--model", metavar="M", help="landmark model: registry name or .onnx path")
     p.add_argument("--detector", metavar="D", help="face detector: registry name or .onnx path")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="onnxruntime threads")
+    p.add_argument("--test-crops", type=_positive_int, default=1, metavar="K",
+                   help="average each face over K (1-5) shifted/zoomed crops: more accurate, K times slower")
+    p.add_argument("--flip-test", action="store_true", help="also average over mirrored crops (2x slower)")
     p.add_argument("--score-threshold", type=_unit_float, metavar="T", help="detector score threshold (0-1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
     p.set_defaults(func=_cmd_detect)
@@ -152,7 +155,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} exists and is not a folder")
     images = _collect_images(args.paths, out.resolve() if out else None)
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
-    lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads, **options)
+    if args.test_crops > 5:
+        raise UsageError(f"--test-crops must be 1 to 5, got {args.test_crops}")
+    lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads,
+                    test_crops=args.test_crops, flip_test=args.flip_test, **options)
 
     results, failed, used = [], 0, set()
     for path, rel in _progress(images, args.quiet):

@@ -25,6 +25,23 @@ def squares_from_boxes(boxes: np.ndarray, scale: float, shift_y: float) -> np.nd
     return np.stack([cx, cy, side], axis=1)
 
 
+# Test-time crops: (dx, dy) in units of the side, and a side factor. The first is the plain crop;
+# the rest shift diagonally and zoom, so the face lands at another sub-cell position of the
+# network's coarse grid. Chosen on the validation split (flat optimum around 3 % and 5 %).
+TEST_CROPS = np.array([(0.0, 0.0, 1.0), (0.03, 0.03, 0.95), (-0.03, -0.03, 1.05),
+                       (0.03, -0.03, 1.05), (-0.03, 0.03, 0.95)])
+
+
+def jitter_squares(squares: np.ndarray, count: int) -> np.ndarray:
+    """(F, 3) squares -> (F * count, 3): each face's first `count` TEST_CROPS, face-major."""
+    if not 1 <= count <= len(TEST_CROPS):
+        raise ValueError(f"test crops must be 1 to {len(TEST_CROPS)}, got {count}")
+    sq = np.asarray(squares, dtype=np.float64).reshape(-1, 1, 3)
+    j = TEST_CROPS[:count][None]
+    out = np.concatenate([sq[..., :2] + j[..., :2] * sq[..., 2:], sq[..., 2:] * j[..., 2:]], axis=-1)
+    return out.reshape(-1, 3)
+
+
 def crop_matrix(square: np.ndarray, size: int) -> np.ndarray:
     """2x3 affine matrix taking image pixels to crop pixels for one square."""
     cx, cy, side = (float(v) for v in square)

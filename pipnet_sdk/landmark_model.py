@@ -9,7 +9,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .crop import crop_faces, squares_from_boxes, to_image
+from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
 from .decode import decode, vote_matrix
 from .runtime import ModelFormatError, make_session
 
@@ -88,12 +88,21 @@ def read_spec(session, source: str) -> LandmarkSpec:
 
 
 class LandmarkModel:
-    """PIPNet in onnxruntime: crops in, image-space landmarks out. Safe to share across threads."""
+    """PIPNet in onnxruntime: crops in, image-space landmarks out. Safe to share across threads.
+
+    Test-time averaging, both off by default: ``flip_test`` also runs each crop mirrored;
+    ``test_crops`` (1-5) runs each face on that many slightly shifted and zoomed crops
+    (``crop.TEST_CROPS``). Each multiplies the landmark network's work; they combine.
+    """
 
     def __init__(
         self, path: str | os.PathLike, providers: Sequence | None = None,
         threads: int | None = None, use_neighbors: bool = True, flip_test: bool = False,
+        test_crops: int = 1,
     ) -> None:
+        if not isinstance(test_crops, (int, np.integer)) or not 1 <= test_crops <= len(TEST_CROPS):
+            raise ValueError(f"test_crops must be an integer from 1 to {len(TEST_CROPS)}, got {test_crops!r}")
+        self.test_crops = int(test_crops)
         self.path = os.fspath(path)
         self.session = make_session(self.path, providers, threads)
         self.spec = read_spec(self.session, self.path)
@@ -152,6 +161,24 @@ class LandmarkModel:
         self, image: np.ndarray, squares: np.ndarray, batch_size: int = 32
     ) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks in image pixels (F, N, 2) and scores (F, N) for crop squares of one image."""
-        crops = crop_faces(image, squares, self.spec.input_size)
-        pts, scs = self.run_crops(crops, batch_size)
-        return to_image(pts, squares), scs
+        (pts, scs), = self.run_images([image], [squares], batch_size)
+        return pts, scs
+
+    def run_images(
+        self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray], batch_size: int = 32
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image, landmarks in pixels (F, N, 2) and scores (F, N) for its crop squares (F, 3);
+        the crops of all images share network batches. With test_crops > 1 each face's
+        predictions on its jittered crops are averaged in image space."""
+        k, n, size = self.test_crops, self.spec.num_landmarks, self.spec.input_size
+        jittered = [jitter_squares(sq, k) for sq in squares]
+        crops = [crop_faces(im, sq, size) for im, sq in zip(images, jittered)]
+        all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        pts, scs = self.run_crops(all_crops, batch_size)
+        out, i = [], 0
+        for sq in jittered:
+            m = len(sq)
+            p = to_image(pts[i:i + m], sq).reshape(-1, k, n, 2).mean(axis=1)
+            out.append((p.astype(np.float32), scs[i:i + m].reshape(-1, k, n).mean(axis=1)))
+            i += m
+        return out

@@ -45,6 +45,15 @@ def test_detect_json_file(models_dir: Path, samples: Path, tmp_path: Path, capsy
         assert len(face["box"]) == 4 and 0 < face["score"] <= 1
 
 
+def test_detect_test_crops_and_flip(models_dir: Path, samples: Path, capsys) -> None:
+    """--test-crops / --flip-test reach the Landmarker: same faces, slightly moved landmarks."""
+    img = str(samples / "group_2.jpg")
+    plain = json.loads(run(capsys, "detect", img, "-q")[1])["images"][0]["faces"]
+    tta = json.loads(run(capsys, "detect", img, "-q", "--test-crops", "3", "--flip-test")[1])["images"][0]["faces"]
+    assert [f["box"] for f in tta] == [f["box"] for f in plain]
+    assert [f["landmarks"] for f in tta] != [f["landmarks"] for f in plain]
+
+
 def test_detect_stdout_no_face(models_dir: Path, samples: Path, capsys) -> None:
     code, out, err = run(capsys, "detect", str(samples / "no_face.jpg"))
     assert code == 0
@@ -101,6 +110,8 @@ def test_failed_image_warns(models_dir: Path, tmp_path: Path, capsys) -> None:
     (["detect"], ["PATH"]),
     (["nonsense"], ["nonsense"]),
     (["models", "info", "nope"], ["nope"]),
+    (["detect", "{no_face}", "--test-crops", "6"], ["--test-crops", "1 to 5"]),
+    (["detect", "{no_face}", "--test-crops", "0"], ["--test-crops"]),
     (["models", "download", "pipnet-r18"], ["pipnet-r18"]),
 ])
 def test_user_mistakes_give_one_line(models_dir: Path, samples: Path, tmp_path: Path, capsys,

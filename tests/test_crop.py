@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipnet_sdk.crop import crop_faces, crop_matrix, squares_from_boxes, to_crop, to_image
+from pipnet_sdk.crop import crop_faces, crop_matrix, jitter_squares, squares_from_boxes, to_crop, to_image
 
 
 def test_squares_from_boxes() -> None:
@@ -97,3 +97,17 @@ def test_big_shrink_equals_area_resize(side: int) -> None:
         assert diff.mean() < 1.0 and diff.max() <= 8
     else:
         assert diff.mean() < 4.0 and diff.max() <= 24
+
+
+def test_jitter_squares() -> None:
+    sq = np.array([[100.0, 50.0, 40.0], [10.0, 20.0, 8.0]])
+    np.testing.assert_allclose(jitter_squares(sq, 1), sq)
+    j = jitter_squares(sq, 3)
+    assert j.shape == (6, 3)
+    np.testing.assert_allclose(j[[0, 3]], sq)  # the plain crop comes first for every face
+    np.testing.assert_allclose(j[1], [100 + 0.03 * 40, 50 + 0.03 * 40, 0.95 * 40])
+    np.testing.assert_allclose(j[5], [10 - 0.03 * 8, 20 - 0.03 * 8, 1.05 * 8])
+    assert jitter_squares(np.zeros((0, 3)), 5).shape == (0, 3)
+    for bad in (0, 6):
+        with pytest.raises(ValueError):
+            jitter_squares(sq, bad)
