@@ -166,6 +166,16 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
     data = prepare(cfg, progress)
+    last, log_path = out / "last.pt", out / "log.txt"
+    resumed = torch.load(last, map_location=dev, weights_only=False) if resume and last.exists() else None
+    init = (torch.load(cfg["init"], map_location=dev, weights_only=False)  # fine-tune from another run
+            if cfg["init"] and resumed is None else None)
+    if resumed or init:
+        # the neighbour heads are tied to the weights' neighbour indices: keep those (and the mean
+        # face) even when this run's data would give others
+        meta = (resumed or init)["meta"]
+        data["mean_face"] = np.asarray(meta["mean_face"], np.float32)
+        data["neighbors"] = np.asarray(meta["neighbor_indices"], np.int64)
     scheme = get_scheme(cfg["scheme"])
     stc = cfg["stc"]
     coarse = tuple(stc["grids"]) if stc else ()
@@ -190,16 +200,13 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     grid = cfg["input_size"] // cfg["stride"]
     start, best = 0, float("inf")
     gen = torch.Generator().manual_seed(cfg["seed"])
-    last, log_path = out / "last.pt", out / "log.txt"
-    if cfg["init"] and not (resume and last.exists()):  # fine-tune from another run's weights
-        ck = torch.load(cfg["init"], map_location=dev, weights_only=False)
-        model.load_state_dict({k: v for k, v in ck["model"].items() if not k.startswith("coarse.")}, strict=not coarse)
-    if resume and last.exists():
-        ck = torch.load(last, map_location=dev, weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        start, best = ck["epoch"] + 1, ck["best"]
-        gen.set_state(ck["rng"])
+    if init is not None:
+        model.load_state_dict({k: v for k, v in init["model"].items() if not k.startswith("coarse.")}, strict=not coarse)
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        opt.load_state_dict(resumed["opt"])
+        start, best = resumed["epoch"] + 1, resumed["best"]
+        gen.set_state(resumed["rng"])
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     meta = {"mean_face": data["mean_face"].tolist(), "neighbor_indices": data["neighbors"].tolist()}
     steps = max(1, len(tr_img) // cfg["batch_size"])

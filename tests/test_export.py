@@ -231,3 +231,28 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     assert sizes == [96, 144]
     log = [json.loads(l) for l in (tmp_path / "s" / "stc" / "round1" / "log.txt").read_text().splitlines() if l.startswith("{")]
     assert [l["stc_grid"] for l in log] == [0, 0]  # no coarse stage: full maps from the start
+
+
+def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """The neighbour heads are tied to the neighbour indices they were trained with: fine-tuning
+    on other faces (here 300W only, after 300W + ytf68) and resuming that run keep the initial
+    weights' mean face and neighbours instead of recomputing them from the new data."""
+    import torch
+
+    from export.train import load_config, prepare, train
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    common = {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 16, "limit": 24,
+              "val_fraction": 0.2, "epochs": 1}
+    base = load_config(None, common)
+    train(base, tmp_path / "base", device="cpu", progress=False)
+    tuned = load_config(None, {**common, "labeled": ["data/300w/train"], "init": str(tmp_path / "base" / "best.pt"),
+                               "lr": 1e-4})
+    assert not np.array_equal(prepare(tuned, progress=False)["neighbors"], prepare(base, progress=False)["neighbors"])
+    train(tuned, tmp_path / "tuned", device="cpu", progress=False)
+    train({**tuned, "epochs": 2}, tmp_path / "tuned", resume=True, device="cpu", progress=False)
+    metas = [torch.load(p, weights_only=False) for p in (tmp_path / "base" / "best.pt", tmp_path / "tuned" / "last.pt")]
+    assert metas[1]["epoch"] == 1  # resumed: the second epoch ran
+    for key in ("neighbor_indices", "mean_face"):
+        np.testing.assert_array_equal(metas[0]["meta"][key], metas[1]["meta"][key])
