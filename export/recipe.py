@@ -2,8 +2,10 @@
 self-training with curriculum (if it has "stc") -> ONNX (fp32, and static int8 with its NME
 cost on the validation split).
 
-"restarts": [{"lr": .., "epochs": ..}, ...]: each restart trains a new cosine cycle from the
-previous stage's best checkpoint. "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
+"restarts": [{"lr": .., "epochs": .., ...}, ...]: each restart trains a new cosine cycle from the
+previous stage's best checkpoint; other keys override the config for that stage, e.g.
+"labeled": ["data/300w/train"] fine-tunes on the test set's domain alone (same validation split;
+the neighbour indices stay those of the weights). "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
 "teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student starts
 from the previous stage's weights and learns from that teacher's pseudo-labels (distillation on
 the unlabeled faces); without it the previous stage is the teacher and the student starts afresh.
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet)}
     best, best_nme = out / "teacher" / "best.pt", report["teacher"]["best_val_nme"]
     for i, restart in enumerate(cfg["restarts"], 1):
-        r_cfg = dict(cfg, stc=None, init=str(best), lr=restart["lr"], epochs=a.epochs or restart["epochs"], max_minutes=None)
+        unknown = set(restart) - set(cfg)
+        if unknown:
+            raise ValueError(f"restart {i}: unknown keys {sorted(unknown)}")
+        r_cfg = dict(cfg, **restart, stc=None, init=str(best), max_minutes=None)
+        r_cfg["epochs"] = a.epochs or restart["epochs"]
         report[f"restart{i}"] = train(r_cfg, out / f"restart{i}", a.resume, a.device, not a.quiet)
         best, best_nme = out / f"restart{i}" / "best.pt", report[f"restart{i}"]["best_val_nme"]
     if stc:

@@ -207,13 +207,14 @@ def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) ->
 
 
 def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, shared_dir: Path) -> None:
-    """Warm restarts, then distillation: a teacher at another input size labels the unlabeled
-    faces on its own crops, and the student learns from those labels starting from its restart."""
+    """A warm restart on other data (300W alone), then distillation: a teacher at another input
+    size labels the unlabeled faces on its own crops, and the student learns from those labels
+    starting from its restart."""
     env = {"PIPNET_SHARED": str(shared_dir), "PIPNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
     common = {"width": 0.25, "stride": 16, "margin": 1.5, "batch_size": 16, "limit": 24, "val_fraction": 0.2}
     teacher_cfg = {"name": "teacher", "input_size": 96, "base_size": 144, "epochs": 1, **common}
     student_cfg = {"name": "student", "input_size": 64, "base_size": 96, "epochs": 1, **common,
-                   "restarts": [{"lr": 1e-3, "epochs": 2}],
+                   "restarts": [{"lr": 1e-3, "epochs": 2, "labeled": ["data/300w/train"]}],
                    "stc": {"grids": [], "epochs": 2, "lr": 5e-4, "teacher": str(tmp_path / "t" / "best.pt")}}
     for name, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
         (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
@@ -226,6 +227,9 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     assert report["teacher"]["epoch"] == 1 and report["restart1"]["epoch"] == 2 and report["stc"]["epoch"] == 2
+    # the restart fine-tuned on 300W alone, keeping the teacher stage's neighbour indices
+    restart = json.loads((tmp_path / "s" / "restart1" / "config.json").read_text())
+    assert restart["labeled"] == ["data/300w/train"] and restart["lr"] == 1e-3
     # the teacher cut the unlabeled faces at its own size, the student at its own
     sizes = sorted(np.load(p)["images"].shape[1] for p in (tmp_path / "cache").glob("unlabeled-*.npz"))
     assert sizes == [96, 144]
