@@ -19,7 +19,7 @@ Speed (same run, same faces: the first --speed-faces faces of the shared subset,
 with its own detector's box; each face (or batch of 8) timed --rounds times, interleaved, and its
 best time kept, so that background load hurts less)
   * landmark stage in ms per face (crop + forward + decode) at each --threads value (Landmarker(
-    threads=T)), batch 1 and batch 8 (8 crops through run_crops at once), beside dlib's
+    threads=T)), batch 1 and batch 8 (8 faces through run_images at once), beside dlib's
     shape predictor (single-threaded) on the same faces;
   * end to end in ms per image (detector + landmarks on every face it finds): the mean over the
     accuracy pass (ours at the first --threads value), and on the speed images at each --threads.
