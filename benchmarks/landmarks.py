@@ -8,8 +8,9 @@ Accuracy (inter-ocular NME, points 36 and 45; FR and AUC at 0.1; see export/eval
   * pipnet-fast, pipnet-r18 (skipped with a note when its file is absent) through the SDK
     (Landmarker.detect: YuNet-n + PIPNet in onnxruntime), and dlib's 68-point shape predictor
     with its own HOG detector (upsample 1, RGB). Each of our models also runs with K test
-    crops (Landmarker(test_crops=K), rows "+K crops"; --test-crops 1 leaves them out). A face is found when a detection overlaps the
-    ground-truth landmark box with IoU > 0.5 (best-overlapping detection). Metrics on the faces
+    crops (Landmarker(test_crops=K), rows "+K crops"; --test-crops 1 leaves them out). A face
+    is found when a detection overlaps the ground-truth landmark box with IoU > 0.5
+    (best-overlapping detection). Metrics on the faces
     each system finds, and on the subset that both YuNet and dlib-HOG find (the fair comparison).
   * reference rows from ground-truth boxes: the landmark box mapped to each detector's box style
     (a BoxStyle fit of detector box to landmark box on the 300W *training* faces: YuNet as in

@@ -143,6 +143,7 @@ def _add_detect(sub: Any) -> None:
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
+    from .crop import TEST_CROPS
     from .images import load_image
     from .landmarker import DEFAULT_DETECTOR, DEFAULT_MODEL, Landmarker
 
@@ -155,8 +156,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {out} exists and is not a folder")
     images = _collect_images(args.paths, out.resolve() if out else None)
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
-    if args.test_crops > 5:
-        raise UsageError(f"--test-crops must be 1 to 5, got {args.test_crops}")
+    if args.test_crops > len(TEST_CROPS):
+        raise UsageError(f"--test-crops must be 1 to {len(TEST_CROPS)}, got {args.test_crops}")
     lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads,
                     test_crops=args.test_crops, flip_test=args.flip_test, **options)
 
