@@ -3,7 +3,9 @@
     python benchmarks/decode_speed.py [--faces 64] [--model pipnet_sdk/models/pipnet-fast.onnx]
 
 Decodes real head outputs of the model (on random crops) and, as a baseline in the same run,
-the same outputs with a plain per-face Python loop over the same function.
+the same outputs with a plain per-face Python loop over the same function. It needs a format-1
+file (head maps out): the shipped models (format 2) decode inside their graph. Write one with
+``python -m export.to_onnx CHECKPOINT --out heads.onnx --format 1``.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "pipnet_sdk" / "models" / "pipnet-fast.onnx"))
     a = ap.parse_args()
     lm = LandmarkModel(a.model, threads=1)
+    if lm.spec.format != 1:
+        raise SystemExit(f"{a.model} is format {lm.spec.format}: it decodes inside its graph, so there is no "
+                         "NumPy decoding to time; export a format-1 file (see --help)")
     s = lm.spec.input_size
     crops = np.random.RandomState(0).randint(0, 255, (a.faces, s, s, 3), np.uint8)
     outs = lm.forward(lm.preprocess(crops))

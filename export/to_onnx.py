@@ -15,19 +15,20 @@ import numpy as np
 import onnx
 import torch
 
+from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .model import PIPNet
 from .schemes import get_scheme
 from .train import MEAN, STD, build_model, load_config
 
 META_KEY = "pipnet"
-OUTPUT_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]
+HEAD_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]  # format 1
 
 
 def metadata(cfg: dict[str, Any], mean_face: np.ndarray, neighbors: np.ndarray, **extra: Any) -> dict[str, Any]:
     """The JSON the SDK reads (pipnet_sdk.landmark_model.LandmarkSpec)."""
     scheme = get_scheme(cfg["scheme"])
     return {
-        "format": 1, "name": cfg["name"], "version": cfg["version"],
+        "format": 2, "name": cfg["name"], "version": cfg["version"],
         "num_landmarks": scheme.num_points, "scheme": scheme.name,
         "input_size": cfg["input_size"], "stride": cfg["stride"], "num_neighbors": cfg["num_neighbors"],
         "neighbor_indices": np.asarray(neighbors).tolist(),
@@ -38,17 +39,26 @@ def metadata(cfg: dict[str, Any], mean_face: np.ndarray, neighbors: np.ndarray, 
     }
 
 
-def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: int = 17) -> Path:
-    """Write model (eval mode, float32) to ONNX with a dynamic batch and the metadata."""
+def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: int = 17,
+                 decoded: bool = True) -> Path:
+    """Write model (eval mode, float32) to ONNX with a dynamic batch and the metadata. By default
+    in the shipped form, format 2 (export.deploy): decoding in the graph, the stem as
+    SpaceToDepth + conv. ``decoded=False`` writes format 1: the five head maps, as the network is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     s = meta["input_size"]
+    net = DecodedPIPNet(model, np.asarray(meta["neighbor_indices"]), s).eval() if decoded else model
+    names = OUTPUT_NAMES if decoded else HEAD_NAMES
     with torch.no_grad():
-        torch.onnx.export(model, (torch.zeros(1, 3, s, s),), str(path), input_names=["input"],
-                          output_names=OUTPUT_NAMES, dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}},
+        torch.onnx.export(net, (torch.zeros(1, 3, s, s),), str(path), input_names=["input"],
+                          output_names=names, dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in names}},
                           opset_version=opset, dynamo=False)
-    set_metadata(path, meta)
+    if decoded:
+        m = onnx.load(str(path))
+        stem_space_to_depth(m, s)
+        onnx.save(m, str(path))
+    set_metadata(path, {**meta, "format": 2 if decoded else 1})
     return path
 
 
@@ -70,7 +80,7 @@ def load_checkpoint(path: str | Path) -> tuple[PIPNet, dict[str, Any], dict[str,
 
 
 def export_random(path: str | Path, input_size: int = 64, stride: int = 16, backbone: str = "resnet18",
-                  num_landmarks: int = 68, seed: int = 0, width: float = 0.25) -> Path:
+                  num_landmarks: int = 68, seed: int = 0, width: float = 0.25, decoded: bool = True) -> Path:
     """A small random-weights model with full metadata (for tests that need no accuracy)."""
     torch.manual_seed(seed)
     scheme = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19"}[num_landmarks]
@@ -85,27 +95,32 @@ def export_random(path: str | Path, input_size: int = 64, stride: int = 16, back
     rng = np.random.RandomState(seed)
     mean = rng.uniform(0.2, 0.8, (num_landmarks, 2)).astype(np.float32)
     from .data import neighbor_indices
-    return export_model(model, metadata(cfg, mean, neighbor_indices(mean, cfg["num_neighbors"])), path)
+    return export_model(model, metadata(cfg, mean, neighbor_indices(mean, cfg["num_neighbors"])), path, decoded=decoded)
 
 
 def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbors: np.ndarray) -> dict[str, float]:
-    """Max differences: torch vs onnxruntime head outputs, and torch decoding (export.decode) vs
-    the SDK's NumPy decoding, in pixels of the crop."""
+    """Max differences against the reference (export.decode on the torch head maps), in pixels
+    of the crop: the in-graph decoding run in torch, the SDK's NumPy decoder (for format-1
+    files), and the ONNX file in onnxruntime; and the ONNX scores' max abs difference."""
+    from pipnet_sdk.decode import decode as numpy_decode
     from pipnet_sdk.landmark_model import LandmarkModel
     from .decode import decode as torch_decode
 
     lm = LandmarkModel(onnx_path)
     x = lm.preprocess(crops_bgr)
-    ort_out = lm.forward(x)
+    nb = np.asarray(neighbors)
     with torch.no_grad():
-        t_out = model.float().eval()(torch.from_numpy(x))
-    head = max(float(np.abs(a - b.numpy()).max()) for a, b in zip(ort_out, t_out))
+        model = model.float().eval()
+        heads = model(torch.from_numpy(x))
+        graph_pts, _, graph_scores = DecodedPIPNet(model, nb, x.shape[-1]).eval()(torch.from_numpy(x))
+    ref = torch_decode(heads, torch.from_numpy(nb)).numpy()
+    ref_scores = heads[0].flatten(2).amax(-1).numpy()
+    np_pts, _ = numpy_decode(*(h.numpy() for h in heads), nb)
+    ort_pts, ort_scores = lm.decode(lm.forward(x))
     s = lm.spec.input_size
-    pts_sdk, _ = lm.decode([o.numpy() for o in t_out])
-    pts_torch = torch_decode(t_out, torch.from_numpy(np.asarray(neighbors))).numpy()
-    pts_ort, _ = lm.decode(ort_out)
-    return {"heads_max_abs": head, "decode_px": float(np.abs(pts_sdk - pts_torch).max() * s),
-            "torch_vs_ort_px": float(np.abs(pts_ort - pts_torch).max() * s)}
+    px = lambda p: float(np.abs(p - ref).max() * s)  # noqa: E731
+    return {"decode_px": px(graph_pts.numpy()), "numpy_decode_px": px(np_pts), "torch_vs_ort_px": px(ort_pts),
+            "scores_max_abs": float(max(np.abs(ort_scores - ref_scores).max(), np.abs(graph_scores.numpy() - ref_scores).max()))}
 
 
 def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.ndarray) -> Path:
@@ -128,8 +143,12 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.nd
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        # the network (backbone, head convolutions) is int8; in-graph decoding (format 2) stays float
+        network = ("/backbone/", "/score/", "/offset_", "/neighbor_")
+        decoding = [n.name for n in onnx.load(str(pre)).graph.node if not n.name.startswith(network)]
         quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        nodes_to_exclude=decoding,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     meta = json.loads(onnx.load(str(fp32_path)).metadata_props[0].value)
     meta["precision"] = "int8"
@@ -161,7 +180,7 @@ def val_nme_onnx(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: 
 
 
 def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | Path | None = None,
-                     name: str | None = None, version: str | None = None) -> dict[str, Any]:
+                     name: str | None = None, version: str | None = None, decoded: bool = True) -> dict[str, Any]:
     """Write the fp32 ONNX (and the static int8 one if int8_path), with parity figures and the
     validation NME of each (the int8 cost)."""
     model, cfg, meta = load_checkpoint(ckpt)
@@ -170,7 +189,7 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
     nb = np.array(meta["neighbor_indices"])
     info = metadata(cfg, np.array(meta["mean_face"]), nb,
                     training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"])})
-    fp32 = export_model(model, info, fp32_path)
+    fp32 = export_model(model, info, fp32_path, decoded=decoded)
     crops, pts = val_crops(cfg, 10_000)
     norm = get_scheme(cfg["scheme"]).norm
     report: dict[str, Any] = {"fp32": str(fp32), "parity": parity(model, fp32, crops[:16], nb),
@@ -190,11 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--version")
     ap.add_argument("--int8", action="store_true", help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
     ap.add_argument("--int8-only", action="store_true", help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
+    ap.add_argument("--format", type=int, choices=(1, 2), default=2,
+                    help="2 (default, shipped): decoding inside the graph; 1: the five head maps")
     a = ap.parse_args(argv)
     out = Path(a.out)
     fp32 = out.with_suffix(".fp32.onnx") if a.int8_only else out
     int8 = out if a.int8_only else (out.with_suffix(".int8.onnx") if a.int8 else None)
-    print(json.dumps(export_and_check(a.checkpoint, fp32, int8, a.name, a.version), indent=2))
+    print(json.dumps(export_and_check(a.checkpoint, fp32, int8, a.name, a.version, a.format == 2), indent=2))
 
 
 if __name__ == "__main__":

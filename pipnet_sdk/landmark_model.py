@@ -14,8 +14,9 @@ from .decode import decode, vote_matrix
 from .runtime import ModelFormatError, make_session
 
 META_KEY = "pipnet"
-FORMAT_VERSION = 1
-OUTPUTS = ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y")
+# format 1: the five head maps, decoded here in NumPy; format 2: decoded inside the graph
+OUTPUTS = {1: ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"),
+           2: ("points", "points_own", "scores")}
 REQUIRED = (
     "format", "name", "version", "num_landmarks", "scheme", "input_size", "stride",
     "num_neighbors", "neighbor_indices", "mean_face", "normalization", "crop",
@@ -26,6 +27,7 @@ REQUIRED = (
 class LandmarkSpec:
     """What a model file says about itself (its ``metadata_props['pipnet']`` JSON)."""
 
+    format: int
     name: str
     version: str
     num_landmarks: int
@@ -51,10 +53,10 @@ class LandmarkSpec:
         missing = [k for k in REQUIRED if k not in d]
         if missing:
             raise ModelFormatError(f"{source}: metadata '{META_KEY}' lacks {missing}")
-        if d["format"] != FORMAT_VERSION:
+        if d["format"] not in OUTPUTS:
             raise ModelFormatError(
                 f"{source}: metadata format {d['format']} is not supported (this SDK reads "
-                f"format {FORMAT_VERSION}); upgrade pipnet-sdk"
+                f"formats {sorted(OUTPUTS)}); upgrade pipnet-sdk"
             )
         nb = np.asarray(d["neighbor_indices"], dtype=np.int64)
         n = int(d["num_landmarks"])
@@ -62,7 +64,7 @@ class LandmarkSpec:
             raise ModelFormatError(f"{source}: neighbor_indices do not fit {n} landmarks")
         norm = d["normalization"]
         return cls(
-            name=d["name"], version=str(d["version"]), num_landmarks=n, scheme=d["scheme"],
+            format=int(d["format"]), name=d["name"], version=str(d["version"]), num_landmarks=n, scheme=d["scheme"],
             input_size=int(d["input_size"]), stride=int(d["stride"]),
             num_neighbors=int(d["num_neighbors"]), neighbor_indices=nb,
             mean_face=np.asarray(d["mean_face"], dtype=np.float32),
@@ -82,8 +84,9 @@ def read_spec(session, source: str) -> LandmarkSpec:
         )
     spec = LandmarkSpec.from_json(props[META_KEY], source)
     names = [o.name for o in session.get_outputs()]
-    if list(names[:5]) != list(OUTPUTS):
-        raise ModelFormatError(f"{source}: outputs are {names}, expected {list(OUTPUTS)}")
+    expected = list(OUTPUTS[spec.format])
+    if names[:len(expected)] != expected:
+        raise ModelFormatError(f"{source}: outputs are {names}, expected {expected} (format {spec.format})")
     return spec
 
 
@@ -133,9 +136,13 @@ class LandmarkModel:
         return x
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(list(OUTPUTS), {self.input_name: batch})
+        return self.session.run(list(OUTPUTS[self.spec.format]), {self.input_name: batch})
 
     def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Network outputs -> normalised points (B, N, 2) and scores (B, N)."""
+        if self.spec.format == 2:
+            points, points_own, scores = outputs
+            return (points if self.use_neighbors else points_own), scores
         return decode(*outputs, self.spec.neighbor_indices, use_neighbors=self.use_neighbors,
                       averaging=self._averaging)
 

@@ -172,6 +172,23 @@ def _onnx_identity(path: Path, metadata: dict | None = None) -> Path:
     return path
 
 
+def test_both_model_formats_agree(tmp_path: Path, images) -> None:
+    """Format 2 (decoding inside the graph, the shipped form) and format 1 (head maps decoded in
+    NumPy) of the same weights give the same landmarks, with every decoding option."""
+    from pipnet_sdk.landmark_model import LandmarkModel
+    to_onnx = pytest.importorskip("export.to_onnx")
+    paths = [to_onnx.export_random(tmp_path / f"f{d}.onnx", input_size=64, seed=3, decoded=d) for d in (True, False)]
+    image = images["group_2.jpg"]
+    squares = np.array([[200.0, 150.0, 120.0], [330.0, 170.0, 90.0]])
+    for opts in ({}, {"use_neighbors": False}, {"flip_test": True, "test_crops": 3}):
+        graph, numpy_ = (LandmarkModel(p, **opts) for p in paths)
+        assert (graph.spec.format, numpy_.spec.format) == (2, 1)
+        (pa, sa), (pb, sb) = graph.run_squares(image, squares), numpy_.run_squares(image, squares)
+        np.testing.assert_allclose(pa, pb, atol=1e-3)
+        np.testing.assert_allclose(sa, sb, atol=1e-5)
+    assert np.abs(pa - LandmarkModel(paths[0]).run_squares(image, squares)[0]).max() > 0.01  # the options matter
+
+
 def test_model_without_metadata(tmp_path: Path, yunet_path: Path) -> None:
     path = _onnx_identity(tmp_path / "plain.onnx")
     with pytest.raises(ModelFormatError, match="no 'pipnet' metadata") as e:
