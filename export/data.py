@@ -142,7 +142,7 @@ def detector_boxes(samples: Sequence[Sample], detector_path: str | Path, min_iou
             ov = iou(b, landmark_box(s.points))
             if ov.max() >= min_iou:
                 boxes[i], found[i] = b[ov.argmax()], True
-    lm = np.stack([landmark_box(s.points) for s in samples])
+    lm = np.array([landmark_box(s.points) for s in samples], np.float32).reshape(-1, 4)
     style = BoxStyle.fit(lm[found], boxes[found]) if found.sum() >= 10 else BoxStyle()
     for i in np.flatnonzero(~found):
         boxes[i] = style(lm[i])

@@ -257,8 +257,8 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             print(json.dumps(line), flush=True)
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "best": best,
                  "rng": gen.get_state(), "config": cfg, "meta": meta}
-        if ev["nme"] < best:
-            best = ev["nme"]
+        if ev["nme"] < best or not len(va_img):  # without a validation split the last epoch is the best
+            best = ev["nme"] if len(va_img) else best
             state["best"] = best
             torch.save(state, out / "best.pt")
         torch.save(state, out / "last.tmp")

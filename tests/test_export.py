@@ -266,3 +266,24 @@ def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, sha
     assert metas[1]["epoch"] == 1  # resumed: the second epoch ran
     for key in ("neighbor_indices", "mean_face"):
         np.testing.assert_array_equal(metas[0]["meta"][key], metas[1]["meta"][key])
+
+
+def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """val_fraction 0 (the last cycle of the shipped recipes, on every labeled face): no
+    validation, so best.pt is the last epoch, and the export scores the model on the usual
+    split of those faces and says it saw them."""
+    from export.to_onnx import export_and_check
+    from export.train import load_config, prepare, train
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 16,
+                             "limit": 20, "labeled": ["data/300w/train"], "val_fraction": 0.0, "epochs": 2})
+    d = prepare(cfg, progress=False)
+    assert len(d["val_images"]) == 0 and len(d["train_images"]) == 20
+    summary = train(cfg, tmp_path / "all", device="cpu", progress=False)
+    assert summary["epoch"] == 2 and math.isnan(summary["val_nme"])
+    best = torch.load(tmp_path / "all" / "best.pt", weights_only=False)
+    assert best["epoch"] == 1  # the last epoch (0-based)
+    report = export_and_check(tmp_path / "all" / "best.pt", tmp_path / "m.onnx", tmp_path / "m.int8.onnx")
+    assert report["val_seen_in_training"] and np.isfinite(report["val_nme_int8"])  # 2 epochs: no accuracy yet
