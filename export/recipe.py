@@ -5,7 +5,9 @@ cost on the validation split).
 "restarts": [{"lr": .., "epochs": .., ...}, ...]: each restart trains a new cosine cycle from the
 previous stage's best checkpoint; other keys override the config for that stage, e.g.
 "labeled": ["data/300w/train"] fine-tunes on the test set's domain alone (same validation split;
-the neighbour indices stay those of the weights). "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
+the neighbour indices stay those of the weights), "val_fraction": 0 fits every labeled face (no
+validation: the last epoch is taken), "average_last": K makes the stage's result the mean of its
+last K epochs' weights. "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
 "teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student starts
 from the previous stage's weights and learns from that teacher's pseudo-labels (distillation on
 the unlabeled faces); without it the previous stage is the teacher and the student starts afresh.
@@ -50,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         r_cfg["epochs"] = a.epochs or restart["epochs"]
         report[f"restart{i}"] = train(r_cfg, out / f"restart{i}", a.resume, a.device, not a.quiet)
         best, best_nme = out / f"restart{i}" / "best.pt", report[f"restart{i}"]["best_val_nme"]
+        if r_cfg["average_last"]:  # the stage's result is its weight average
+            best, best_nme = out / f"restart{i}" / "averaged.pt", report[f"restart{i}"]["averaged_val_nme"]
     if stc:
         s_cfg = dict(cfg, stc={"grids": stc.get("grids", [2, 4])}, epochs=a.epochs or stc.get("epochs", cfg["epochs"]),
                      lr=stc.get("lr", cfg["lr"]), max_minutes=None)

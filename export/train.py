@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
     "score_weight": 10.0, "offset_weight": 1.0,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
-    "stc": None, "max_minutes": None, "init": None, "restarts": [],
+    "stc": None, "max_minutes": None, "init": None, "restarts": [], "average_last": 0,
 }
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0-1 values
 STD = (0.229, 0.224, 0.225)
@@ -199,6 +199,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     aug = AugmentConfig(**cfg["augment"])
     grid = cfg["input_size"] // cfg["stride"]
     start, best = 0, float("inf")
+    averaged: dict[str, torch.Tensor] = {}  # running mean of the weights over the last epochs
     gen = torch.Generator().manual_seed(cfg["seed"])
     if init is not None:
         model.load_state_dict({k: v for k, v in init["model"].items() if not k.startswith("coarse.")}, strict=not coarse)
@@ -207,6 +208,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
         opt.load_state_dict(resumed["opt"])
         start, best = resumed["epoch"] + 1, resumed["best"]
         gen.set_state(resumed["rng"])
+        averaged = resumed.get("averaged", {})
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     meta = {"mean_face": data["mean_face"].tolist(), "neighbor_indices": data["neighbors"].tolist()}
     steps = max(1, len(tr_img) // cfg["batch_size"])
@@ -255,8 +257,11 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
         log.flush()
         if progress:
             print(json.dumps(line), flush=True)
+        avg_from = max(0, cfg["epochs"] - cfg["average_last"])
+        if cfg["average_last"] and epoch >= avg_from:
+            averaged = average_into(averaged, model.state_dict(), epoch - avg_from + 1)
         state = {"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch, "best": best,
-                 "rng": gen.get_state(), "config": cfg, "meta": meta}
+                 "rng": gen.get_state(), "config": cfg, "meta": meta, "averaged": averaged}
         if ev["nme"] < best or not len(va_img):  # without a validation split the last epoch is the best
             best = ev["nme"] if len(va_img) else best
             state["best"] = best
@@ -272,8 +277,25 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
                 log.write(f"# time budget {cfg['max_minutes']} min: epochs set to {cfg['epochs']}\n")
                 (out / "config.json").write_text(json.dumps(cfg, indent=2))
         epoch += 1
+    if averaged and epoch == cfg["epochs"]:
+        # the mean of the last `average_last` epochs' weights (BatchNorm statistics averaged too)
+        model.load_state_dict(averaged)
+        ev = evaluate(model, va_img, va_pts, cfg, nbr, dev) if len(va_img) else {"nme": float("nan")}
+        torch.save({"model": averaged, "epoch": epoch - 1, "best": ev["nme"], "config": cfg, "meta": meta},
+                   out / "averaged.pt")
+        log.write(json.dumps({"averaged_last": cfg["average_last"], "nme": round(ev["nme"], 3)}) + "\n")
+        summary["averaged_val_nme"] = ev["nme"]
     log.close()
     return summary
+
+
+def average_into(mean: dict[str, torch.Tensor], state: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Running mean: the k-th state joins the mean of the k - 1 before it (integer buffers: latest)."""
+    out = {}
+    for name, v in state.items():
+        v = v.detach().clone()
+        out[name] = mean[name] + (v - mean[name]) / k if k > 1 and v.is_floating_point() else v
+    return out
 
 
 def stc_stage(stc: dict[str, Any], epoch: int, epochs: int) -> int:

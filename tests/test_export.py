@@ -220,7 +220,9 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     common = {"width": 0.25, "stride": 16, "margin": 1.5, "batch_size": 16, "limit": 24, "val_fraction": 0.2}
     teacher_cfg = {"name": "teacher", "input_size": 96, "base_size": 144, "epochs": 1, **common}
     student_cfg = {"name": "student", "input_size": 64, "base_size": 96, "epochs": 1, **common,
-                   "restarts": [{"lr": 1e-3, "epochs": 2, "labeled": ["data/300w/train"]}],
+                   "restarts": [{"lr": 1e-3, "epochs": 2, "labeled": ["data/300w/train"]},
+                                {"lr": 5e-4, "epochs": 2, "labeled": ["data/300w/train"], "val_fraction": 0.0,
+                                 "average_last": 2}],
                    "stc": {"grids": [], "epochs": 2, "lr": 5e-4, "teacher": str(tmp_path / "t" / "best.pt")}}
     for name, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
         (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
@@ -236,6 +238,9 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     # the restart fine-tuned on 300W alone, keeping the teacher stage's neighbour indices
     restart = json.loads((tmp_path / "s" / "restart1" / "config.json").read_text())
     assert restart["labeled"] == ["data/300w/train"] and restart["lr"] == 1e-3
+    # then a fit on all 300W faces whose result is its weight average: the distillation starts there
+    assert (tmp_path / "s" / "restart2" / "averaged.pt").exists()
+    assert json.loads((tmp_path / "s" / "stc" / "round1" / "config.json").read_text())["init"].endswith("restart2/averaged.pt")
     # the teacher cut the unlabeled faces at its own size, the student at its own
     sizes = sorted(np.load(p)["images"].shape[1] for p in (tmp_path / "cache").glob("unlabeled-*.npz"))
     assert sizes == [96, 144]
@@ -287,3 +292,26 @@ def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -
     assert best["epoch"] == 1  # the last epoch (0-based)
     report = export_and_check(tmp_path / "all" / "best.pt", tmp_path / "m.onnx", tmp_path / "m.int8.onnx")
     assert report["val_seen_in_training"] and np.isfinite(report["val_nme_int8"])  # 2 epochs: no accuracy yet
+
+
+def test_weight_averaging_over_the_last_epochs(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """average_last K: the running mean of the last K epochs' weights goes to averaged.pt."""
+    from export.train import average_into, load_config, train
+
+    a = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(7)}
+    c = {"w": torch.tensor([5.0, 1.0]), "n": torch.tensor(9)}
+    mean = average_into(average_into(average_into({}, a, 1), b, 2), c, 3)
+    torch.testing.assert_close(mean["w"], torch.tensor([3.0, 3.0]))
+    assert int(mean["n"]) == 9  # integer buffers (BatchNorm's counter) keep the latest
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
+                             "limit": 20, "labeled": ["data/300w/train"], "val_fraction": 0.2, "epochs": 3,
+                             "average_last": 2})
+    summary = train(cfg, tmp_path / "run", device="cpu", progress=False)
+    avg = torch.load(tmp_path / "run" / "averaged.pt", weights_only=False)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    key = "score.weight"
+    assert not torch.equal(avg["model"][key], last["model"][key])
+    assert np.isfinite(summary["averaged_val_nme"]) and avg["meta"] == last["meta"]
