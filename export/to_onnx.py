@@ -194,7 +194,8 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
     # of them, which it has seen: the report says so
     crops, pts = val_crops(cfg if cfg["val_fraction"] else dict(cfg, val_fraction=0.1), 10_000)
     norm = get_scheme(cfg["scheme"]).norm
-    report: dict[str, Any] = {"fp32": str(fp32), "val_seen_in_training": not cfg["val_fraction"], "parity": parity(model, fp32, crops[:16], nb),
+    report: dict[str, Any] = {"fp32": str(fp32), "val_seen_in_training": not cfg["val_fraction"],
+                              "parity": parity(model, fp32, crops[:16], nb),
                               "val_nme_fp32": val_nme_onnx(fp32, crops, pts, norm)}
     if int8_path:
         q = quantize(fp32, int8_path, crops[:128])

@@ -274,7 +274,7 @@ def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, sha
 
 
 def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
-    """val_fraction 0 (the last cycle of the shipped recipes, on every labeled face): no
+    """val_fraction 0 (pipnet-fast's last cycle, on every labeled face): no
     validation, so best.pt is the last epoch, and the export scores the model on the usual
     split of those faces and says it saw them."""
     from export.to_onnx import export_and_check
