@@ -18,17 +18,18 @@ import torch
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .model import PIPNet
 from .schemes import get_scheme
-from .train import MEAN, STD, build_model, load_config
+from .train import DEFAULTS, MEAN, STD, build_model, load_config
 
 META_KEY = "pipnet"
 HEAD_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]  # format 1
 
 
 def metadata(cfg: dict[str, Any], mean_face: np.ndarray, neighbors: np.ndarray, **extra: Any) -> dict[str, Any]:
-    """The JSON the SDK reads (pipnet_sdk.landmark_model.LandmarkSpec)."""
+    """The JSON the SDK reads (pipnet_sdk.landmark_model.LandmarkSpec), less "format", which
+    export_model sets from the graph it writes."""
     scheme = get_scheme(cfg["scheme"])
     return {
-        "format": 2, "name": cfg["name"], "version": cfg["version"],
+        "name": cfg["name"], "version": cfg["version"],
         "num_landmarks": scheme.num_points, "scheme": scheme.name,
         "input_size": cfg["input_size"], "stride": cfg["stride"], "num_neighbors": cfg["num_neighbors"],
         "neighbor_indices": np.asarray(neighbors).tolist(),
@@ -192,7 +193,7 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
     fp32 = export_model(model, info, fp32_path, decoded=decoded)
     # a model fitted on all its faces (val_fraction 0) is calibrated and scored on the usual split
     # of them, which it has seen: the report says so
-    crops, pts = val_crops(cfg if cfg["val_fraction"] else dict(cfg, val_fraction=0.1), 10_000)
+    crops, pts = val_crops(cfg if cfg["val_fraction"] else dict(cfg, val_fraction=DEFAULTS["val_fraction"]), 10_000)
     norm = get_scheme(cfg["scheme"]).norm
     report: dict[str, Any] = {"fp32": str(fp32), "val_seen_in_training": not cfg["val_fraction"],
                               "parity": parity(model, fp32, crops[:16], nb),

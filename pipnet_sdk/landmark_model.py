@@ -115,7 +115,8 @@ class LandmarkModel:
         if flip_test and not flip:
             raise ModelFormatError(f"{self.path}: flip_test needs a 'flip' permutation in the metadata")
         self.flip = np.asarray(flip, dtype=np.int64) if flip_test else None
-        self._averaging = vote_matrix(self.spec.neighbor_indices)
+        # NumPy decoding (format 1) only: format 2 decodes inside the graph
+        self._averaging = vote_matrix(self.spec.neighbor_indices) if self.spec.format == 1 else None
         s = self.spec
         # fold normalisation into one multiply-add on 0-255 values
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
