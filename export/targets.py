@@ -1,5 +1,6 @@
 """PIPNet targets and loss: score-map MSE (x10) + L1 on own and neighbour offsets at the
-ground-truth cell; coarse score maps for self-training with curriculum (STC)."""
+ground-truth cell; coarse score maps for self-training with curriculum (STC); distillation from a
+bigger model."""
 from __future__ import annotations
 
 import torch
@@ -61,6 +62,21 @@ def pip_loss(outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]
              "neighbor": (l_nb * wgt).sum() / denom}
     total = score_weight * parts["score"] + offset_weight * (parts["offset"] + parts["neighbor"])
     return total, {k: v.detach() for k, v in parts.items()}
+
+
+def distill_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], num_neighbors: int,
+                 score_weight: float = 10.0) -> torch.Tensor:
+    """Knowledge distillation between models with the same map grid: MSE to the teacher's score
+    maps on every cell, L1 to its own and neighbour offsets at its argmax cells (where it decodes)."""
+    s_score, sx, sy, snx, sny = (o.float() for o in student[:5])
+    t_score, tx, ty, tnx, tny = (o.float() for o in teacher[:5])
+    b, n = s_score.shape[:2]
+    l_score = ((s_score - t_score) ** 2).mean()
+    idx = t_score.reshape(b, n, -1).argmax(-1)  # (B, N)
+    l_off = sum((gather_cell(s, idx, 1) - gather_cell(t, idx, 1)).abs().mean() for s, t in ((sx, tx), (sy, ty))) / 2
+    l_nb = sum((gather_cell(s, idx, num_neighbors) - gather_cell(t, idx, num_neighbors)).abs().mean()
+               for s, t in ((snx, tnx), (sny, tny))) / 2
+    return score_weight * l_score + l_off + l_nb
 
 
 def coarse_loss(coarse_maps: dict[int, torch.Tensor], points: torch.Tensor, weight: torch.Tensor,

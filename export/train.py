@@ -5,6 +5,11 @@ cut 'base crops' around the SDK crop square (cached), compute the mean face and 
 indices, then train with batch augmentation in torch (bf16 autocast + channels_last), a
 validation NME per epoch, a log file, a checkpoint every epoch (resume with --resume), and
 optionally self-training with curriculum (STC) on unlabeled faces (see export/stc.py).
+
+"teacher": a checkpoint of a bigger model with the same map grid (pipnet-r18: 256 px, stride 32,
+for pipnet-fast: 128 px, stride 16). Each batch is then cut at the teacher's size from its own
+base crops and area-downscaled for the student, and the loss becomes
+(1 - distill_weight) * the paper's loss + distill_weight * targets.distill_loss.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import AugmentConfig, augment
@@ -29,7 +35,7 @@ from .decode import decode, nme
 from .model import PIPNet
 from .pack import load_cache
 from .schemes import get_scheme
-from .targets import coarse_loss, make_targets, pip_loss
+from .targets import coarse_loss, distill_loss, make_targets, pip_loss
 
 DEFAULTS: dict[str, Any] = {
     "name": "pipnet", "version": "0.1.0", "scheme": "ibug68",
@@ -41,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 60, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
     "score_weight": 10.0, "offset_weight": 1.0,
+    "teacher": None, "distill_weight": 0.5,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
     "stc": None, "max_minutes": None, "init": None, "restarts": [], "average_last": 0,
 }
@@ -110,6 +117,10 @@ def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
 def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
     n = get_scheme(cfg["scheme"]).num_points
     return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse)
+
+
+def grid_of(cfg: dict[str, Any]) -> int:
+    return cfg["input_size"] // cfg["stride"]
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -192,12 +203,25 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     is_pseudo = torch.arange(len(tr_img)) >= n_lab
     if dev.type == "cuda":
         tr_img, tr_pts = tr_img.to(dev), tr_pts.to(dev)
+    teacher, t_img, t_pts, t_cfg = None, None, None, None
+    if cfg["teacher"]:  # distillation: the teacher's crops of the same faces, the student's downscaled from them
+        t_state = torch.load(cfg["teacher"], map_location=dev, weights_only=False)
+        t_cfg = t_state["config"]
+        if t_cfg["input_size"] % cfg["input_size"] or t_cfg["input_size"] // t_cfg["stride"] != grid_of(cfg):
+            raise ValueError("the teacher needs an input size that is a multiple of the student's and the same map grid")
+        t_data = prepare(dict(cfg, base_size=t_cfg["base_size"], margin=t_cfg["margin"]), progress)
+        if len(t_data["train_images"]) != n_lab or pseudo is not None:
+            raise ValueError("distillation needs the teacher's crops of exactly the student's labeled faces")
+        teacher = build_model(t_cfg).to(dev).to(memory_format=torch.channels_last).eval()
+        teacher.load_state_dict({k: v for k, v in t_state["model"].items() if not k.startswith("coarse.")})
+        t_img = torch.from_numpy(t_data["train_images"]).permute(0, 3, 1, 2).contiguous()
+        t_pts = torch.from_numpy(t_data["train_points"])
     va_img = torch.from_numpy(data["val_images"]).permute(0, 3, 1, 2).contiguous()
     va_pts = torch.from_numpy(data["val_points"])
     nbr = torch.from_numpy(data["neighbors"]).to(dev)
     flip = torch.tensor(scheme.flip, device=dev)
     aug = AugmentConfig(**cfg["augment"])
-    grid = cfg["input_size"] // cfg["stride"]
+    grid = grid_of(cfg)
     start, best = 0, float("inf")
     averaged: dict[str, torch.Tensor] = {}  # running mean of the weights over the last epochs
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -227,7 +251,13 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
                 g["lr"] = lr_at(cfg, epoch + step / steps)
             idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
             im, pt = tr_img[idx.to(tr_img.device)].to(dev), tr_pts[idx.to(tr_pts.device)].to(dev)
-            x, p = augment(im, pt, cfg["input_size"], cfg["margin"], flip, aug, gen)
+            if teacher is None:
+                x, p = augment(im, pt, cfg["input_size"], cfg["margin"], flip, aug, gen)
+            else:
+                xt, p = augment(t_img[idx].to(dev), t_pts[idx].to(dev), t_cfg["input_size"], t_cfg["margin"], flip, aug, gen)
+                x = F.avg_pool2d(xt, t_cfg["input_size"] // cfg["input_size"])
+                with torch.no_grad(), autocast(dev, cfg["bf16"]):
+                    t_heads = teacher(normalize(xt).contiguous(memory_format=torch.channels_last))
             x = normalize(x).contiguous(memory_format=torch.channels_last)
             pseudo_mask = is_pseudo[idx].to(dev)
             with autocast(dev, cfg["bf16"]):
@@ -236,6 +266,9 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             # STC: pseudo-labeled faces get full-map supervision only in the last stage
             full_w = (~pseudo_mask | (stage == 0)).float() if stage is not None else None
             loss, parts = pip_loss(heads, targets, cfg["num_neighbors"], cfg["score_weight"], cfg["offset_weight"], full_w)
+            if teacher is not None:
+                a = cfg["distill_weight"]
+                loss = (1 - a) * loss + a * distill_loss(heads, t_heads, cfg["num_neighbors"], cfg["score_weight"])
             if coarse_maps:
                 used = {g: m for g, m in coarse_maps.items() if stage == 0 or g <= stage}
                 loss = loss + coarse_loss(used, p, torch.ones(len(p), device=dev), cfg["score_weight"])

@@ -19,7 +19,7 @@ from export.decode import decode as torch_decode  # noqa: E402
 from export.decode import nme  # noqa: E402
 from export.model import PIPNet  # noqa: E402
 from export.schemes import SCHEMES, get_scheme  # noqa: E402
-from export.targets import coarse_score, make_targets, pip_loss  # noqa: E402
+from export.targets import coarse_score, distill_loss, make_targets, pip_loss  # noqa: E402
 from export.train import stc_stage  # noqa: E402
 from pipnet_sdk.decode import decode as numpy_decode  # noqa: E402
 
@@ -66,6 +66,25 @@ def test_loss_is_zero_for_perfect_outputs() -> None:
     np.testing.assert_allclose(torch_decode((score, ox, oy, nx, ny), nb).numpy(), pts.numpy(), atol=1e-6)
     loss2, _ = pip_loss((score, ox + 0.1, oy, nx, ny), t, 1)
     assert float(loss2) == pytest.approx(0.1 * 2 / 4, rel=1e-5)  # L1 mean over N and x/y
+
+
+def test_distill_loss_reads_offsets_where_the_teacher_decodes() -> None:
+    """Score maps count on every cell, offsets only at the teacher's argmax cells."""
+    g = torch.Generator().manual_seed(0)
+    teacher = tuple(torch.rand(2, k, 4, 4, generator=g) for k in (3, 3, 3, 6, 6))  # 3 landmarks, 2 neighbours
+    assert float(distill_loss(teacher, teacher, 2)) == 0.0
+    idx = teacher[0].reshape(2, 3, 16).argmax(-1)
+    r, c = divmod(int(idx[0, 1]), 4)
+    off_cell = [(rr, cc) for rr in range(4) for cc in range(4) if (rr, cc) != (r, c)][0]
+    away = [t.clone() for t in teacher]
+    away[1][0, 1, off_cell[0], off_cell[1]] += 1.0  # an x offset where the teacher does not decode
+    assert float(distill_loss(tuple(away), teacher, 2)) == 0.0
+    at = [t.clone() for t in teacher]
+    at[1][0, 1, r, c] += 1.0
+    assert float(distill_loss(tuple(at), teacher, 2)) == pytest.approx(1.0 / (2 * 3) / 2)  # L1 mean, x and y halves
+    score = [t.clone() for t in teacher]
+    score[0][0, 1, off_cell[0], off_cell[1]] += 1.0
+    assert float(distill_loss(tuple(score), teacher, 2, score_weight=10.0)) == pytest.approx(10.0 / (2 * 3 * 16))
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMES))
@@ -315,3 +334,25 @@ def test_weight_averaging_over_the_last_epochs(tmp_path: Path, shared_dir: Path,
     key = "score.weight"
     assert not torch.equal(avg["model"][key], last["model"][key])
     assert np.isfinite(summary["averaged_val_nme"]) and avg["meta"] == last["meta"]
+
+
+def test_distillation_from_a_teacher_on_the_same_grid(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """A teacher at twice the input size and twice the stride (the same map) supervises the
+    student on the same augmented crops, the student's downscaled from the teacher's."""
+    from export.train import load_config, train
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    common = {"width": 0.25, "margin": 1.5, "batch_size": 8, "limit": 20, "labeled": ["data/300w/train"],
+              "val_fraction": 0.2, "epochs": 1}
+    train(load_config(None, {**common, "input_size": 128, "stride": 32, "base_size": 192}), tmp_path / "t",
+          device="cpu", progress=False)
+    teacher = str(tmp_path / "t" / "best.pt")
+    student = load_config(None, {**common, "input_size": 64, "stride": 16, "base_size": 96, "teacher": teacher,
+                                 "distill_weight": 0.7})
+    summary = train(student, tmp_path / "s", device="cpu", progress=False)
+    assert summary["epoch"] == 1 and np.isfinite(summary["val_nme"])
+    sizes = sorted(np.load(p)["train_images"].shape[1] for p in (tmp_path / "cache").glob("crops-*.npz"))
+    assert sizes == [96, 192]  # the student's own crops (validation) and the teacher's (training)
+    with pytest.raises(ValueError, match="same map grid"):
+        train({**student, "input_size": 32}, tmp_path / "bad", device="cpu", progress=False)
