@@ -189,7 +189,8 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
     cfg["version"] = version or cfg["version"]
     nb = np.array(meta["neighbor_indices"])
     info = metadata(cfg, np.array(meta["mean_face"]), nb,
-                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"])})
+                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"]),
+                              "distilled": bool(cfg.get("teacher"))})
     fp32 = export_model(model, info, fp32_path, decoded=decoded)
     # a model fitted on all its faces (val_fraction 0) is calibrated and scored on the usual split
     # of them, which it has seen: the report says so

@@ -250,8 +250,8 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, epoch + step / steps)
             idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            im, pt = tr_img[idx.to(tr_img.device)].to(dev), tr_pts[idx.to(tr_pts.device)].to(dev)
             if teacher is None:
+                im, pt = tr_img[idx.to(tr_img.device)].to(dev), tr_pts[idx.to(tr_pts.device)].to(dev)
                 x, p = augment(im, pt, cfg["input_size"], cfg["margin"], flip, aug, gen)
             else:
                 xt, p = augment(t_img[idx].to(dev), t_pts[idx].to(dev), t_cfg["input_size"], t_cfg["margin"], flip, aug, gen)
