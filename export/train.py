@@ -207,8 +207,11 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     if cfg["teacher"]:  # distillation: the teacher's crops of the same faces, the student's downscaled from them
         t_state = torch.load(cfg["teacher"], map_location=dev, weights_only=False)
         t_cfg = t_state["config"]
-        if t_cfg["input_size"] % cfg["input_size"] or t_cfg["input_size"] // t_cfg["stride"] != grid_of(cfg):
+        if t_cfg["input_size"] % cfg["input_size"] or grid_of(t_cfg) != grid_of(cfg):
             raise ValueError("the teacher needs an input size that is a multiple of the student's and the same map grid")
+        if not np.array_equal(np.asarray(t_state["meta"]["neighbor_indices"]), data["neighbors"]):
+            raise ValueError("the teacher's neighbour indices differ from the student's: its neighbour offsets "
+                             "would supervise other landmarks")
         t_data = prepare(dict(cfg, base_size=t_cfg["base_size"], margin=t_cfg["margin"]), progress)
         if len(t_data["train_images"]) != n_lab or pseudo is not None:
             raise ValueError("distillation needs the teacher's crops of exactly the student's labeled faces")

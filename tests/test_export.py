@@ -356,3 +356,8 @@ def test_distillation_from_a_teacher_on_the_same_grid(tmp_path: Path, shared_dir
     assert sizes == [96, 192]  # the student's own crops (validation) and the teacher's (training)
     with pytest.raises(ValueError, match="same map grid"):
         train({**student, "input_size": 32}, tmp_path / "bad", device="cpu", progress=False)
+    other = torch.load(teacher, weights_only=False)  # a teacher whose neighbour heads mean other landmarks
+    other["meta"]["neighbor_indices"] = np.roll(np.array(other["meta"]["neighbor_indices"]), 1, axis=1).tolist()
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="neighbour indices"):
+        train({**student, "teacher": str(tmp_path / "other.pt")}, tmp_path / "bad", device="cpu", progress=False)
