@@ -21,7 +21,7 @@ from .data import Sample, base_crops, cache_key, read_image_folder
 from .decode import decode
 from .pack import load_cache
 from .schemes import get_scheme
-from .train import autocast, build_model, cache_dir, data_path, load_config, normalize, train
+from .train import autocast, cache_dir, data_path, load_checkpoint, load_config, normalize, train
 
 DEFAULT_UNLABELED = "data/unlabeled/lfw"
 
@@ -103,17 +103,14 @@ def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabele
     cfg = dict(cfg, stc=cfg["stc"] or {"grids": [2, 4]})
     summary: dict[str, Any] = {}
     for k in range(rounds):
-        ck = torch.load(teacher, map_location="cpu", weights_only=False)
-        t_cfg = load_config(None, ck["config"])
-        model = build_model(t_cfg)
-        model.load_state_dict({k2: v for k2, v in ck["model"].items() if not k2.startswith("coarse.")})
+        model, t_cfg, t_meta = load_checkpoint(teacher)
         if t_cfg["crop"] != cfg["crop"]:
             raise ValueError("teacher and student must share the crop rule")
         # the teacher sees the student's faces (same detector and limit), cut at its own size
         t_images = images if (t_cfg["base_size"], t_cfg["margin"]) == (cfg["base_size"], cfg["margin"]) \
             else unlabeled_crops(dict(t_cfg, detector=cfg["detector"], limit=cfg["limit"]), unlabeled, progress)
         points = to_base_pixels(pseudo_label(model.to(memory_format=torch.channels_last), t_cfg, t_images,
-                                             np.array(ck["meta"]["neighbor_indices"]), dev), cfg)
+                                             np.array(t_meta["neighbor_indices"]), dev), cfg)
         round_out = out / f"round{k + 1}"
         summary = train(cfg, round_out, resume, device, progress, pseudo={"images": images, "points": points})
         summary["round"] = k + 1

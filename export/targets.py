@@ -68,15 +68,13 @@ def distill_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor,
                  score_weight: float = 10.0) -> torch.Tensor:
     """Knowledge distillation between models with the same map grid: MSE to the teacher's score
     maps on every cell, L1 to its own and neighbour offsets at its argmax cells (where it decodes)."""
-    s_score, sx, sy, snx, sny = (o.float() for o in student[:5])
-    t_score, tx, ty, tnx, tny = (o.float() for o in teacher[:5])
+    s_score, t_score = student[0].float(), teacher[0].float()
     b, n = s_score.shape[:2]
-    l_score = ((s_score - t_score) ** 2).mean()
     idx = t_score.reshape(b, n, -1).argmax(-1)  # (B, N)
-    l_off = sum((gather_cell(s, idx, 1) - gather_cell(t, idx, 1)).abs().mean() for s, t in ((sx, tx), (sy, ty))) / 2
-    l_nb = sum((gather_cell(s, idx, num_neighbors) - gather_cell(t, idx, num_neighbors)).abs().mean()
-               for s, t in ((snx, tnx), (sny, tny))) / 2
-    return score_weight * l_score + l_off + l_nb
+    # own x/y and neighbour x/y heads; each pair counts like one L1 term of pip_loss
+    l_offsets = sum((gather_cell(s.float(), idx, k) - gather_cell(t.float(), idx, k)).abs().mean()
+                    for s, t, k in zip(student[1:5], teacher[1:5], (1, 1, num_neighbors, num_neighbors))) / 2
+    return score_weight * ((s_score - t_score) ** 2).mean() + l_offsets
 
 
 def coarse_loss(coarse_maps: dict[int, torch.Tensor], points: torch.Tensor, weight: torch.Tensor,

@@ -18,7 +18,7 @@ import torch
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .model import PIPNet
 from .schemes import get_scheme
-from .train import DEFAULTS, MEAN, STD, build_model, load_config
+from .train import DEFAULTS, MEAN, STD, build_model, load_checkpoint, load_config
 
 META_KEY = "pipnet"
 HEAD_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]  # format 1
@@ -69,15 +69,6 @@ def set_metadata(path: str | Path, meta: dict[str, Any]) -> None:
     m.metadata_props.add(key=META_KEY, value=json.dumps(meta))
     m.producer_name = "pipnet-sdk export"
     onnx.save(m, str(path))
-
-
-def load_checkpoint(path: str | Path) -> tuple[PIPNet, dict[str, Any], dict[str, Any]]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = load_config(None, ck["config"])
-    model = build_model(cfg)
-    state = {k: v for k, v in ck["model"].items() if not k.startswith("coarse.")}
-    model.load_state_dict(state)
-    return model.eval(), cfg, ck["meta"]
 
 
 def export_random(path: str | Path, input_size: int = 64, stride: int = 16, backbone: str = "resnet18",
@@ -190,7 +181,7 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
     nb = np.array(meta["neighbor_indices"])
     info = metadata(cfg, np.array(meta["mean_face"]), nb,
                     training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"]),
-                              "distilled": bool(cfg.get("teacher"))})
+                              "distilled": bool(cfg["teacher"])})
     fp32 = export_model(model, info, fp32_path, decoded=decoded)
     # a model fitted on all its faces (val_fraction 0) is calibrated and scored on the usual split
     # of them, which it has seen: the report says so

@@ -119,6 +119,31 @@ def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
     return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse)
 
 
+def load_checkpoint(path: str | Path) -> tuple[PIPNet, dict[str, Any], dict[str, Any]]:
+    """A run's checkpoint -> (model in eval mode on the CPU, its config, its meta)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = load_config(None, ck["config"])
+    model = build_model(cfg)
+    model.load_state_dict({k: v for k, v in ck["model"].items() if not k.startswith("coarse.")})
+    return model.eval(), cfg, ck["meta"]
+
+
+def load_teacher(cfg: dict[str, Any], data: dict[str, Any], progress: bool
+                 ) -> tuple[PIPNet, dict[str, Any], torch.Tensor, torch.Tensor]:
+    """The distillation teacher of cfg and its base crops of the student's training faces."""
+    teacher, t_cfg, t_meta = load_checkpoint(cfg["teacher"])
+    if t_cfg["input_size"] % cfg["input_size"] or grid_of(t_cfg) != grid_of(cfg):
+        raise ValueError("the teacher needs an input size that is a multiple of the student's and the same map grid")
+    if not np.array_equal(np.asarray(t_meta["neighbor_indices"]), data["neighbors"]):
+        raise ValueError("the teacher's neighbour indices differ from the student's: its neighbour offsets "
+                         "would supervise other landmarks")
+    t_data = prepare(dict(cfg, base_size=t_cfg["base_size"], margin=t_cfg["margin"]), progress)
+    if len(t_data["train_images"]) != len(data["train_images"]):
+        raise ValueError("distillation needs the teacher's crops of exactly the student's labeled faces")
+    t_img = torch.from_numpy(t_data["train_images"]).permute(0, 3, 1, 2).contiguous()
+    return teacher, t_cfg, t_img, torch.from_numpy(t_data["train_points"])
+
+
 def grid_of(cfg: dict[str, Any]) -> int:
     return cfg["input_size"] // cfg["stride"]
 
@@ -201,24 +226,18 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
         tr_img = torch.cat([tr_img, torch.from_numpy(pseudo["images"]).permute(0, 3, 1, 2)])
         tr_pts = torch.cat([tr_pts, torch.from_numpy(pseudo["points"])])
     is_pseudo = torch.arange(len(tr_img)) >= n_lab
+    # what batches are cut from: the student's base crops, or with a teacher the teacher's (at its
+    # size; the student gets them area-downscaled)
+    src_img, src_pts, src_size, src_margin = tr_img, tr_pts, cfg["input_size"], cfg["margin"]
+    teacher = None
+    if cfg["teacher"]:
+        if pseudo is not None:
+            raise ValueError("distillation ('teacher') and pseudo-labeled faces (STC) do not combine")
+        teacher, t_cfg, src_img, src_pts = load_teacher(cfg, data, progress)
+        teacher = teacher.to(dev).to(memory_format=torch.channels_last)
+        src_size, src_margin = t_cfg["input_size"], t_cfg["margin"]
     if dev.type == "cuda":
-        tr_img, tr_pts = tr_img.to(dev), tr_pts.to(dev)
-    teacher, t_img, t_pts, t_cfg = None, None, None, None
-    if cfg["teacher"]:  # distillation: the teacher's crops of the same faces, the student's downscaled from them
-        t_state = torch.load(cfg["teacher"], map_location=dev, weights_only=False)
-        t_cfg = t_state["config"]
-        if t_cfg["input_size"] % cfg["input_size"] or grid_of(t_cfg) != grid_of(cfg):
-            raise ValueError("the teacher needs an input size that is a multiple of the student's and the same map grid")
-        if not np.array_equal(np.asarray(t_state["meta"]["neighbor_indices"]), data["neighbors"]):
-            raise ValueError("the teacher's neighbour indices differ from the student's: its neighbour offsets "
-                             "would supervise other landmarks")
-        t_data = prepare(dict(cfg, base_size=t_cfg["base_size"], margin=t_cfg["margin"]), progress)
-        if len(t_data["train_images"]) != n_lab or pseudo is not None:
-            raise ValueError("distillation needs the teacher's crops of exactly the student's labeled faces")
-        teacher = build_model(t_cfg).to(dev).to(memory_format=torch.channels_last).eval()
-        teacher.load_state_dict({k: v for k, v in t_state["model"].items() if not k.startswith("coarse.")})
-        t_img = torch.from_numpy(t_data["train_images"]).permute(0, 3, 1, 2).contiguous()
-        t_pts = torch.from_numpy(t_data["train_points"])
+        src_img, src_pts = src_img.to(dev), src_pts.to(dev)
     va_img = torch.from_numpy(data["val_images"]).permute(0, 3, 1, 2).contiguous()
     va_pts = torch.from_numpy(data["val_points"])
     nbr = torch.from_numpy(data["neighbors"]).to(dev)
@@ -253,14 +272,12 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, epoch + step / steps)
             idx = perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            if teacher is None:
-                im, pt = tr_img[idx.to(tr_img.device)].to(dev), tr_pts[idx.to(tr_pts.device)].to(dev)
-                x, p = augment(im, pt, cfg["input_size"], cfg["margin"], flip, aug, gen)
-            else:
-                xt, p = augment(t_img[idx].to(dev), t_pts[idx].to(dev), t_cfg["input_size"], t_cfg["margin"], flip, aug, gen)
-                x = F.avg_pool2d(xt, t_cfg["input_size"] // cfg["input_size"])
+            im, pt = src_img[idx.to(src_img.device)].to(dev), src_pts[idx.to(src_pts.device)].to(dev)
+            x, p = augment(im, pt, src_size, src_margin, flip, aug, gen)
+            if teacher is not None:
                 with torch.no_grad(), autocast(dev, cfg["bf16"]):
-                    t_heads = teacher(normalize(xt).contiguous(memory_format=torch.channels_last))
+                    t_heads = teacher(normalize(x).contiguous(memory_format=torch.channels_last))
+                x = F.avg_pool2d(x, src_size // cfg["input_size"])
             x = normalize(x).contiguous(memory_format=torch.channels_last)
             pseudo_mask = is_pseudo[idx].to(dev)
             with autocast(dev, cfg["bf16"]):
