@@ -7,8 +7,9 @@ previous stage's best checkpoint; other keys override the config for that stage,
 "labeled": ["data/300w/train"] fine-tunes on the test set's domain alone (same validation split;
 the neighbour indices stay those of the weights), "val_fraction": 0 fits every labeled face (no
 validation: the last epoch is taken), "average_last": K makes the stage's result the mean of its
-last K epochs' weights, "teacher": checkpoint distils a bigger model into this stage (see
-export/train.py). "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
+last K epochs' weights, "teacher": checkpoint distils a bigger model into this stage,
+"pseudo_labels": {"teacher": model.onnx, ...} adds unlabeled faces labelled by an exported model
+(both in export/train.py). "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
 "teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student starts
 from the previous stage's weights and learns from that teacher's pseudo-labels (distillation on
 the unlabeled faces); without it the previous stage is the teacher and the student starts afresh.

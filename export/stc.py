@@ -8,6 +8,7 @@ coarse score maps (2x2, then 4x4) and only in the last stage on the full maps wi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from tqdm import tqdm
 from .augment import AugmentConfig, augment
 from .data import Sample, base_crops, cache_key, read_image_folder
 from .decode import decode
+from .marks import cleaned_copy
 from .pack import load_cache
 from .schemes import get_scheme
 from .train import autocast, cache_dir, data_path, load_checkpoint, load_config, normalize, train
@@ -35,7 +37,10 @@ def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
     samples = read_image_folder(data_path(folder))
     if cfg["limit"]:
         samples = samples[: cfg["limit"]]
-    path = cache_dir() / f"boxes-unlabeled-{cache_key(folder, cfg['detector'], cfg['limit'], 1)}.npz"
+    if cfg["clean_unlabeled"]:
+        out = cache_dir() / f"clean-{cache_key(folder, cfg['limit'], len(samples), 1)}"
+        samples = [Sample(p, None) for p in cleaned_copy([s.image for s in samples], out, progress)]
+    path = cache_dir() / f"boxes-unlabeled-{cache_key(folder, cfg['detector'], cfg['limit'], cfg['clean_unlabeled'], 1)}.npz"
     if path.exists():
         d = np.load(path)
         return [samples[i] for i in d["keep"]], d["boxes"]
@@ -55,7 +60,8 @@ def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
 
 def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> np.ndarray:
     """Base crops of the unlabeled faces (cached), around unlabeled_boxes()."""
-    key = cache_key(folder, cfg["detector"], cfg["crop"], cfg["base_size"], cfg["margin"], cfg["limit"], 1)
+    key = cache_key(folder, cfg["detector"], cfg["crop"], cfg["base_size"], cfg["margin"], cfg["limit"],
+                    cfg["clean_unlabeled"], 1)
     path = cache_dir() / f"unlabeled-{key}.npz"
     cached = load_cache(path)
     if cached is not None:
@@ -85,6 +91,36 @@ def pseudo_label(model: torch.nn.Module, cfg: dict[str, Any], images: np.ndarray
             heads = model(normalize(x).contiguous(memory_format=torch.channels_last))
         out.append(decode(heads, nb).float().cpu().numpy())
     return np.concatenate(out).astype(np.float32)
+
+
+def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, np.ndarray]:
+    """cfg["pseudo_labels"] = {"teacher": an exported model (.onnx), "flip_test", "test_crops",
+    "unlabeled"}: the teacher labels the unlabeled faces through the SDK, with its test-time
+    averaging, on its own crops of the detector's boxes; returns the student's base crops of those
+    faces and the labels in their pixels (cached), for train(pseudo=...)."""
+    from pipnet_sdk.landmark_model import LandmarkModel
+    import cv2
+
+    pl = {"flip_test": False, "test_crops": 1, "unlabeled": DEFAULT_UNLABELED, **cfg["pseudo_labels"]}
+    teacher = Path(pl["teacher"])
+    teacher = teacher if teacher.is_absolute() else Path(__file__).resolve().parents[1] / teacher
+    samples, boxes = unlabeled_boxes(cfg, pl["unlabeled"], progress)
+    key = cache_key(pl, hashlib.sha256(teacher.read_bytes()).hexdigest(), cfg["detector"], cfg["crop"],
+                    cfg["base_size"], cfg["margin"], cfg["limit"], cfg["clean_unlabeled"], 1)
+    path = cache_dir() / f"pseudo-{key}.npz"
+    if path.exists():
+        d = np.load(path)
+        return {"images": d["images"], "points": d["points"]}
+    model = LandmarkModel(teacher, flip_test=pl["flip_test"], test_crops=pl["test_crops"])
+    squares = model.squares(boxes)
+    labeled = []
+    for s, sq in zip(tqdm(samples, desc="pseudo-labels", disable=not progress), squares):
+        points, _ = model.run_squares(cv2.imread(s.image), sq[None])
+        labeled.append(Sample(s.image, points[0]))
+    images, points = base_crops(labeled, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"], cfg["base_size"],
+                                cfg["margin"], progress, "base crops (pseudo-labeled)")
+    np.savez(path, images=images, points=points)
+    return {"images": images, "points": points}
 
 
 def to_base_pixels(points_norm: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:

@@ -10,6 +10,11 @@ optionally self-training with curriculum (STC) on unlabeled faces (see export/st
 for pipnet-fast: 128 px, stride 16). Each batch is then cut at the teacher's size from its own
 base crops and area-downscaled for the student, and the loss becomes
 (1 - distill_weight) * the paper's loss + distill_weight * targets.distill_loss.
+
+"pseudo_labels": {"teacher": an exported .onnx, "flip_test": true, "test_crops": 3}: the teacher
+labels the unlabeled faces (LFW) through the SDK with test-time averaging, and those faces join
+the labeled ones with the full loss (export/stc.py, onnx_pseudo_labels). "clean_unlabeled" (on by
+default) inpaints the green marks drawn on the shared LFW images first (export/marks.py).
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 60, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
     "score_weight": 10.0, "offset_weight": 1.0,
-    "teacher": None, "distill_weight": 0.5,
+    "teacher": None, "distill_weight": 0.5, "pseudo_labels": None, "clean_unlabeled": True,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
     "stc": None, "max_minutes": None, "init": None, "restarts": [], "average_last": 0,
 }
@@ -222,6 +227,10 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     tr_img = torch.from_numpy(data["train_images"]).permute(0, 3, 1, 2).contiguous()
     tr_pts = torch.from_numpy(data["train_points"])
     n_lab = len(tr_img)
+    if pseudo is None and cfg["pseudo_labels"]:
+        from .stc import onnx_pseudo_labels  # stc builds on this module
+
+        pseudo = onnx_pseudo_labels(cfg, progress)
     if pseudo is not None:  # unlabeled faces with pseudo-labels, appended after the labeled ones
         tr_img = torch.cat([tr_img, torch.from_numpy(pseudo["images"]).permute(0, 3, 1, 2)])
         tr_pts = torch.cat([tr_pts, torch.from_numpy(pseudo["points"])])

@@ -361,3 +361,51 @@ def test_distillation_from_a_teacher_on_the_same_grid(tmp_path: Path, shared_dir
     torch.save(other, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="neighbour indices"):
         train({**student, "teacher": str(tmp_path / "other.pt")}, tmp_path / "bad", device="cpu", progress=False)
+
+
+def test_drawn_green_marks_are_removed_from_the_unlabeled_faces(shared_dir: Path, tmp_path: Path) -> None:
+    """Every shared LFW face has a green box and 68 green crosses drawn on it: cleaning removes
+    the saturated green and touches only the masked pixels, a small part of the image."""
+    import cv2
+
+    from export.marks import cleaned_copy, green_marks_mask
+
+    def saturated_green(img: np.ndarray) -> float:
+        i = img.astype(int)
+        return float((i[:, :, 1] - np.maximum(i[:, :, 0], i[:, :, 2]) > 40).mean())
+
+    files = sorted(str(p) for p in (shared_dir / "data" / "unlabeled" / "lfw").glob("*.jpg"))[:5]
+    copies = cleaned_copy(files, tmp_path / "clean", progress=False)
+    assert [Path(c).parent for c in copies] == [tmp_path / "clean"] * 5
+    for src, dst in zip(files, copies):
+        img, clean = cv2.imread(src), cv2.imread(dst)
+        mask = green_marks_mask(img).astype(bool)
+        assert saturated_green(img) > 0.01 and saturated_green(clean) < 0.0005
+        assert mask.mean() < 0.15
+        assert np.array_equal(img[~mask], clean[~mask])
+
+
+def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """"pseudo_labels": the shipped pipnet-fast labels cleaned unlabeled faces through the SDK with
+    test-time averaging; the labels land on the faces of the student's crops and join training."""
+    from export.stc import onnx_pseudo_labels
+    from export.train import load_config, train
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    teacher = "pipnet_sdk/models/pipnet-fast.onnx"  # relative paths are the repository's
+    cfg = load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
+                             "limit": 6, "val_fraction": 0.2, "epochs": 1,  # 6 faces a folder
+                             "pseudo_labels": {"teacher": teacher, "flip_test": True, "test_crops": 3}})
+    averaged = onnx_pseudo_labels(cfg, progress=False)
+    images, points = averaged["images"], averaged["points"]
+    assert images.shape == (6, 96, 96, 3) and points.shape == (6, 68, 2)
+    green = images.astype(int)[..., 1] - np.maximum(images[..., 0], images[..., 2]).astype(int)
+    assert (green > 40).mean() < 0.0005  # the drawn marks were removed before labelling
+    lo, hi = 48 - 32, 48 + 32  # the crop square: the central base_size / margin pixels
+    assert ((points > lo) & (points < hi)).all()
+    plain = onnx_pseudo_labels(dict(cfg, pseudo_labels={"teacher": teacher}), progress=False)["points"]
+    assert 0.01 < np.abs(plain - points).mean() < 1.5  # other labels without averaging, but close
+    train(cfg, tmp_path / "run", device="cpu", progress=False)
+    assert "train=10+6 " in (tmp_path / "run" / "log.txt").read_text()
+
