@@ -8,7 +8,7 @@ previous stage's best checkpoint; other keys override the config for that stage,
 the neighbour indices stay those of the weights), "val_fraction": 0 fits every labeled face (no
 validation: the last epoch is taken), "average_last": K makes the stage's result the mean of its
 last K epochs' weights, "teacher": checkpoint distils a bigger model into this stage,
-"pseudo_labels": {"teacher": model.onnx, ...} adds unlabeled faces labelled by an exported model
+"pseudo_labels": {"teacher": model.onnx, ...} adds unlabeled faces labeled by an exported model
 (both in export/train.py). "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
 "teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student starts
 from the previous stage's weights and learns from that teacher's pseudo-labels (distillation on

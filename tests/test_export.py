@@ -408,4 +408,3 @@ def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path
     assert 0.01 < np.abs(plain - points).mean() < 1.5  # other labels without averaging, but close
     train(cfg, tmp_path / "run", device="cpu", progress=False)
     assert "train=10+6 " in (tmp_path / "run" / "log.txt").read_text()
-
