@@ -104,6 +104,9 @@ def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, 
     pl = {"flip_test": False, "test_crops": 1, "unlabeled": DEFAULT_UNLABELED, **cfg["pseudo_labels"]}
     teacher = Path(pl["teacher"])
     teacher = teacher if teacher.is_absolute() else Path(__file__).resolve().parents[1] / teacher
+    if not teacher.is_file():
+        raise FileNotFoundError(f"pseudo_labels teacher {teacher} not found: export it first, e.g. "
+                                f"python -m export.to_onnx runs/r18/restart2/best.pt --out {pl['teacher']} --int8-only")
     samples, boxes = unlabeled_boxes(cfg, pl["unlabeled"], progress)
     key = cache_key(pl, hashlib.sha256(teacher.read_bytes()).hexdigest(), cfg["detector"], cfg["crop"],
                     cfg["base_size"], cfg["margin"], cfg["limit"], cfg["clean_unlabeled"], 1)

@@ -51,11 +51,11 @@ MODELS: dict[str, ModelSpec] = {
         name="pipnet-r18",
         kind="landmark",
         filename="pipnet-r18.onnx",
-        sha256="690c36231d8f52e2da35ec238ee2b66560054f5f2f4808f85a91847e1f8c6f93",
+        sha256="4bd6ed8aaf3601bab8cfcc91e2e83f01198c7077d68dcce4373805b0be140db9",
         repo_id=HUB_REPO_ID,
         revision=None,
         description="PIPNet ResNet-18 (the paper's model), 256 px, int8; 68 iBUG points; packaged in the wheel",
-        license="weights: research use only (trained on 300-W and YouTube Faces data); code: MIT",
+        license="weights: research use only (trained on 300-W, YouTube Faces and LFW data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
     ),
     "yunet-n": ModelSpec(
