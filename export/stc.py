@@ -8,7 +8,6 @@ coarse score maps (2x2, then 4x4) and only in the last stage on the full maps wi
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
     if cfg["limit"]:
         samples = samples[: cfg["limit"]]
     if cfg["clean_unlabeled"]:
-        out = cache_dir() / f"clean-{cache_key(folder, cfg['limit'], len(samples), 1)}"
+        out = cache_dir() / f"clean-{cache_key(folder, len(samples), 1)}"
         samples = [Sample(p, None) for p in cleaned_copy([s.image for s in samples], out, progress)]
     path = cache_dir() / f"boxes-unlabeled-{cache_key(folder, cfg['detector'], cfg['limit'], cfg['clean_unlabeled'], 1)}.npz"
     if path.exists():
@@ -93,22 +92,30 @@ def pseudo_label(model: torch.nn.Module, cfg: dict[str, Any], images: np.ndarray
     return np.concatenate(out).astype(np.float32)
 
 
+def pseudo_label_settings(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """cfg["pseudo_labels"] with its defaults filled in; None when the config has none."""
+    if not cfg["pseudo_labels"]:
+        return None
+    return {"flip_test": False, "test_crops": 1, "unlabeled": DEFAULT_UNLABELED, **cfg["pseudo_labels"]}
+
+
 def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, np.ndarray]:
     """cfg["pseudo_labels"] = {"teacher": an exported model (.onnx), "flip_test", "test_crops",
     "unlabeled"}: the teacher labels the unlabeled faces through the SDK, with its test-time
     averaging, on its own crops of the detector's boxes; returns the student's base crops of those
     faces and the labels in their pixels (cached), for train(pseudo=...)."""
+    from pipnet_sdk.hub import sha256_file
     from pipnet_sdk.landmark_model import LandmarkModel
     import cv2
 
-    pl = {"flip_test": False, "test_crops": 1, "unlabeled": DEFAULT_UNLABELED, **cfg["pseudo_labels"]}
+    pl = pseudo_label_settings(cfg)
     teacher = Path(pl["teacher"])
     teacher = teacher if teacher.is_absolute() else Path(__file__).resolve().parents[1] / teacher
     if not teacher.is_file():
         raise FileNotFoundError(f"pseudo_labels teacher {teacher} not found: export it first, e.g. "
                                 f"python -m export.to_onnx runs/r18/restart2/best.pt --out {pl['teacher']} --int8-only")
     samples, boxes = unlabeled_boxes(cfg, pl["unlabeled"], progress)
-    key = cache_key(pl, hashlib.sha256(teacher.read_bytes()).hexdigest(), cfg["detector"], cfg["crop"],
+    key = cache_key(pl, sha256_file(teacher), cfg["detector"], cfg["crop"],
                     cfg["base_size"], cfg["margin"], cfg["limit"], cfg["clean_unlabeled"], 1)
     path = cache_dir() / f"pseudo-{key}.npz"
     if path.exists():

@@ -18,7 +18,7 @@ import torch
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .model import PIPNet
 from .schemes import get_scheme
-from .stc import DEFAULT_UNLABELED
+from .stc import pseudo_label_settings
 from .train import DEFAULTS, MEAN, STD, build_model, load_checkpoint, load_config
 
 META_KEY = "pipnet"
@@ -183,7 +183,7 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
     info = metadata(cfg, np.array(meta["mean_face"]), nb,
                     training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"]),
                               "distilled": bool(cfg["teacher"]),
-                              "pseudo_labeled": cfg["pseudo_labels"] and cfg["pseudo_labels"].get("unlabeled", DEFAULT_UNLABELED)})
+                              "pseudo_labeled": (pseudo_label_settings(cfg) or {}).get("unlabeled")})
     fp32 = export_model(model, info, fp32_path, decoded=decoded)
     # a model fitted on all its faces (val_fraction 0) is calibrated and scored on the usual split
     # of them, which it has seen: the report says so
