@@ -1,6 +1,7 @@
 """Benchmark of the issue "Ship trained 68-point models: more accurate than dlib, nearly as fast".
 
     python benchmarks/landmarks.py [--fast PATH] [--r18 PATH] [--limit N] [--threads 1 2] [--test-crops K]
+                                   [--no-flip-test]
 
 On the 300W common test (554 images: $PIPNET_SHARED/data/300w/test/{helen,lfpw}), in one run:
 
@@ -8,7 +9,9 @@ Accuracy (inter-ocular NME, points 36 and 45; FR and AUC at 0.1; see export/eval
   * pipnet-fast, pipnet-r18 (skipped with a note when its file is absent) through the SDK
     (Landmarker.detect: YuNet-n + PIPNet in onnxruntime), and dlib's 68-point shape predictor
     with its own HOG detector (upsample 1, RGB). Each of our models also runs with K test
-    crops (Landmarker(test_crops=K), rows "+K crops"; --test-crops 1 leaves them out). A face
+    crops (Landmarker(test_crops=K), rows "+K crops"; --test-crops 1 leaves them out) and with
+    those crops mirrored too (Landmarker(flip_test=True, test_crops=K), rows "+flip +K crops";
+    --no-flip-test leaves them out). A face
     is found when a detection overlaps the ground-truth landmark box with IoU > 0.5
     (best-overlapping detection). Metrics on the faces
     each system finds, and on the subset that both YuNet and dlib-HOG find (the fair comparison).
@@ -26,7 +29,7 @@ best time kept, so that background load hurts less)
     accuracy pass (ours at the first --threads value), and on the speed images at each --threads.
 Targets (PASS/FAIL): pipnet-fast NME on the shared subset <= 3.3 %; pipnet-fast landmark ms/face
 <= 2x dlib's (1 thread, batch 1, same run); pipnet-r18 NME on the shared subset <= 3.0 % (checked
-for the plain model and, on its own line, with the test crops).
+for the plain model and, each on its own line, with the test-time averaging rows).
 The tables go to stdout and to benchmarks/results/landmarks.md.
 """
 from __future__ import annotations
@@ -183,7 +186,7 @@ def best_of(rounds: int, jobs: dict[str, list[Callable[[], None]]]) -> dict[str,
     return {k: float(v.sum()) for k, v in best.items()}
 
 
-def speed(models: dict[str, tuple[str, int]], detector: Path, threads: list[int], samples: list[Sample],
+def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: list[int], samples: list[Sample],
           ours_boxes: np.ndarray, dlib_rects: list, idx: np.ndarray, hog: Any, sp: Any, rounds: int,
           e2e_images: int, progress: bool) -> dict[str, Any]:
     """Landmark-stage ms/face and end-to-end ms/image, ours at each thread count and dlib."""
@@ -194,9 +197,9 @@ def speed(models: dict[str, tuple[str, int]], detector: Path, threads: list[int]
     jobs: dict[str, list[Callable[[], None]]] = {}
     jobs["dlib"] = [lambda im=im, r=r: sp(rgb[im], r) for im, _, r in faces]
     landmarkers = {}
-    for name, (path, k) in models.items():
+    for name, (path, k, flip) in models.items():
         for t in threads:
-            lm = Landmarker(model=path, detector=detector, threads=t, test_crops=k)
+            lm = Landmarker(model=path, detector=detector, threads=t, test_crops=k, flip_test=flip)
             landmarkers[(name, t)] = lm
             m = lm.model
             squares = [m.squares(b[None]) for _, b, _ in faces]
@@ -261,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="N images spread evenly over the test set (quick run)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--test-crops", type=int, default=3, help="K for the '+K crops' rows (1: no such rows)")
+    ap.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                    help="rows '+flip +K crops': the K test crops, each also run mirrored")
     ap.add_argument("--speed-faces", type=int, default=64)
     ap.add_argument("--e2e-images", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=5)
@@ -275,14 +280,18 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(a.fast).exists():
         raise SystemExit(f"pipnet-fast model not found at {a.fast}: pass --fast PATH "
                          "(python -m export.to_onnx runs/fast/best.pt --out /tmp/fast.onnx)")
-    models = {"pipnet-fast": (a.fast, 1)}
+    models = {"pipnet-fast": (a.fast, 1, False)}
     notes = []
     if Path(a.r18).exists():
-        models["pipnet-r18"] = (a.r18, 1)
+        models["pipnet-r18"] = (a.r18, 1, False)
     else:
         notes.append(f"pipnet-r18 skipped: no file at {a.r18} (pass --r18 PATH)")
-    if a.test_crops > 1:
-        models.update({f"{name} +{a.test_crops} crops": (path, a.test_crops) for name, (path, _) in list(models.items())})
+    plain = list(models.items())
+    crops = f" +{a.test_crops} crops" if a.test_crops > 1 else ""
+    if crops:
+        models.update({f"{name}{crops}": (path, a.test_crops, False) for name, (path, _, _) in plain})
+    if a.flip_test:
+        models.update({f"{name} +flip{crops}": (path, a.test_crops, True) for name, (path, _, _) in plain})
     detector = data_path(a.detector)
     samples = read_pts_folder(data_path(a.data))
     total = len(samples)
@@ -300,8 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # accuracy passes
     ours: dict[str, dict[str, Any]] = {}
-    for name, (path, k) in models.items():
-        lm = Landmarker(model=path, detector=detector, threads=a.threads[0], test_crops=k)
+    for name, (path, k, flip) in models.items():
+        lm = Landmarker(model=path, detector=detector, threads=a.threads[0], test_crops=k, flip_test=flip)
         r = run_ours(lm, samples, name, progress)
         r["nme"] = np.full(n, np.nan)
         r["nme"][r["found"]] = nme_per_face(r["pred"][r["found"]], gt[r["found"]])
@@ -378,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         + (" - other processes were using the cores, so times are slower than on an idle machine."
            if max(load0[0], load1[0]) > 0.5 * (os.cpu_count() or 1) else "."),
         "",
-        "Models: " + ", ".join(f"{k} = `{v}`" for k, (v, c) in models.items() if c == 1)
-        + (f" (\"+{a.test_crops} crops\": the same file with test_crops={a.test_crops})" if a.test_crops > 1 else "") + f"; detector `{detector.name}`; "
+        "Models: " + ", ".join(f"{k} = `{v}`" for k, (v, _, _) in plain)
+        + (f" (\"+{a.test_crops} crops\": the same file with test_crops={a.test_crops})" if crops else "")
+        + (f" (\"+flip\": with flip_test=True as well)" if a.flip_test else "") + f"; detector `{detector.name}`; "
         f"dlib `{Path(sp_path).name}`.",
         f"NME is inter-ocular (outer eye corners, points 36/45), mean over faces; a face is found when a "
         f"detection overlaps its landmark box with IoU > {MIN_IOU}. GT-box rows: the landmark box mapped "
