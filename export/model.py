@@ -30,19 +30,22 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    """ResNet-18 trunk; stride 32 keeps layer4 (512 ch), stride 16 stops after layer3 (256 ch)."""
+    """ResNet-18 trunk; stride 32 keeps layer4 (512 ch), stride 16 stops after layer3 (256 ch).
+    `blocks`: residual blocks per stage (ResNet-18: 2 each); fewer make a cheaper trunk."""
 
-    def __init__(self, stride: int = 32, width: float = 1.0) -> None:
+    def __init__(self, stride: int = 32, width: float = 1.0, blocks: tuple[int, ...] = (2, 2, 2, 2)) -> None:
         super().__init__()
         if stride not in (16, 32):
             raise ValueError("ResNet18 supports stride 16 or 32")
+        if len(blocks) < (4 if stride == 32 else 3) or min(blocks) < 1:
+            raise ValueError(f"blocks needs at least 1 block for each of the stages, got {list(blocks)}")
         c = [int(64 * width), int(128 * width), int(256 * width), int(512 * width)]
         self.stem = nn.Sequential(nn.Conv2d(3, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]),
                                   nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         stages, cin = [], c[0]
         for i, cout in enumerate(c[: 4 if stride == 32 else 3]):
             s = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(cin, cout, s), BasicBlock(cout, cout, 1)))
+            stages.append(nn.Sequential(BasicBlock(cin, cout, s), *(BasicBlock(cout, cout, 1) for _ in range(blocks[i] - 1))))
             cin = cout
         self.stages = nn.Sequential(*stages)
         self.out_channels = cin
@@ -106,11 +109,14 @@ class PIPNet(nn.Module):
     vote for its k-th neighbour (the SDK's decoder reads this order)."""
 
     def __init__(self, num_landmarks: int = 68, num_neighbors: int = 10, backbone: str = "resnet18",
-                 stride: int = 32, width: float = 1.0, coarse_grids: tuple[int, ...] = ()) -> None:
+                 stride: int = 32, width: float = 1.0, coarse_grids: tuple[int, ...] = (),
+                 blocks: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
-        self.backbone = BACKBONES[backbone](stride=stride, width=width)
+        if blocks is not None and backbone != "resnet18":
+            raise ValueError("blocks applies to the resnet18 backbone only")
+        self.backbone = BACKBONES[backbone](stride=stride, width=width, **({"blocks": tuple(blocks)} if blocks else {}))
         c, n, k = self.backbone.out_channels, num_landmarks, num_neighbors
         self.score = nn.Conv2d(c, n, 1)
         self.offset_x = nn.Conv2d(c, n, 1)

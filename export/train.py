@@ -44,7 +44,7 @@ from .targets import coarse_loss, distill_loss, make_targets, pip_loss
 
 DEFAULTS: dict[str, Any] = {
     "name": "pipnet", "version": "0.1.0", "scheme": "ibug68",
-    "backbone": "resnet18", "width": 1.0, "stride": 16, "input_size": 128, "num_neighbors": 10,
+    "backbone": "resnet18", "width": 1.0, "blocks": None, "stride": 16, "input_size": 128, "num_neighbors": 10,
     "labeled": ["data/300w/train", "data/ytf68/train"], "val_from": "data/300w/train",
     "val_fraction": 0.1, "limit": None,
     "detector": "models/yunet_n_dynamic.onnx",
@@ -121,7 +121,20 @@ def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
 
 def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
     n = get_scheme(cfg["scheme"]).num_points
-    return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse)
+    return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse, cfg["blocks"])
+
+
+def load_init(model: PIPNet, weights: dict[str, torch.Tensor], progress: bool) -> None:
+    """Start from another run's weights. Every layer of the model must be there; layers the model
+    no longer has (residual blocks taken out with "blocks", STC's coarse heads) are left out."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights and not k.startswith("coarse.")]
+    if missing:
+        raise ValueError(f"the init weights lack {len(missing)} of the model's tensors, e.g. {missing[:3]}")
+    dropped = sorted({k.rsplit(".", 2)[0] for k in weights if k not in own and not k.startswith("coarse.")})
+    if dropped and progress:
+        print(f"init: leaving out {', '.join(dropped)}")
+    model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
 
 
 def load_checkpoint(path: str | Path) -> tuple[PIPNet, dict[str, Any], dict[str, Any]]:
@@ -257,7 +270,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     averaged: dict[str, torch.Tensor] = {}  # running mean of the weights over the last epochs
     gen = torch.Generator().manual_seed(cfg["seed"])
     if init is not None:
-        model.load_state_dict({k: v for k, v in init["model"].items() if not k.startswith("coarse.")}, strict=not coarse)
+        load_init(model, init["model"], progress)
     if resumed is not None:
         model.load_state_dict(resumed["model"])
         opt.load_state_dict(resumed["opt"])

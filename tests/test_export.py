@@ -313,6 +313,40 @@ def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -
     assert report["val_seen_in_training"] and np.isfinite(report["val_nme_int8"])  # 2 epochs: no accuracy yet
 
 
+def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """pipnet-fast 0.5.0's last cycles: weights trained at one input size continue at a bigger one
+    (a bigger map on the same stride), then with one residual block taken out ("blocks"). The
+    initial weights are loaded, the neighbour indices kept, and the exported file tells the SDK
+    the new size; weights that lack a layer of the model are refused."""
+    from export.to_onnx import export_and_check
+    from export.train import load_config, train
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    common = {"width": 0.25, "stride": 16, "margin": 1.5, "batch_size": 16, "limit": 24, "val_fraction": 0.2,
+              "labeled": ["data/300w/train"], "epochs": 1}
+    train(load_config(None, {**common, "input_size": 64, "base_size": 96}), tmp_path / "small",
+          device="cpu", progress=False)
+    # learning rate 0: the weights stay the initial ones (BatchNorm statistics still move)
+    bigger = load_config(None, {**common, "input_size": 80, "base_size": 120, "lr": 0.0, "blocks": [1, 2, 2],
+                                "init": str(tmp_path / "small" / "best.pt")})
+    train(bigger, tmp_path / "big", device="cpu", progress=False)
+    small, big = (torch.load(tmp_path / p / "best.pt", weights_only=False) for p in ("small", "big"))
+    assert not any(k.startswith("backbone.stages.0.1.") for k in big["model"])
+    for key in ("score.weight", "backbone.stages.0.0.conv1.weight", "backbone.stages.1.1.conv2.weight"):
+        torch.testing.assert_close(big["model"][key], small["model"][key])
+    np.testing.assert_array_equal(big["meta"]["neighbor_indices"], small["meta"]["neighbor_indices"])
+    export_and_check(tmp_path / "big" / "best.pt", tmp_path / "big.onnx")
+    lm = LandmarkModel(tmp_path / "big.onnx", threads=1)
+    assert (lm.spec.input_size, lm.spec.stride) == (80, 16)
+    outputs = lm.session.run(None, {lm.input_name: np.zeros((1, 3, 80, 80), np.float32)})
+    assert outputs[0].shape == (1, 68, 2)
+    with pytest.raises(ValueError, match="lack"):  # the block taken out cannot come back from nothing
+        train(load_config(None, {**common, "input_size": 64, "base_size": 96, "init": str(tmp_path / "big" / "best.pt")}),
+              tmp_path / "again", device="cpu", progress=False)
+
+
 def test_weight_averaging_over_the_last_epochs(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """average_last K: the running mean of the last K epochs' weights goes to averaged.pt."""
     from export.train import average_into, load_config, train
