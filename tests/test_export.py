@@ -314,8 +314,8 @@ def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -
 
 
 def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
-    """pipnet-fast 0.5.0's last cycles: weights trained at one input size continue at a bigger one
-    (a bigger map on the same stride), then with one residual block taken out ("blocks"). The
+    """The 144-px pipnet-fast candidates (model card): weights trained at one input size continue at
+    a bigger one (a bigger map on the same stride), with one residual block taken out ("blocks"). The
     initial weights are loaded, the neighbour indices kept, and the exported file tells the SDK
     the new size; weights that lack a layer of the model are refused."""
     from export.to_onnx import export_and_check
