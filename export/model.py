@@ -45,7 +45,8 @@ class ResNet18(nn.Module):
         stages, cin = [], c[0]
         for i, cout in enumerate(c[: 4 if stride == 32 else 3]):
             s = 1 if i == 0 else 2
-            stages.append(nn.Sequential(BasicBlock(cin, cout, s), *(BasicBlock(cout, cout, 1) for _ in range(blocks[i] - 1))))
+            rest = [BasicBlock(cout, cout, 1) for _ in range(blocks[i] - 1)]
+            stages.append(nn.Sequential(BasicBlock(cin, cout, s), *rest))
             cin = cout
         self.stages = nn.Sequential(*stages)
         self.out_channels = cin

@@ -128,10 +128,11 @@ def load_init(model: PIPNet, weights: dict[str, torch.Tensor], progress: bool) -
     """Start from another run's weights. Every layer of the model must be there; layers the model
     no longer has (residual blocks taken out with "blocks", STC's coarse heads) are left out."""
     own = model.state_dict()
+    weights = {k: v for k, v in weights.items() if not k.startswith("coarse.")}  # STC heads never carry over
     missing = [k for k in own if k not in weights and not k.startswith("coarse.")]
     if missing:
         raise ValueError(f"the init weights lack {len(missing)} of the model's tensors, e.g. {missing[:3]}")
-    dropped = sorted({k.rsplit(".", 2)[0] for k in weights if k not in own and not k.startswith("coarse.")})
+    dropped = sorted({k.rsplit(".", 2)[0] for k in weights if k not in own})
     if dropped and progress:
         print(f"init: leaving out {', '.join(dropped)}")
     model.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
