@@ -151,7 +151,9 @@ class LandmarkModel:
         """Normalised points (F, N, 2) and scores (F, N) for uint8 BGR crops. With flip_test,
         each crop also runs mirrored and the two predictions are averaged."""
         n = self.spec.num_landmarks
-        pts, scs = [np.zeros((0, n, 2), np.float32)], [np.zeros((0, n), np.float32)]
+        if len(crops_bgr) == 0:
+            return np.zeros((0, n, 2), np.float32), np.zeros((0, n), np.float32)
+        pts, scs = [], []
         for i in range(0, len(crops_bgr), batch_size):
             chunk = crops_bgr[i:i + batch_size]
             if self.flip is not None:
@@ -163,6 +165,8 @@ class LandmarkModel:
                 p, s = (p[:k] + mirrored) / 2, (s[:k] + s[k:][:, self.flip]) / 2
             pts.append(p)
             scs.append(s)
+        if len(pts) == 1:  # one batch: no copy
+            return pts[0], scs[0]
         return np.concatenate(pts), np.concatenate(scs)
 
     def run_squares(
@@ -179,14 +183,19 @@ class LandmarkModel:
         the crops of all images share network batches. With test_crops > 1 each face's
         predictions on its jittered crops are averaged in image space."""
         k, n, size = self.test_crops, self.spec.num_landmarks, self.spec.input_size
-        jittered = [jitter_squares(sq, k) for sq in squares]
+        jittered = [jitter_squares(sq, k) for sq in squares] if k > 1 else [np.asarray(sq, np.float64).reshape(-1, 3) for sq in squares]
         crops = [crop_faces(im, sq, size) for im, sq in zip(images, jittered)]
-        all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        if len(crops) == 1:
+            all_crops = crops[0]
+        else:
+            all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         pts, scs = self.run_crops(all_crops, batch_size)
         out, i = [], 0
         for sq in jittered:
             m = len(sq)
-            p = to_image(pts[i:i + m], sq).reshape(-1, k, n, 2).mean(axis=1)
-            out.append((p.astype(np.float32), scs[i:i + m].reshape(-1, k, n).mean(axis=1)))
+            p, s = to_image(pts[i:i + m], sq), scs[i:i + m]
+            if k > 1:  # average each face's k crops
+                p, s = p.reshape(-1, k, n, 2).mean(axis=1), s.reshape(-1, k, n).mean(axis=1)
+            out.append((p, s))
             i += m
         return out

@@ -442,3 +442,53 @@ def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path
     assert 0.01 < np.abs(plain - points).mean() < 1.5  # other labels without averaging, but close
     train(cfg, tmp_path / "run", device="cpu", progress=False)
     assert "train=10+6 " in (tmp_path / "run" / "log.txt").read_text()
+
+
+def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
+    """export.from_onnx: a format-1 file (fp32, or int8 QDQ) back to trainable weights. The
+    recovered model computes the file's network in evaluation; its BatchNorm statistics are those
+    of the calibration batch, so in training mode on that batch it computes the same; a file of
+    another shape or format is refused."""
+    from export.from_onnx import recover
+    from export.to_onnx import export_model, metadata, quantize
+    from export.train import build_model, load_config
+
+    cfg = load_config(None, {"name": "t", "width": 0.25, "input_size": 64})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for m in model.modules():  # BatchNorms that do something, so that folding them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.2)
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    for head in (model.score, model.offset_x, model.neighbor_y):
+        torch.nn.init.normal_(head.weight, std=0.05)
+    mean = np.random.RandomState(0).uniform(0.2, 0.8, (68, 2)).astype(np.float32)
+    meta = metadata(cfg, mean, neighbor_indices(mean, 10))
+    fp32 = export_model(model, meta, tmp_path / "m.onnx", decoded=False)
+    calib = torch.randn(8, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = model(x)
+        back, back_meta = recover(fp32, cfg, calib)
+        for a, b in zip(back.eval()(x), want):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        on_calib = back(calib)
+        for a, b in zip(back.train()(calib), on_calib):
+            torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+    np.testing.assert_array_equal(back_meta["neighbor_indices"], meta["neighbor_indices"])
+    # int8: the same network up to the weights' rounding
+    crops = np.random.RandomState(1).randint(0, 255, (8, 64, 64, 3), np.uint8)
+    int8 = quantize(fp32, tmp_path / "m.int8.onnx", crops)
+    with torch.no_grad():
+        back8, _ = recover(int8, cfg, calib)
+        got = back8.eval()(x)
+    for a, b in zip(got, want):
+        assert float((a - b).abs().max()) < 0.05 * float(b.abs().max())
+    assert float((got[0] - want[0]).abs().max()) > 0  # the weights did come from the int8 tensors
+    for other in ({"width": 0.5}, {"blocks": [1, 2, 2]}):
+        with pytest.raises(ValueError, match="does not match"):
+            recover(fp32, dict(cfg, **other), calib)
+    with pytest.raises(ValueError, match="only format-1"):
+        recover(export_model(model, meta, tmp_path / "f2.onnx"), cfg, calib)
