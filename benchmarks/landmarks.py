@@ -23,7 +23,7 @@ Speed (same run, same faces: the first --speed-faces faces of the shared subset,
 with its own detector's box; each face (or batch of 8) timed --rounds times, interleaved, and its
 best time kept, so that background load hurts less)
   * landmark stage in ms per face (crop + forward + decode) at each --threads value (Landmarker(
-    threads=T)), batch 1 and batch 8 (8 faces through run_images at once), beside dlib's
+    threads=T) and OpenCV's own thread count, which the crops use, set to T), batch 1 and batch 8 (8 faces through run_images at once), beside dlib's
     shape predictor (single-threaded) on the same faces;
   * end to end in ms per image (detector + landmarks on every face it finds): the mean over the
     accuracy pass (ours at the first --threads value), and on the speed images at each --threads.
@@ -173,12 +173,14 @@ def run_dlib(hog: Any, sp: Any, samples: list[Sample], style: BoxStyle, progress
 
 # -------------------------------------------------------------------------------- speed
 
-def best_of(rounds: int, jobs: dict[str, list[Callable[[], None]]]) -> dict[str, float]:
+def best_of(rounds: int, jobs: dict[str, list[Callable[[], None]]], threads: dict[str, int]) -> dict[str, float]:
     """Total time of each job's steps, taking for every step its best (least disturbed) time
-    over `rounds` interleaved rounds: robust to other processes taking the cores now and then."""
+    over `rounds` interleaved rounds: robust to other processes taking the cores now and then.
+    OpenCV runs each job with `threads[job]` threads (ONNX Runtime's count is the session's)."""
     best = {k: np.full(len(steps), np.inf) for k, steps in jobs.items()}
     for _ in range(rounds):
         for k, steps in jobs.items():
+            cv2.setNumThreads(threads[k])
             for j, step in enumerate(steps):
                 t0 = time.perf_counter()
                 step()
@@ -217,7 +219,8 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
                 step()  # warm up (session arenas, page-in)
     if progress:
         print(f"timing the landmark stage on {nf} faces, best of {rounds} rounds per step ...", file=sys.stderr)
-    best = best_of(rounds, jobs)
+    cv_threads = cv2.getNumThreads()
+    best = best_of(rounds, jobs, {k: 1 if k == "dlib" else int(k.split("|")[1]) for k in jobs})
     per_face = {k: 1000 * v / nf for k, v in best.items()}
 
     # end to end on the first e2e_images distinct speed images, one pass each (HOG is slow)
@@ -229,11 +232,13 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
             sp(rgb[im], r)
     e2e["dlib"] = 1000 * (time.perf_counter() - t0) / len(images)
     for (name, t), lm in landmarkers.items():
+        cv2.setNumThreads(t)
         lm.detect(bgr[images[0]])
         t0 = time.perf_counter()
         for im in images:
             lm.detect(bgr[im])
         e2e[f"{name}|{t}"] = 1000 * (time.perf_counter() - t0) / len(images)
+    cv2.setNumThreads(cv_threads)
     return {"ms_per_face": per_face, "e2e_ms_per_image": e2e, "faces": nf, "e2e_images": len(images)}
 
 
@@ -307,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     hog, sp, sp_path = dlib_models()
     dlib_style, dlib_fit_n = dlib_train_style(hog, sp_path, a.dlib_fit_every, progress)
 
-    # accuracy passes
+    # accuracy passes (timed per image: OpenCV with as many threads as ONNX Runtime)
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(a.threads[0])
     ours: dict[str, dict[str, Any]] = {}
     for name, (path, k, flip) in models.items():
         lm = Landmarker(model=path, detector=detector, threads=a.threads[0], test_crops=k, flip_test=flip)
@@ -316,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         r["nme"][r["found"]] = nme_per_face(r["pred"][r["found"]], gt[r["found"]])
         r["nme_gt"] = evaluate_gt(lm, samples, yunet_style, progress=progress)["nme"]
         ours[name] = r
+    cv2.setNumThreads(cv_threads)
     d = run_dlib(hog, sp, samples, dlib_style, progress)
     d["nme"] = np.full(n, np.nan)
     d["nme"][d["found"]] = nme_per_face(d["pred"][d["found"]], gt[d["found"]])

@@ -61,13 +61,14 @@ class DecodedPIPNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         f = self.backbone(x)
-        _, d, h, w = f.shape
+        b, d, h, w = f.shape
         n, c = self.num_landmarks, self.num_neighbors
         scores, cell = self.score(f).reshape(-1, n, h * w).max(dim=2)  # (B, N)
-        pick = nn.functional.one_hot(cell, h * w).to(f.dtype)  # (B, N, HW)
-        feat = torch.matmul(pick, f.reshape(-1, d, h * w).transpose(1, 2))  # (B, N, D): each landmark's cell
+        # each landmark's feature vector at its cell: rows of the (B * HW, D) features
+        rows = (cell + torch.arange(b, device=x.device).unsqueeze(1) * (h * w)).reshape(-1)
+        feat = f.reshape(b, d, h * w).transpose(1, 2).reshape(b * h * w, d)[rows].reshape(b, n, d)
         v = torch.matmul(feat.unsqueeze(2), self.weight) + self.bias  # (B, N, 1, 2 + 2C)
-        cell_xy = torch.matmul(pick, self.grid)  # (B, N, 2): column, row
+        cell_xy = self.grid[cell]  # (B, N, 2): column, row
         cand = (v.reshape(-1, n, 2, 1 + c) + cell_xy.unsqueeze(-1)) * self.cell_size  # (B, N, 2, 1 + C)
         cand = cand.transpose(2, 3)  # (B, N, 1 + C, 2)
         points = torch.matmul(self.averaging, cand.reshape(-1, n * (1 + c), 2))
