@@ -244,6 +244,17 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
 
 # ------------------------------------------------------------------------------ report
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), since dlib's and our times move differently between CPUs."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "CPU model unknown"
+
+
 def pct(v: float) -> str:
     return "-" if not np.isfinite(v) else f"{v * 100:.2f}"
 
@@ -390,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Landmarks benchmark: 300W common test",
         "",
         f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} "
-        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}), {sel}. "
+        f"({os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, {cpu_model()}), {sel}. "
         f"Load average at start/end: {load0[0]:.1f}/{load1[0]:.1f}"
         + (" - other processes were using the cores, so times are slower than on an idle machine."
            if max(load0[0], load1[0]) > 0.5 * (os.cpu_count() or 1) else "."),
