@@ -1,7 +1,9 @@
-"""Recover a trainable checkpoint from a shipped format-1 ONNX file (fp32 or int8 QDQ).
+"""Recover a trainable checkpoint from a shipped ONNX file (format 1 or 2, fp32 or int8 QDQ).
 
 Checkpoints are not kept between sessions, but the shipped files are in git. Their graphs hold
-each convolution with its BatchNorm folded in (W, b), int8 files as weight x scale. This turns a
+each convolution with its BatchNorm folded in (W, b), int8 files as weight x scale; format 2
+(export/deploy.py) also holds the stem as SpaceToDepth + a stride-1 convolution, and the offset
+and neighbour heads as per-landmark rows of the in-graph decoding, both undone here. This turns a
 file back into a run checkpoint that `"init"` in a config (or a restart) can start from:
 
 - each folded convolution gets its weight W, and its BatchNorm is set so that it passes the
@@ -67,6 +69,34 @@ def folded_convs(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarr
     return convs
 
 
+def stem_from_space_to_depth(w2: np.ndarray, k: int) -> np.ndarray:
+    """The k x k stride-2 stem weights (O, C, k, k) back from export.deploy.stem_space_to_depth's
+    (O, 4C, s/2, s/2) stride-1 weights on SpaceToDepth(2) channels (padding k // 2)."""
+    o, c4, half, _ = w2.shape
+    ch, size, shift = c4 // 4, 2 * half, (k // 2) % 2
+    # channel (y * 2 + x) * C + ch at kernel cell (i, j) is pixel (2i + y, 2j + x) of channel ch
+    w8 = w2.reshape(o, 2, 2, ch, half, half).transpose(0, 3, 4, 1, 5, 2).reshape(o, ch, size, size)
+    w = w8[:, :, shift:shift + k, shift:shift + k]
+    outside = np.abs(w8).sum() - np.abs(w).sum()
+    if outside > 1e-6 * max(1.0, float(np.abs(w).sum())):
+        raise ValueError("the stem's SpaceToDepth weights do not come from a k x k convolution")
+    return np.ascontiguousarray(w)
+
+
+def decoded_heads(init: dict[str, np.ndarray], n: int, c: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The offset and neighbour 1x1 heads back from export.deploy.DecodedPIPNet's per-landmark
+    rows: weight (N, D, 2 + 2C) and bias (N, 1, 2 + 2C), columns own x, C votes x, own y, C votes y."""
+    w, b = init["weight"].astype(np.float32), init["bias"].astype(np.float32).reshape(n, 2 + 2 * c)
+    d = w.shape[1]
+    parts = {"offset_x": slice(0, 1), "neighbor_x": slice(1, 1 + c),
+             "offset_y": slice(1 + c, 2 + c), "neighbor_y": slice(2 + c, 2 + 2 * c)}
+    out = {}
+    for name, cols in parts.items():
+        rows = w[:, :, cols].transpose(0, 2, 1).reshape(-1, d)  # landmark-major: i * k + j
+        out[name] = (rows.reshape(-1, d, 1, 1), b[:, cols].reshape(-1))
+    return out
+
+
 def conv_bn_pairs(model: nn.Module) -> dict[str, str | None]:
     """Convolution name -> the BatchNorm right after it (None for the heads, which have biases)."""
     mods = list(model.named_modules())
@@ -79,13 +109,21 @@ def conv_bn_pairs(model: nn.Module) -> dict[str, str | None]:
 
 
 def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> tuple[nn.Module, dict[str, Any]]:
-    """(model, meta) from a format-1 file; `calib`: normalised training crops for the statistics."""
+    """(model, meta) from a format-1 or format-2 file; `calib`: normalised training crops for the
+    BatchNorm statistics."""
     m = onnx.load(str(onnx_path))
     meta = json.loads({p.key: p.value for p in m.metadata_props}["pipnet"])
-    if meta["format"] != 1:
-        raise ValueError(f"{onnx_path}: format {meta['format']}; only format-1 files (the five head maps) are recovered")
+    if meta["format"] not in (1, 2):
+        raise ValueError(f"{onnx_path}: format {meta['format']} is not one this code recovers (1 or 2)")
     model = build_model(cfg).eval()
     convs = folded_convs(m)
+    if meta["format"] == 2:
+        if any(n.op_type == "SpaceToDepth" for n in m.graph.node):  # the first convolution, rewritten
+            first, conv = next((k, v) for k, v in model.named_modules() if isinstance(v, nn.Conv2d))
+            w2, b = convs[first]
+            convs[first] = (stem_from_space_to_depth(w2, conv.kernel_size[0]), b)
+        init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+        convs.update(decoded_heads(init, model.num_landmarks, model.num_neighbors))
     pairs = conv_bn_pairs(model)
     if set(convs) != set(pairs):
         raise ValueError(f"{onnx_path} does not match the config's model: "

@@ -445,10 +445,10 @@ def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path
 
 
 def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
-    """export.from_onnx: a format-1 file (fp32, or int8 QDQ) back to trainable weights. The
-    recovered model computes the file's network in evaluation; its BatchNorm statistics are those
-    of the calibration batch, so in training mode on that batch it computes the same; a file of
-    another shape or format is refused."""
+    """export.from_onnx: a format-1 or format-2 file (fp32, or int8 QDQ) back to trainable weights.
+    The recovered model computes the file's network in evaluation; its BatchNorm statistics are
+    those of the calibration batch, so in training mode on that batch it computes the same; a file
+    of another shape is refused."""
     from export.from_onnx import recover
     from export.to_onnx import export_model, metadata, quantize
     from export.train import build_model, load_config
@@ -490,5 +490,13 @@ def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
     for other in ({"width": 0.5}, {"blocks": [1, 2, 2]}):
         with pytest.raises(ValueError, match="does not match"):
             recover(fp32, dict(cfg, **other), calib)
-    with pytest.raises(ValueError, match="only format-1"):
-        recover(export_model(model, meta, tmp_path / "f2.onnx"), cfg, calib)
+    # format 2 (as shipped): the stem back from SpaceToDepth + conv, the heads from the decoding's rows
+    f2 = export_model(model, meta, tmp_path / "f2.onnx")
+    assert "SpaceToDepth" in {n.op_type for n in onnx.load(str(f2)).graph.node}
+    with torch.no_grad():
+        back2, _ = recover(f2, cfg, calib)
+        for a, b in zip(back2.eval()(x), want):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        back2_8, _ = recover(quantize(f2, tmp_path / "f2.int8.onnx", crops), cfg, calib)
+        for a, b in zip(back2_8.eval()(x), want):
+            assert float((a - b).abs().max()) < 0.05 * float(b.abs().max())
