@@ -23,8 +23,9 @@ Speed (same run, same faces: the first --speed-faces faces of the shared subset,
 with its own detector's box; each face (or batch of 8) timed --rounds times, interleaved, and its
 best time kept, so that background load hurts less)
   * landmark stage in ms per face (crop + forward + decode) at each --threads value (Landmarker(
-    threads=T) and OpenCV's own thread count, which the crops use, set to T), batch 1 and batch 8 (8 faces through run_images at once), beside dlib's
-    shape predictor (single-threaded) on the same faces;
+    threads=T), and OpenCV's own thread count, which the crops use, set to T), batch 1 and
+    batch 8 (8 faces through run_images at once), beside dlib's shape predictor
+    (single-threaded) on the same faces;
   * end to end in ms per image (detector + landmarks on every face it finds): the mean over the
     accuracy pass (ours at the first --threads value), and on the speed images at each --threads.
 Targets (PASS/FAIL): pipnet-fast NME on the shared subset <= 3.3 %; pipnet-fast landmark ms/face
