@@ -36,6 +36,7 @@ The tables go to stdout and to benchmarks/results/landmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -174,6 +175,17 @@ def run_dlib(hog: Any, sp: Any, samples: list[Sample], style: BoxStyle, progress
 
 # -------------------------------------------------------------------------------- speed
 
+@contextlib.contextmanager
+def opencv_threads(n: int):
+    """OpenCV (the crops, the detector's resize) with n threads inside the block; as before after."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 def best_of(rounds: int, jobs: dict[str, list[Callable[[], None]]], threads: dict[str, int]) -> dict[str, float]:
     """Total time of each job's steps, taking for every step its best (least disturbed) time
     over `rounds` interleaved rounds: robust to other processes taking the cores now and then.
@@ -220,26 +232,25 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
                 step()  # warm up (session arenas, page-in)
     if progress:
         print(f"timing the landmark stage on {nf} faces, best of {rounds} rounds per step ...", file=sys.stderr)
-    cv_threads = cv2.getNumThreads()
-    best = best_of(rounds, jobs, {k: 1 if k == "dlib" else int(k.split("|")[1]) for k in jobs})
-    per_face = {k: 1000 * v / nf for k, v in best.items()}
+    with opencv_threads(1):  # best_of and the end-to-end loop below set each job's count
+        best = best_of(rounds, jobs, {k: 1 if k == "dlib" else int(k.split("|")[1]) for k in jobs})
+        per_face = {k: 1000 * v / nf for k, v in best.items()}
 
-    # end to end on the first e2e_images distinct speed images, one pass each (HOG is slow)
-    images = list(dict.fromkeys(im for im, _, _ in faces))[:e2e_images]
-    e2e: dict[str, float] = {}
-    t0 = time.perf_counter()
-    for im in tqdm(images, desc="e2e dlib", disable=not progress):
-        for r in dlib_hog(hog, rgb[im]):
-            sp(rgb[im], r)
-    e2e["dlib"] = 1000 * (time.perf_counter() - t0) / len(images)
-    for (name, t), lm in landmarkers.items():
-        cv2.setNumThreads(t)
-        lm.detect(bgr[images[0]])
+        # end to end on the first e2e_images distinct speed images, one pass each (HOG is slow)
+        images = list(dict.fromkeys(im for im, _, _ in faces))[:e2e_images]
+        e2e: dict[str, float] = {}
         t0 = time.perf_counter()
-        for im in images:
-            lm.detect(bgr[im])
-        e2e[f"{name}|{t}"] = 1000 * (time.perf_counter() - t0) / len(images)
-    cv2.setNumThreads(cv_threads)
+        for im in tqdm(images, desc="e2e dlib", disable=not progress):
+            for r in dlib_hog(hog, rgb[im]):
+                sp(rgb[im], r)
+        e2e["dlib"] = 1000 * (time.perf_counter() - t0) / len(images)
+        for (name, t), lm in landmarkers.items():
+            cv2.setNumThreads(t)
+            lm.detect(bgr[images[0]])
+            t0 = time.perf_counter()
+            for im in images:
+                lm.detect(bgr[im])
+            e2e[f"{name}|{t}"] = 1000 * (time.perf_counter() - t0) / len(images)
     return {"ms_per_face": per_face, "e2e_ms_per_image": e2e, "faces": nf, "e2e_images": len(images)}
 
 
@@ -325,17 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     dlib_style, dlib_fit_n = dlib_train_style(hog, sp_path, a.dlib_fit_every, progress)
 
     # accuracy passes (timed per image: OpenCV with as many threads as ONNX Runtime)
-    cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(a.threads[0])
     ours: dict[str, dict[str, Any]] = {}
-    for name, (path, k, flip) in models.items():
-        lm = Landmarker(model=path, detector=detector, threads=a.threads[0], test_crops=k, flip_test=flip)
-        r = run_ours(lm, samples, name, progress)
-        r["nme"] = np.full(n, np.nan)
-        r["nme"][r["found"]] = nme_per_face(r["pred"][r["found"]], gt[r["found"]])
-        r["nme_gt"] = evaluate_gt(lm, samples, yunet_style, progress=progress)["nme"]
-        ours[name] = r
-    cv2.setNumThreads(cv_threads)
+    with opencv_threads(a.threads[0]):
+        for name, (path, k, flip) in models.items():
+            lm = Landmarker(model=path, detector=detector, threads=a.threads[0], test_crops=k, flip_test=flip)
+            r = run_ours(lm, samples, name, progress)
+            r["nme"] = np.full(n, np.nan)
+            r["nme"][r["found"]] = nme_per_face(r["pred"][r["found"]], gt[r["found"]])
+            r["nme_gt"] = evaluate_gt(lm, samples, yunet_style, progress=progress)["nme"]
+            ours[name] = r
     d = run_dlib(hog, sp, samples, dlib_style, progress)
     d["nme"] = np.full(n, np.nan)
     d["nme"][d["found"]] = nme_per_face(d["pred"][d["found"]], gt[d["found"]])

@@ -29,12 +29,19 @@ from torch import nn
 
 from .augment import AugmentConfig, augment
 from .schemes import get_scheme
+from .to_onnx import META_KEY
 from .train import build_model, load_config, normalize, prepare
 
 
-def folded_convs(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Torch module name -> (weight, bias) of every Conv node, int8 weights dequantized."""
-    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+def file_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+    """The pipnet metadata JSON an exported file carries (export.to_onnx.set_metadata)."""
+    return json.loads({p.key: p.value for p in model.metadata_props}[META_KEY])
+
+
+def folded_convs(model: onnx.ModelProto, init: dict[str, np.ndarray]
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Torch module name -> (weight, bias) of every Conv node, int8 weights dequantized;
+    `init`: the graph's initializers as arrays."""
     made_by = {o: n for n in model.graph.node for o in n.output}
 
     def value(name: str) -> np.ndarray:
@@ -112,17 +119,17 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
     """(model, meta) from a format-1 or format-2 file; `calib`: normalised training crops for the
     BatchNorm statistics."""
     m = onnx.load(str(onnx_path))
-    meta = json.loads({p.key: p.value for p in m.metadata_props}["pipnet"])
+    meta = file_metadata(m)
     if meta["format"] not in (1, 2):
         raise ValueError(f"{onnx_path}: format {meta['format']} is not one this code recovers (1 or 2)")
     model = build_model(cfg).eval()
-    convs = folded_convs(m)
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    convs = folded_convs(m, init)
     if meta["format"] == 2:
         if any(n.op_type == "SpaceToDepth" for n in m.graph.node):  # the first convolution, rewritten
             first, conv = next((k, v) for k, v in model.named_modules() if isinstance(v, nn.Conv2d))
             w2, b = convs[first]
             convs[first] = (stem_from_space_to_depth(w2, conv.kernel_size[0]), b)
-        init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
         convs.update(decoded_heads(init, model.num_landmarks, model.num_neighbors))
     pairs = conv_bn_pairs(model)
     if set(convs) != set(pairs):
@@ -179,8 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", required=True, help="the config the file was trained with (model shape, data)")
     ap.add_argument("--out", required=True, help="checkpoint to write")
     a = ap.parse_args(argv)
-    m = onnx.load(a.onnx)
-    meta = json.loads({p.key: p.value for p in m.metadata_props}["pipnet"])
+    meta = file_metadata(onnx.load(a.onnx, load_external_data=False))
     cfg = load_config(a.config, {})
     for key in ("backbone", "width", "stride", "input_size", "crop", "name", "version"):
         cfg[key] = meta.get(key, cfg[key])

@@ -37,6 +37,8 @@ def jitter_squares(squares: np.ndarray, count: int) -> np.ndarray:
     if not 1 <= count <= len(TEST_CROPS):
         raise ValueError(f"test crops must be 1 to {len(TEST_CROPS)}, got {count}")
     sq = np.asarray(squares, dtype=np.float64).reshape(-1, 1, 3)
+    if count == 1:  # the first test crop is the plain one
+        return sq.reshape(-1, 3)
     j = TEST_CROPS[:count][None]
     out = np.concatenate([sq[..., :2] + j[..., :2] * sq[..., 2:], sq[..., 2:] * j[..., 2:]], axis=-1)
     return out.reshape(-1, 3)

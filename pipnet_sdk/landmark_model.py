@@ -183,9 +183,9 @@ class LandmarkModel:
         the crops of all images share network batches. With test_crops > 1 each face's
         predictions on its jittered crops are averaged in image space."""
         k, n, size = self.test_crops, self.spec.num_landmarks, self.spec.input_size
-        jittered = [jitter_squares(sq, k) for sq in squares] if k > 1 else [np.asarray(sq, np.float64).reshape(-1, 3) for sq in squares]
+        jittered = [jitter_squares(sq, k) for sq in squares]
         crops = [crop_faces(im, sq, size) for im, sq in zip(images, jittered)]
-        if len(crops) == 1:
+        if len(crops) == 1:  # one image: no copy
             all_crops = crops[0]
         else:
             all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
