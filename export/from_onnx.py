@@ -17,7 +17,6 @@ file back into a run checkpoint that `"init"` in a config (or a restart) can sta
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,8 @@ from torch import nn
 
 from .augment import AugmentConfig, augment
 from .schemes import get_scheme
-from .to_onnx import META_KEY
+from .to_onnx import file_metadata
 from .train import build_model, load_config, normalize, prepare
-
-
-def file_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    """The pipnet metadata JSON an exported file carries (export.to_onnx.set_metadata)."""
-    return json.loads({p.key: p.value for p in model.metadata_props}[META_KEY])
 
 
 def folded_convs(model: onnx.ModelProto, init: dict[str, np.ndarray]

@@ -15,13 +15,14 @@ import numpy as np
 import onnx
 import torch
 
+from pipnet_sdk.landmark_model import META_KEY
+
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .model import PIPNet
 from .schemes import get_scheme
 from .stc import pseudo_label_settings
 from .train import DEFAULTS, MEAN, STD, build_model, load_checkpoint, load_config
 
-META_KEY = "pipnet"
 HEAD_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]  # format 1
 
 
@@ -62,6 +63,11 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
         onnx.save(m, str(path))
     set_metadata(path, {**meta, "format": 2 if decoded else 1})
     return path
+
+
+def file_metadata(model: onnx.ModelProto) -> dict[str, Any]:
+    """The pipnet metadata JSON an exported file carries (written by set_metadata)."""
+    return json.loads({p.key: p.value for p in model.metadata_props}[META_KEY])
 
 
 def set_metadata(path: str | Path, meta: dict[str, Any]) -> None:
@@ -143,7 +149,7 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.nd
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         nodes_to_exclude=decoding,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    meta = json.loads(onnx.load(str(fp32_path)).metadata_props[0].value)
+    meta = file_metadata(onnx.load(str(fp32_path), load_external_data=False))
     meta["precision"] = "int8"
     set_metadata(out_path, meta)
     return Path(out_path)
