@@ -1,15 +1,17 @@
-"""The shipped form of a PIPNet (model format 2): decoding inside the graph, and a cheaper stem.
+"""The shipped form of a PIPNet (model format 3): decoding at the argmax cells inside the graph, the
+neighbour averaging in the SDK's NumPy decoder, and a cheaper stem.
 
 Two exact rewrites of a trained model, for CPU speed at batch 1. Measured on the 2-core VM, same
 weights, one process: pipnet-fast's landmark stage (crop + forward + decode, 1 thread) is 11-13 %
 faster than as a format-1 file, pipnet-r18's 5 %.
 
-* ``DecodedPIPNet`` puts PIP + NRM decoding in the graph. The offset and neighbour heads are
+* ``DecodedPIPNet`` puts the PIP decoding in the graph. The offset and neighbour heads are
   1x1 convolutions, so instead of computing them on every cell (680 + 680 + 68 + 68 channels of
   8x8 for 68 points) it reads each landmark's feature vector at its argmax cell and applies only
   that landmark's rows of the head weights: a (1, D) x (D, 2 + 2C) product per landmark. The
-  outputs are the decoded points, so the SDK skips NumPy decoding too. These weights stay float
-  in the int8 file (+1 MB for pipnet-fast).
+  outputs are each landmark's candidates (its own prediction and its C neighbour votes) and
+  scores; the SDK merges the votes (``pipnet_sdk.decode.merge``), the same code as for format-1
+  head maps. These head rows stay float in the int8 file (+1 MB for pipnet-fast).
 * ``stem_space_to_depth`` turns the first stride-2 convolution on 3 channels (im2col-bound, 20 %
   of pipnet-fast's int8 forward) into SpaceToDepth(2) + a stride-1 convolution on 12 channels.
 """
@@ -21,19 +23,18 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from pipnet_sdk.decode import vote_matrix
-
 from .model import PIPNet
 
-OUTPUT_NAMES = ["points", "points_own", "scores"]
+OUTPUT_NAMES = ["candidates", "scores"]
 
 
 class DecodedPIPNet(nn.Module):
     """A trained PIPNet whose outputs are decoded landmarks.
 
-    Returns ``points`` (B, N, 2) with neighbour averaging, ``points_own`` (B, N, 2) without it,
-    both in [0, 1] crop units, and ``scores`` (B, N), the score map at each landmark's cell;
-    the same numbers as ``export.decode.decode`` on the full head maps."""
+    Returns ``candidates`` (B, N, 1 + C, 2) in [0, 1] crop units (each landmark's own prediction,
+    then its votes for its C neighbours) and ``scores`` (B, N), the score map at each landmark's
+    cell: merged by ``pipnet_sdk.decode.merge``, the same numbers as ``export.decode.decode`` on
+    the full head maps."""
 
     def __init__(self, net: PIPNet, neighbors: np.ndarray, input_size: int) -> None:
         super().__init__()
@@ -48,10 +49,6 @@ class DecodedPIPNet(nn.Module):
         bias = torch.cat([h.bias.detach().reshape(n, r) for h, r in zip(heads, rows)], 1)
         self.register_buffer("weight", weight.transpose(1, 2).contiguous())  # (N, D, 2 + 2C)
         self.register_buffer("bias", bias.reshape(n, 1, 2 + 2 * c))
-        # candidates are laid out landmark-major: own prediction, then its C votes
-        a = vote_matrix(nb)  # columns: N own predictions, then N*C votes
-        order = np.concatenate([np.concatenate([[i], n + i * c + np.arange(c)]) for i in range(n)])
-        self.register_buffer("averaging", torch.from_numpy(np.ascontiguousarray(a[:, order])))
         self.num_landmarks, self.num_neighbors = n, c
         with torch.no_grad():
             h, w = net.backbone.eval()(torch.zeros(1, 3, input_size, input_size)).shape[2:]
@@ -59,7 +56,7 @@ class DecodedPIPNet(nn.Module):
         self.register_buffer("grid", torch.stack([yx[1], yx[0]], -1).reshape(h * w, 2))  # cell -> column, row
         self.register_buffer("cell_size", torch.tensor([[1.0 / w], [1.0 / h]]))  # (2, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.backbone(x)
         b, d, h, w = f.shape
         n, c = self.num_landmarks, self.num_neighbors
@@ -70,9 +67,7 @@ class DecodedPIPNet(nn.Module):
         v = torch.matmul(feat.unsqueeze(2), self.weight) + self.bias  # (B, N, 1, 2 + 2C)
         cell_xy = self.grid[cell]  # (B, N, 2): column, row
         cand = (v.reshape(-1, n, 2, 1 + c) + cell_xy.unsqueeze(-1)) * self.cell_size  # (B, N, 2, 1 + C)
-        cand = cand.transpose(2, 3)  # (B, N, 1 + C, 2)
-        points = torch.matmul(self.averaging, cand.reshape(-1, n * (1 + c), 2))
-        return points, cand[:, :, 0], scores
+        return cand.transpose(2, 3), scores  # (B, N, 1 + C, 2), (B, N)
 
 
 def stem_space_to_depth(model: onnx.ModelProto, input_size: int) -> bool:

@@ -1,4 +1,4 @@
-"""Recover a trainable checkpoint from a shipped ONNX file (format 1 or 2, fp32 or int8 QDQ).
+"""Recover a trainable checkpoint from a shipped ONNX file (format 1, 2 or 3, fp32 or int8 QDQ).
 
 Checkpoints are not kept between sessions, but the shipped files are in git. Their graphs hold
 each convolution with its BatchNorm folded in (W, b), int8 files as weight x scale; format 2
@@ -28,8 +28,10 @@ from torch import nn
 
 from .augment import AugmentConfig, augment
 from .schemes import get_scheme
-from .to_onnx import file_metadata
-from .train import build_model, load_config, normalize, prepare
+from .onnx_meta import file_metadata
+from .config import build_model, load_config
+from .model import normalize
+from .train import prepare
 
 
 def folded_convs(model: onnx.ModelProto, init: dict[str, np.ndarray]
@@ -110,16 +112,16 @@ def conv_bn_pairs(model: nn.Module) -> dict[str, str | None]:
 
 
 def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> tuple[nn.Module, dict[str, Any]]:
-    """(model, meta) from a format-1 or format-2 file; `calib`: normalised training crops for the
+    """(model, meta) from a format-1, 2 or 3 file; `calib`: normalised training crops for the
     BatchNorm statistics."""
     m = onnx.load(str(onnx_path))
     meta = file_metadata(m)
-    if meta["format"] not in (1, 2):
-        raise ValueError(f"{onnx_path}: format {meta['format']} is not one this code recovers (1 or 2)")
+    if meta["format"] not in (1, 2, 3):
+        raise ValueError(f"{onnx_path}: format {meta['format']} is not one this code recovers (1, 2 or 3)")
     model = build_model(cfg).eval()
     init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     convs = folded_convs(m, init)
-    if meta["format"] == 2:
+    if meta["format"] in (2, 3):  # in-graph decoding: the same stem and head rows in both
         if any(n.op_type == "SpaceToDepth" for n in m.graph.node):  # the first convolution, rewritten
             first, conv = next((k, v) for k, v in model.named_modules() if isinstance(v, nn.Conv2d))
             w2, b = convs[first]

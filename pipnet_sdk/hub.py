@@ -2,7 +2,9 @@
 
 ``resolve(name_or_path)`` looks, in order, at:
 
-1. an explicit file path (a string containing a path separator or ending in ``.onnx``);
+1. an explicit file path (a string containing a path separator or ending in ``.onnx``); a file
+   named like a third-party registry model (``yunet_n_dynamic.onnx``...) is checked against
+   that model's sha256 too;
 2. ``$PIPNET_MODELS_DIR/<filename>`` when that variable is set and the file exists;
 3. the file packaged in the wheel, ``pipnet_sdk/models/<filename>``;
 4. the hub: ``huggingface_hub.hf_hub_download(repo_id, filename, revision=<pinned commit>)``,
@@ -18,13 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Optional, Union
 
 from .registry import MODELS, ModelSpec, list_models
 
 __all__ = [
-    "ChecksumError", "ModelNotFoundError", "cached_path", "download", "get_spec", "resolve", "sha256_file",
+    "ChecksumError", "ModelNotFoundError", "cached_path", "check_file_digest", "download", "file_digest",
+    "get_spec", "resolve", "sha256_file",
 ]
 
 ENV_MODELS_DIR = "PIPNET_MODELS_DIR"
@@ -42,6 +46,30 @@ class ModelNotFoundError(FileNotFoundError):
 
 class ChecksumError(ValueError):
     """A model file's sha256 differs from the one pinned in the registry."""
+
+
+#: A landmark model file carries its own digest in its pipnet metadata: the sha256 of the file's
+#: bytes with the digest's 64 hex characters replaced by this placeholder (export.to_onnx.seal).
+DIGEST_KEY = "file_sha256"
+DIGEST_PLACEHOLDER = "0" * 64
+_DIGEST_FIELD = re.compile(rb'"file_sha256": "([0-9a-f]{64})"')
+
+
+def file_digest(data: bytes, source: str) -> str:
+    """The self-digest of a model file's bytes (placeholder in, or digest to be replaced by it)."""
+    fields = _DIGEST_FIELD.findall(data)
+    if len(fields) != 1:
+        raise ChecksumError(f"{source}: expected one {DIGEST_KEY} field in the file, found {len(fields)}")
+    return hashlib.sha256(data.replace(fields[0], DIGEST_PLACEHOLDER.encode(), 1)).hexdigest()
+
+
+def check_file_digest(data: bytes, expected: str, source: str) -> None:
+    """Raise ChecksumError unless the file's bytes hash to the digest its metadata records."""
+    if file_digest(data, source) != expected:
+        raise ChecksumError(
+            f"{source} is damaged: its bytes do not match the digest recorded in it ({expected[:12]}...). "
+            "Do not use it; get the file again"
+        )
 
 
 class _HubUnavailable(Exception):
@@ -162,12 +190,19 @@ def _from_hub(spec: ModelSpec) -> Path:
 
 def _not_found(spec: ModelSpec, why: list[str]) -> ModelNotFoundError:
     tried = "\n".join(f"  - {w}" for w in why)
-    return ModelNotFoundError(
-        f"model {spec.name!r} ({spec.filename}) not found. Tried:\n{tried}\n"
-        f"Fix: put {spec.filename} in a directory named by ${ENV_MODELS_DIR}, pass the path to the "
-        f".onnx file, or make the hub repo {spec.repo_id!r} reachable (HF_ENDPOINT; a file downloaded "
-        "once is then used offline, also with HF_HUB_OFFLINE=1)."
-    )
+    if spec.revision is None:  # no hub copy: only a local file can do
+        fix = (f"Get the file {spec.filename}: {spec.obtain or 'see ' + (spec.source_url or 'the model card')}. "
+               f"Then put it in a folder named by ${ENV_MODELS_DIR}, or pass its path.")
+    else:
+        fix = (f"Fix: make the hub repo {spec.repo_id!r} reachable (HF_ENDPOINT; a file downloaded once is "
+               f"then used offline, also with HF_HUB_OFFLINE=1), put {spec.filename} in a folder named by "
+               f"${ENV_MODELS_DIR}, or pass the path to the .onnx file.")
+    return ModelNotFoundError(f"model {spec.name!r} (file {spec.filename}) not found. Tried:\n{tried}\n{fix}")
+
+
+def _third_party_spec(path: Path) -> Optional[ModelSpec]:
+    """The third-party registry model whose file name ``path`` has, if any."""
+    return next((s for s in MODELS.values() if s.third_party and s.filename == path.name), None)
 
 
 def resolve(name_or_path: ModelRef, kind: Optional[str] = None) -> Path:
@@ -185,6 +220,9 @@ def resolve(name_or_path: ModelRef, kind: Optional[str] = None) -> Path:
             p = Path(s).expanduser()
             if not p.is_file():
                 raise ModelNotFoundError(f"model file not found: {p}")
+            known = _third_party_spec(p)
+            if known is not None:
+                _verify(p, known)
             return p
         spec = get_spec(s)
     if kind is not None and spec.kind != kind:
@@ -219,10 +257,17 @@ def cached_path(name: Union[str, ModelSpec]) -> Optional[tuple[Path, str]]:
     return (Path(hit), "hf-cache") if isinstance(hit, str) else None
 
 
-def download(name: Union[str, ModelSpec]) -> Path:
-    """Fetch a registry model into the Hugging Face cache (no-op if cached) and return its path."""
+def download(name: Union[str, ModelSpec]) -> tuple[Path, str]:
+    """Make a registry model available offline; returns its path and source ("packaged",
+    "PIPNET_MODELS_DIR" or "hf-cache"). A local copy (checked) needs no download; otherwise
+    the file is fetched into the Hugging Face cache (a no-op if it is cached)."""
     spec = get_spec(name)
+    local = _local_candidates(spec)
+    if local:
+        _verify(local[0][0], spec)
+        return local[0]
     try:
-        return _from_hub(spec)
+        return _from_hub(spec), "hf-cache"
     except _HubUnavailable as e:
         raise _not_found(spec, [f"hub {spec.repo_id}@{spec.revision or '-'}: {e}"]) from e.__cause__
+

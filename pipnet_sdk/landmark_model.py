@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -10,13 +11,15 @@ import cv2
 import numpy as np
 
 from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
-from .decode import decode, vote_matrix
+from .decode import candidates_from_maps, merge, vote_matrix
+from .hub import DIGEST_KEY, check_file_digest
 from .runtime import ModelFormatError, make_session
 
 META_KEY = "pipnet"
-# format 1: the five head maps, decoded here in NumPy; format 2: decoded inside the graph
+# format 1: the five head maps; format 3: each landmark's candidates (own prediction and neighbour
+# votes) and score, read in the graph at its argmax cell. Both are merged here (decode.merge).
 OUTPUTS = {1: ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"),
-           2: ("points", "points_own", "scores")}
+           3: ("candidates", "scores")}
 REQUIRED = (
     "format", "name", "version", "num_landmarks", "scheme", "input_size", "stride",
     "num_neighbors", "neighbor_indices", "mean_face", "normalization", "crop",
@@ -53,6 +56,11 @@ class LandmarkSpec:
         missing = [k for k in REQUIRED if k not in d]
         if missing:
             raise ModelFormatError(f"{source}: metadata '{META_KEY}' lacks {missing}")
+        if d["format"] == 2:
+            raise ModelFormatError(
+                f"{source} is a format-2 file (neighbour averaging inside the graph), which this SDK no "
+                "longer reads: convert it with `python -m export.upgrade FILE --out NEW`"
+            )
         if d["format"] not in OUTPUTS:
             raise ModelFormatError(
                 f"{source}: metadata format {d['format']} is not supported (this SDK reads "
@@ -107,16 +115,26 @@ class LandmarkModel:
             raise ValueError(f"test_crops must be an integer from 1 to {len(TEST_CROPS)}, got {test_crops!r}")
         self.test_crops = int(test_crops)
         self.path = os.fspath(path)
-        self.session = make_session(self.path, providers, threads)
+        try:
+            with open(self.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise ModelFormatError(f"cannot read the model file {self.path}: {e}") from e
+        self.session = make_session(self.path, providers, threads, data=data)
         self.spec = read_spec(self.session, self.path)
+        self.sealed = DIGEST_KEY in self.spec.extra  # the file carries its own digest
+        if self.sealed:
+            check_file_digest(data, str(self.spec.extra[DIGEST_KEY]), self.path)
+        else:
+            warnings.warn(f"{self.path} carries no digest ({DIGEST_KEY}), so damage to it cannot be "
+                          "detected; re-export it with export.to_onnx", UserWarning, stacklevel=3)
         self.input_name = self.session.get_inputs()[0].name
         self.use_neighbors = use_neighbors
         flip = self.spec.extra.get("flip")
         if flip_test and not flip:
             raise ModelFormatError(f"{self.path}: flip_test needs a 'flip' permutation in the metadata")
         self.flip = np.asarray(flip, dtype=np.int64) if flip_test else None
-        # NumPy decoding (format 1) only: format 2 decodes inside the graph
-        self._averaging = vote_matrix(self.spec.neighbor_indices) if self.spec.format == 1 else None
+        self._averaging = vote_matrix(self.spec.neighbor_indices)
         s = self.spec
         # fold normalisation into one multiply-add on 0-255 values
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
@@ -141,11 +159,8 @@ class LandmarkModel:
 
     def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Network outputs -> normalised points (B, N, 2) and scores (B, N)."""
-        if self.spec.format == 2:
-            points, points_own, scores = outputs
-            return (points if self.use_neighbors else points_own), scores
-        return decode(*outputs, self.spec.neighbor_indices, use_neighbors=self.use_neighbors,
-                      averaging=self._averaging)
+        candidates, scores = outputs if self.spec.format == 3 else candidates_from_maps(*outputs)
+        return merge(candidates, self._averaging, self.use_neighbors), scores
 
     def run_crops(self, crops_bgr: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
         """Normalised points (F, N, 2) and scores (F, N) for uint8 BGR crops. With flip_test,

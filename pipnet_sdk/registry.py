@@ -8,6 +8,10 @@ A :class:`ModelSpec` says where a model file comes from and how to check it:
   model is not on the hub yet, so only a local copy (``$PIPNET_MODELS_DIR`` or the file
   packaged in the wheel) can satisfy it.
 
+What ships inside the wheel (``pipnet_sdk/models/``): pipnet-fast, pipnet-r18 and the YuNet-n
+detector, so the default pipeline runs offline on a fresh install. yunet-s is known by name but
+not packaged.
+
 See :mod:`pipnet_sdk.hub` for how names are resolved to files.
 """
 from __future__ import annotations
@@ -33,6 +37,10 @@ class ModelSpec:
     description: str = ""
     license: str = ""
     source_url: str = ""
+    #: not ours: a file given by path under this spec's file name is checked against ``sha256`` too
+    third_party: bool = False
+    #: where a user gets the file when no source here provides it (for the error message)
+    obtain: str = ""
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -40,23 +48,25 @@ MODELS: dict[str, ModelSpec] = {
         name="pipnet-fast",
         kind="landmark",
         filename="pipnet-fast.onnx",
-        sha256="737a352ac3547ecb8a0b1a5e53666207c98054ad484ca08c87ccc76376cec256",
+        sha256="1ceca0ff2920021632e720fc3f6a1a4af3529999de04f23df3c3f50635363c4f",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8; 68 iBUG points; packaged in the wheel",
+        description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8 (7-bit weights); 68 iBUG points; packaged in the wheel",
         license="weights: research use only (trained on 300-W and YouTube Faces data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
+        obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
     ),
     "pipnet-r18": ModelSpec(
         name="pipnet-r18",
         kind="landmark",
         filename="pipnet-r18.onnx",
-        sha256="4bd6ed8aaf3601bab8cfcc91e2e83f01198c7077d68dcce4373805b0be140db9",
+        sha256="0b36402264c4e102236809d7d515868e292fb734576085b90bbc6e873fde86b5",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="PIPNet ResNet-18 (the paper's model), 256 px, int8; 68 iBUG points; packaged in the wheel",
+        description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points; packaged in the wheel",
         license="weights: research use only (trained on 300-W, YouTube Faces and LFW data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
+        obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
     ),
     "yunet-n": ModelSpec(
         name="yunet-n",
@@ -65,9 +75,11 @@ MODELS: dict[str, ModelSpec] = {
         sha256="104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="YuNet-n face detector (dynamic input size), libfacedetection.train / OpenCV",
-        license="Apache-2.0",
+        description="YuNet-n face detector (dynamic input size), libfacedetection.train / OpenCV; packaged in the wheel",
+        license="Apache-2.0 (notice: pipnet_sdk/models/NOTICE-YUNET.md)",
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
+        third_party=True,
+        obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
     ),
     "yunet-s": ModelSpec(
         name="yunet-s",
@@ -76,9 +88,13 @@ MODELS: dict[str, ModelSpec] = {
         sha256="daede24002cc8590f457998cc5e6c9e8b82f45f6bd969506a8913cd4ed10a2d3",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="YuNet-s face detector (smaller, dynamic input size), libfacedetection.train / OpenCV",
+        description="YuNet-s face detector (smaller, dynamic input size), libfacedetection.train / OpenCV; not packaged",
         license="Apache-2.0",
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
+        third_party=True,
+        obtain=("export yunet_s_dynamic.onnx (dynamic input size) from libfacedetection.train "
+                "(https://github.com/ShiqiYu/libfacedetection.train), or take it from a copy you trust, "
+                "and put it in the folder named by $PIPNET_MODELS_DIR"),
     ),
 }
 

@@ -12,9 +12,11 @@ class ModelFormatError(ValueError):
 
 
 def make_session(
-    path: str | os.PathLike, providers: Sequence | None = None, threads: int | None = None
+    path: str | os.PathLike, providers: Sequence | None = None, threads: int | None = None,
+    data: bytes | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession for ``path``; ``threads`` sets intra-op threads (None = ORT default)."""
+    """An InferenceSession for the model at ``path`` (or its bytes ``data``, already read; ``path``
+    then names it in errors); ``threads`` sets intra-op threads (None = ORT default)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads is not None:
@@ -25,7 +27,7 @@ def make_session(
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(
-            os.fspath(path), sess_options=opts,
+            os.fspath(path) if data is None else data, sess_options=opts,
             providers=list(providers) if providers else ["CPUExecutionProvider"],
         )
     except Exception as e:  # onnxruntime raises its own non-ValueError types for bad files

@@ -112,13 +112,17 @@ def test_failed_image_warns(models_dir: Path, tmp_path: Path, capsys) -> None:
     (["models", "info", "nope"], ["nope"]),
     (["detect", "{no_face}", "--test-crops", "6"], ["--test-crops", "1 to 5"]),
     (["detect", "{no_face}", "--test-crops", "0"], ["--test-crops"]),
-    (["models", "download", "pipnet-r18"], ["pipnet-r18"]),
+    (["detect", "{no_face}", "--detector", "{packaged}/pipnet-fast.onnx"], ["not a YuNet", "candidates"]),
+    (["detect", "{no_face}", "--detector", "{shared_models}/faceboxesv2-640x640.onnx"], ["not a YuNet", "loc"]),
+    (["models", "download", "yunet-s"], ["yunet-s", "yunet_s_dynamic.onnx", "libfacedetection.train",
+                                         "PIPNET_MODELS_DIR"]),
 ])
 def test_user_mistakes_give_one_line(models_dir: Path, samples: Path, tmp_path: Path, capsys,
                                      argv: list[str], words: list[str]) -> None:
     (tmp_path / "empty").mkdir()
     fill = dict(no_face=str(samples / "no_face.jpg"), tmp=str(tmp_path), empty_dir=str(tmp_path / "empty"),
-                missing_onnx=str(tmp_path / "missing.onnx"))
+                missing_onnx=str(tmp_path / "missing.onnx"), packaged=str(ROOT / "pipnet_sdk" / "models"),
+                shared_models=str(samples.parents[1] / "models"))
     code, out, err = run(capsys, *[a.format(**fill) for a in argv])
     assert code == 2 and out == ""
     assert_one_error_line(err, *words)
@@ -158,6 +162,23 @@ def test_models_list_and_info(models_dir: Path, capsys) -> None:
     code, out, err = run(capsys, "models", "info", "yunet-n")
     assert code == 0
     assert registry.MODELS["yunet-n"].sha256 in out and str(models_dir / "yunet_n_dynamic.onnx") in out
+
+
+def test_models_tell_what_is_packaged(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without $PIPNET_MODELS_DIR the packaged files (both landmark models and YuNet-n) are
+    listed as packaged, and downloading one succeeds, saying where it is."""
+    from pipnet_sdk import hub
+
+    monkeypatch.delenv("PIPNET_MODELS_DIR", raising=False)
+    code, out, err = run(capsys, "models", "list")
+    rows = {line.split()[0]: line for line in out.strip().splitlines()[1:]}
+    for name in ("pipnet-fast", "pipnet-r18", "yunet-n"):
+        assert rows[name].endswith("(packaged)") and str(hub.PACKAGED_DIR) in rows[name], rows[name]
+    assert rows["yunet-s"].endswith("not on this machine")
+    for name in ("pipnet-r18", "yunet-n"):
+        code, out, err = run(capsys, "models", "download", name)
+        assert code == 0 and err == ""
+        assert str(hub.PACKAGED_DIR / hub.get_spec(name).filename) in out and "packaged" in out
 
 
 def test_help_and_version(capsys) -> None:

@@ -1,10 +1,11 @@
-"""decode(): the vectorised NumPy version against a plain per-landmark loop from the definition."""
+"""The NumPy decoder (candidates + neighbour merge) against plain loops from the definition, on
+random head maps and on a shipped model's real outputs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipnet_sdk.decode import decode, vote_matrix
+from pipnet_sdk.decode import decode, merge, vote_matrix
 
 
 def reference_decode(score, off_x, off_y, nb_x, nb_y, nb_idx, use_neighbors=True):
@@ -111,6 +112,47 @@ def test_hand_built_averages_votes() -> None:
 def test_vote_matrix_rows_sum_to_one() -> None:
     nb = np.array([[1, 2], [0, 2], [0, 1]])
     a = vote_matrix(nb)
-    assert a.shape == (3, 3 + 6)
+    assert a.shape == (3, 3 * 3)  # columns landmark-major: own, then its votes
     np.testing.assert_allclose(a.sum(1), 1, atol=1e-7)
-    np.testing.assert_allclose(a[0, :3], [1 / 3, 0, 0], atol=1e-7)  # own + 2 votes
+    np.testing.assert_allclose(a[0], [1 / 3, 0, 0, 0, 1 / 3, 0, 0, 1 / 3, 0], atol=1e-7)  # own + votes of 1 and 2
+
+
+def reference_merge(candidates: np.ndarray, nb: np.ndarray, use_neighbors: bool = True) -> np.ndarray:
+    """The paper's neighbour regression, a landmark at a time: the mean of its own prediction
+    and every vote another landmark cast for it."""
+    b_, n_, _, _ = candidates.shape
+    out = np.zeros((b_, n_, 2))
+    for b in range(b_):
+        for j in range(n_):
+            received = [candidates[b, j, 0]]
+            if use_neighbors:
+                received += [candidates[b, i, 1 + k] for i in range(n_) for k in range(nb.shape[1]) if nb[i, k] == j]
+            out[b, j] = np.mean(received, axis=0)
+    return out
+
+
+@pytest.mark.parametrize("use_neighbors", [True, False])
+def test_merge_on_a_shipped_models_outputs(samples, use_neighbors: bool) -> None:
+    """The shipped pipnet-fast's candidates on real face crops (a group photo, faces found by
+    the packaged detector), merged by the SDK and by the plain loop."""
+    import cv2
+
+    from pipnet_sdk.crop import crop_faces
+    from pipnet_sdk.detect import YuNet
+    from pipnet_sdk.hub import resolve
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    model = LandmarkModel(resolve("pipnet-fast"))
+    assert model.spec.format == 3
+    image = cv2.imread(str(samples / "group_2.jpg"))
+    boxes, _ = YuNet(resolve("yunet-n")).detect(image)
+    crops = crop_faces(image, model.squares(boxes), model.spec.input_size)
+    candidates, scores = model.forward(model.preprocess(crops))
+    nb = model.spec.neighbor_indices
+    assert candidates.shape == (len(boxes), 68, 11, 2) and len(boxes) == 4
+    got = merge(candidates, vote_matrix(nb), use_neighbors)
+    np.testing.assert_allclose(got, reference_merge(candidates, nb, use_neighbors), atol=1e-6)
+    model.use_neighbors = use_neighbors
+    np.testing.assert_array_equal(model.decode([candidates, scores])[0], got)
+    if use_neighbors:  # the votes move the points: averaging is not a no-op on real outputs
+        assert np.abs(got - candidates[:, :, 0]).max() * model.spec.input_size > 0.5

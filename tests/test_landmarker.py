@@ -173,8 +173,8 @@ def _onnx_identity(path: Path, metadata: dict | None = None) -> Path:
 
 
 def test_both_model_formats_agree(tmp_path: Path, images) -> None:
-    """Format 2 (decoding inside the graph, the shipped form) and format 1 (head maps decoded in
-    NumPy) of the same weights give the same landmarks, with every decoding option."""
+    """Format 3 (candidates read in the graph, the shipped form) and format 1 (head maps) of the
+    same weights give the same landmarks through the one NumPy merge, with every decoding option."""
     from pipnet_sdk.landmark_model import LandmarkModel
     to_onnx = pytest.importorskip("export.to_onnx")
     paths = [to_onnx.export_random(tmp_path / f"f{d}.onnx", input_size=64, seed=3, decoded=d) for d in (True, False)]
@@ -182,7 +182,7 @@ def test_both_model_formats_agree(tmp_path: Path, images) -> None:
     squares = np.array([[200.0, 150.0, 120.0], [330.0, 170.0, 90.0]])
     for opts in ({}, {"use_neighbors": False}, {"flip_test": True, "test_crops": 3}):
         graph, numpy_ = (LandmarkModel(p, **opts) for p in paths)
-        assert (graph.spec.format, numpy_.spec.format) == (2, 1)
+        assert (graph.spec.format, numpy_.spec.format) == (3, 1)
         (pa, sa), (pb, sb) = graph.run_squares(image, squares), numpy_.run_squares(image, squares)
         np.testing.assert_allclose(pa, pb, atol=1e-3)
         np.testing.assert_allclose(sa, sb, atol=1e-5)

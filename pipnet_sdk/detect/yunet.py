@@ -7,26 +7,40 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..runtime import make_session
+from ..boxes import iou as box_iou
+from ..runtime import ModelFormatError, make_session
 
 STRIDES = (8, 16, 32)
+#: the outputs a YuNet file must have, per stride: [B, K, 1], [B, K, 1], [B, K, 4], [B, K, 10]
+OUTPUT_WIDTHS = {"cls": 1, "obj": 1, "bbox": 4, "kps": 10}
+
+
+def check_yunet(session, source: str) -> None:
+    """Raise ModelFormatError unless the session has YuNet's input and outputs."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
+        got = [(i.name, i.shape) for i in inputs]
+        raise ModelFormatError(f"{source} is not a YuNet face detector: it takes {got}, "
+                               "YuNet takes one [B, 3, H, W] image")
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    missing = [f"{k}_{s}" for s in STRIDES for k, width in OUTPUT_WIDTHS.items()
+               if f"{k}_{s}" not in outputs or outputs[f"{k}_{s}"][-1] not in (width, str(width))]
+    if missing:
+        raise ModelFormatError(
+            f"{source} is not a YuNet face detector: outputs {', '.join(missing)} are missing or "
+            f"misshapen (it has {', '.join(outputs) or 'none'}); pass a YuNet ONNX or your own detector object"
+        )
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_out: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best first."""
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
     keep: list[int] = []
     while order.size and (max_out is None or len(keep) < max_out):
         i = order[0]
         keep.append(int(i))
         rest = order[1:]
-        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
-        order = rest[ov <= iou]
+        order = rest[box_iou(boxes[i], boxes[rest]) <= iou]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -43,6 +57,7 @@ class YuNet:
             raise ValueError(f"detector size must be >= 32, got {size}")
         self.path = os.fspath(path)
         self.session = make_session(self.path, providers, threads)
+        check_yunet(self.session, self.path)
         shape = self.session.get_inputs()[0].shape
         self.fixed = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
         self.size = size
