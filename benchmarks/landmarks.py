@@ -216,14 +216,13 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
         for t in threads:
             lm = Landmarker(model=path, detector=detector, threads=t, test_crops=k, flip_test=flip)
             landmarkers[(name, t)] = lm
-            m = lm.model
-            squares = [m.squares(b[None]) for _, b, _ in faces]
+            squares = [lm.squares(b[None]) for _, b, _ in faces]
 
-            def one(im: str, sq: np.ndarray, m=m, k=k) -> None:
-                m.run_squares(bgr[im], sq, batch_size=k)  # crop + forward + decode + to image
+            def one(im: str, sq: np.ndarray, lm=lm) -> None:
+                lm.landmarks_in_squares(bgr[im], sq)  # crop + forward + decode + to image
 
-            def eight(group: list, m=m, k=k) -> None:  # 8 faces through the network together
-                m.run_images([bgr[im] for im, _ in group], [sq for _, sq in group], batch_size=8 * k)
+            def eight(group: list, lm=lm) -> None:  # 8 faces through the network together
+                lm.landmarks_for_images([bgr[im] for im, _ in group], [sq for _, sq in group])
 
             pairs = [(im, sq) for (im, _, _), sq in zip(faces, squares)]
             jobs[f"{name}|{t}|1"] = [lambda p=p, one=one: one(*p) for p in pairs]

@@ -10,7 +10,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
 from .decode import candidates_from_maps, merge, vote_matrix
 from .hub import DIGEST_KEY, check_file_digest
 from .runtime import ModelFormatError, make_session
@@ -99,21 +98,18 @@ def read_spec(session, source: str) -> LandmarkSpec:
 
 
 class LandmarkModel:
-    """PIPNet in onnxruntime: crops in, image-space landmarks out. Safe to share across threads.
+    """PIPNet in onnxruntime, the network alone: face crops in, normalised points and scores out.
+    Safe to share across threads. Image-side steps (boxes, crop squares, test crops, image
+    coordinates) belong to :class:`pipnet_sdk.Landmarker`.
 
-    Test-time averaging, both off by default: ``flip_test`` also runs each crop mirrored;
-    ``test_crops`` (1-5) runs each face on that many slightly shifted and zoomed crops
-    (``crop.TEST_CROPS``). Each multiplies the landmark network's work; they combine.
+    ``flip_test`` also runs each crop mirrored and averages the two predictions (twice the work).
+    ``use_neighbors=False`` skips the neighbour averaging (each landmark's own prediction).
     """
 
     def __init__(
         self, path: str | os.PathLike, providers: Sequence | None = None,
         threads: int | None = None, use_neighbors: bool = True, flip_test: bool = False,
-        test_crops: int = 1,
     ) -> None:
-        if not isinstance(test_crops, (int, np.integer)) or not 1 <= test_crops <= len(TEST_CROPS):
-            raise ValueError(f"test_crops must be an integer from 1 to {len(TEST_CROPS)}, got {test_crops!r}")
-        self.test_crops = int(test_crops)
         self.path = os.fspath(path)
         try:
             with open(self.path, "rb") as f:
@@ -140,9 +136,6 @@ class LandmarkModel:
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
         self._shift = (-s.mean / s.std).astype(np.float32)
 
-    def squares(self, boxes: np.ndarray) -> np.ndarray:
-        return squares_from_boxes(boxes, self.spec.crop_scale, self.spec.crop_shift_y)
-
     def preprocess(self, crops_bgr: np.ndarray) -> np.ndarray:
         """(F, S, S, 3) uint8 BGR crops -> (F, 3, S, S) float32 network input."""
         if len(crops_bgr) == 0:
@@ -155,6 +148,7 @@ class LandmarkModel:
         return x
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The network's outputs for a (B, 3, S, S) input, as the file's format lays them out."""
         return self.session.run(list(OUTPUTS[self.spec.format]), {self.input_name: batch})
 
     def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -183,34 +177,3 @@ class LandmarkModel:
         if len(pts) == 1:  # one batch: no copy
             return pts[0], scs[0]
         return np.concatenate(pts), np.concatenate(scs)
-
-    def run_squares(
-        self, image: np.ndarray, squares: np.ndarray, batch_size: int = 32
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks in image pixels (F, N, 2) and scores (F, N) for crop squares of one image."""
-        (pts, scs), = self.run_images([image], [squares], batch_size)
-        return pts, scs
-
-    def run_images(
-        self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray], batch_size: int = 32
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per image, landmarks in pixels (F, N, 2) and scores (F, N) for its crop squares (F, 3);
-        the crops of all images share network batches. With test_crops > 1 each face's
-        predictions on its jittered crops are averaged in image space."""
-        k, n, size = self.test_crops, self.spec.num_landmarks, self.spec.input_size
-        jittered = [jitter_squares(sq, k) for sq in squares]
-        crops = [crop_faces(im, sq, size) for im, sq in zip(images, jittered)]
-        if len(crops) == 1:  # one image: no copy
-            all_crops = crops[0]
-        else:
-            all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-        pts, scs = self.run_crops(all_crops, batch_size)
-        out, i = [], 0
-        for sq in jittered:
-            m = len(sq)
-            p, s = to_image(pts[i:i + m], sq), scs[i:i + m]
-            if k > 1:  # average each face's k crops
-                p, s = p.reshape(-1, k, n, 2).mean(axis=1), s.reshape(-1, k, n).mean(axis=1)
-            out.append((p, s))
-            i += m
-        return out

@@ -1,12 +1,20 @@
-"""Landmarker: detector + crop rule + PIPNet + decoding, wired together."""
+"""Landmarker: the image side of the pipeline, with public steps.
+
+    image -> detect_boxes -> squares (the model's crop rule) -> landmarks_in_squares
+          (crops, test crops, the LandmarkModel network, back to image pixels) -> Face objects
+
+``detect`` runs them all; ``VideoLandmarker`` and the Ray integration call the steps they need.
+"""
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
 from .detect import YuNet
 from .hub import resolve
 from .images import load_image
@@ -38,10 +46,10 @@ class Landmarker:
         ``detect(image) -> (boxes (F, 4), scores (F,))``.
     flip_test: also run each crop mirrored and average (about 2 % lower NME on the validation
         split, twice the landmark cost).
-    test_crops: run each face on 1-5 slightly shifted/zoomed crops and average (3 crops: about
-        2.5-3 % lower NME, three times the landmark cost). Combines with flip_test.
+    test_crops: run each face on 1-5 slightly shifted/zoomed crops and average in image space
+        (3 crops: about 2.5-3 % lower NME, three times the landmark cost). Combines with flip_test.
     providers / threads: passed to onnxruntime. Extra keyword options go to the YuNet detector
-    (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``).
+    (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``).
     """
 
     def __init__(
@@ -50,8 +58,11 @@ class Landmarker:
         use_neighbors: bool = True, flip_test: bool = False, test_crops: int = 1, batch_size: int = 32,
         color: str = "bgr", **detector_options: Any,
     ) -> None:
+        if not isinstance(test_crops, (int, np.integer)) or not 1 <= test_crops <= len(TEST_CROPS):
+            raise ValueError(f"test_crops must be an integer from 1 to {len(TEST_CROPS)}, got {test_crops!r}")
+        self.test_crops = int(test_crops)
         self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads,
-                                   use_neighbors, flip_test, test_crops)
+                                   use_neighbors, flip_test)
         if detector is None or isinstance(detector, (str, os.PathLike)):
             detector = YuNet(resolve(detector or DEFAULT_DETECTOR, "detector"), providers=providers,
                              threads=threads, **detector_options)
@@ -67,11 +78,25 @@ class Landmarker:
     def num_landmarks(self) -> int:
         return self.model.spec.num_landmarks
 
-    def _image(self, image: Any, color: str | None) -> np.ndarray:
+    def with_detector_options(self, **options: Any) -> "Landmarker":
+        """A Landmarker sharing this one's models, with other YuNet options (``size``,
+        ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``): nothing is loaded again."""
+        if not isinstance(self.detector, YuNet):
+            raise TypeError("detector options need the built-in detector")
+        other = object.__new__(Landmarker)
+        other.__dict__.update(self.__dict__)
+        other.detector = self.detector.with_options(**options)
+        return other
+
+    # ------------------------------------------------------------------ the steps
+    def image(self, image: Any, color: str | None = None) -> np.ndarray:
+        """Any accepted input as the uint8 BGR array the other steps take (see images.load_image)."""
         return load_image(image, color=color or self.color)
 
-    def _detect(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        boxes, scores = self.detector.detect(img)
+    def detect_boxes(self, image: Any, color: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The detector's boxes (F, 4) x1, y1, x2, y2 and scores (F,), checked. (An array that
+        ``image()`` already returned is BGR: pass ``color="bgr"`` with it.)"""
+        boxes, scores = self.detector.detect(self.image(image, color))
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
         if len(scores) != len(boxes):
@@ -81,35 +106,79 @@ class Landmarker:
         except ValueError as e:
             raise ValueError(f"detector {type(self.detector).__name__} returned bad boxes: {e}") from None
 
+    def squares(self, boxes: Any) -> np.ndarray:
+        """Detector-style boxes (F, 4) -> crop squares (F, 3) cx, cy, side by the model's crop rule."""
+        return squares_from_boxes(np.asarray(boxes).reshape(-1, 4), self.model.spec.crop_scale,
+                                  self.model.spec.crop_shift_y)
+
+    def landmarks_in_squares(
+        self, image: Any, squares: np.ndarray, color: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks in image pixels (F, N, 2) and their scores (F, N) for crop squares (F, 3).
+        (An array that ``image()`` already returned is BGR: pass ``color="bgr"`` with it.)"""
+        (points, scores), = self.landmarks_for_images([self.image(image, color)], [np.asarray(squares)])
+        return points, scores
+
+    def landmarks_for_images(
+        self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For many images at once: per image, landmarks in pixels (F, N, 2) and scores (F, N) for its
+        squares (F, 3) (the images as ``image()`` returns them). The crops of all images share
+        network batches. With test_crops > 1 each face's jittered crops are averaged in image space."""
+        k, n, size = self.test_crops, self.num_landmarks, self.model.spec.input_size
+        jittered = [jitter_squares(sq, k) for sq in squares]
+        crops = [crop_faces(im, sq, size) for im, sq in zip(images, jittered)]
+        if len(crops) == 1:  # one image: no copy
+            all_crops = crops[0]
+        else:
+            all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+        pts, scs = self.model.run_crops(all_crops, self.batch_size)
+        out, i = [], 0
+        for sq in jittered:
+            m = len(sq)
+            p, s = to_image(pts[i:i + m], sq), scs[i:i + m]
+            if k > 1:  # average each face's k crops
+                p, s = p.reshape(-1, k, n, 2).mean(axis=1), s.reshape(-1, k, n).mean(axis=1)
+            out.append((p, np.clip(s, 0, 1).astype(np.float32)))
+            i += m
+        return out
+
+    # ------------------------------------------------------------------ whole jobs
     def landmarks(self, image: Any, boxes: Any, color: str | None = None) -> np.ndarray:
         """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector."""
-        img = self._image(image, color)
-        b = _check_boxes(boxes)
-        pts, _ = self.model.run_squares(img, self.model.squares(b), self.batch_size)
-        return pts
-
-    def _faces(self, boxes, scores, pts, lscores) -> list[Face]:
-        return [Face(box=boxes[i], score=float(scores[i]), landmarks=pts[i],
-                     landmark_scores=np.clip(lscores[i], 0, 1).astype(np.float32))
-                for i in range(len(boxes))]
+        points, _ = self.landmarks_in_squares(image, self.squares(_check_boxes(boxes)), color)
+        return points
 
     def detect(self, image: Any, color: str | None = None) -> list[Face]:
         """Every face in the image with box, score and landmarks; [] when there is none."""
-        img = self._image(image, color)
-        boxes, scores = self._detect(img)
-        pts, ls = self.model.run_squares(img, self.model.squares(boxes), self.batch_size)
-        return self._faces(boxes, scores, pts, ls)
+        img = self.image(image, color)
+        boxes, scores = self.detect_boxes(img, "bgr")
+        points, point_scores = self.landmarks_in_squares(img, self.squares(boxes), "bgr")
+        return faces_from(boxes, scores, points, point_scores, img.shape)
 
     def detect_batch(self, images: Iterable[Any], color: str | None = None) -> list[list[Face]]:
         """Detect on many images; all crops go through the landmark network in real batches."""
-        imgs = [self._image(im, color) for im in images]
-        dets = [self._detect(im) for im in imgs]
-        marks = self.model.run_images(imgs, [self.model.squares(b) for b, _ in dets], self.batch_size)
-        return [self._faces(boxes, scores, pts, ls) for (boxes, scores), (pts, ls) in zip(dets, marks)]
+        imgs = [self.image(im, color) for im in images]
+        dets = [self.detect_boxes(im, "bgr") for im in imgs]
+        marks = self.landmarks_for_images(imgs, [self.squares(b) for b, _ in dets])
+        return [faces_from(boxes, scores, pts, ls, im.shape)
+                for im, (boxes, scores), (pts, ls) in zip(imgs, dets, marks)]
 
 
+def faces_from(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, point_scores: np.ndarray,
+               image_shape: tuple[int, ...]) -> list[Face]:
+    """Face objects from the pipeline's arrays (image_shape: the image's H, W, ...)."""
+    size = (int(image_shape[1]), int(image_shape[0]))
+    return [Face(box=boxes[i], score=float(scores[i]), landmarks=points[i], landmark_scores=point_scores[i],
+                 image_size=size) for i in range(len(boxes))]
+
+
+# ---------------------------------------------------------------------------------- detect_landmarks
 _default: Landmarker | None = None
 _default_lock = threading.Lock()
+#: Landmarkers for other model options, least recently used first; bounded
+_custom: OrderedDict[tuple, Landmarker] = OrderedDict()
+MAX_CACHED_LANDMARKERS = 4
 
 
 def default_landmarker() -> Landmarker:
@@ -122,20 +191,32 @@ def default_landmarker() -> Landmarker:
     return _default
 
 
-def detect_landmarks(image: Any, **options: Any) -> list[Face]:
-    """Faces with landmarks using the default models. ``color="rgb"`` for RGB arrays;
-    other options build (and cache) a dedicated Landmarker."""
-    color = options.pop("color", None)
-    lm = default_landmarker() if not options else _landmarker_for(options)
-    return lm.detect(image, color=color)
-
-
-_custom: dict[tuple, Landmarker] = {}
-
-
 def _landmarker_for(options: dict) -> Landmarker:
+    """A Landmarker for these (non-detector) options: the default one, or one of at most
+    MAX_CACHED_LANDMARKERS kept for other options (the least recently used goes first)."""
+    if not options:
+        return default_landmarker()
     key = tuple(sorted((k, repr(v)) for k, v in options.items()))
     with _default_lock:
-        if key not in _custom:
-            _custom[key] = Landmarker(**options)
-        return _custom[key]
+        if key in _custom:
+            _custom.move_to_end(key)
+            return _custom[key]
+    made = Landmarker(**options)  # outside the lock: loading models takes a while
+    with _default_lock:
+        _custom[key] = made
+        while len(_custom) > MAX_CACHED_LANDMARKERS:
+            _custom.popitem(last=False)
+    return made
+
+
+def detect_landmarks(image: Any, **options: Any) -> list[Face]:
+    """Faces with landmarks using the default models. ``color="rgb"`` for RGB arrays. Detector
+    options (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``) reuse the
+    loaded models; other options (``model``, ``flip_test``...) load their models once and keep
+    them among the last few used."""
+    color = options.pop("color", None)
+    detector_options = {k: options.pop(k) for k in YuNet.OPTIONS if k in options}
+    lm = _landmarker_for(options)
+    if detector_options:
+        lm = lm.with_detector_options(**detector_options)
+    return lm.detect(image, color=color)

@@ -13,12 +13,15 @@ class ModelFormatError(ValueError):
 
 def make_session(
     path: str | os.PathLike, providers: Sequence | None = None, threads: int | None = None,
-    data: bytes | None = None,
+    data: bytes | None = None, optimize: bool = True,
 ) -> ort.InferenceSession:
     """An InferenceSession for the model at ``path`` (or its bytes ``data``, already read; ``path``
-    then names it in errors); ``threads`` sets intra-op threads (None = ORT default)."""
+    then names it in errors); ``threads`` sets intra-op threads (None = ORT default).
+    ``optimize=False`` turns graph optimisation off: an int8 QDQ graph then runs in float (the
+    reference its integer kernels are checked against)."""
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if threads is not None:
         if int(threads) < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .boxes import boxes_from_squares, iou
 from .types import Face
 
 
@@ -115,15 +116,8 @@ def _reference(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _square_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (len(a), len(b)) of squares cx, cy, side."""
-    a = np.asarray(a, np.float64).reshape(-1, 3)
-    b = np.asarray(b, np.float64).reshape(-1, 3)
-    ax1, ay1, ax2, ay2 = (a[:, 0] - a[:, 2] / 2, a[:, 1] - a[:, 2] / 2, a[:, 0] + a[:, 2] / 2, a[:, 1] + a[:, 2] / 2)
-    bx1, by1, bx2, by2 = (b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 2] / 2, b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 2] / 2)
-    w = np.clip(np.minimum(ax2[:, None], bx2[None]) - np.maximum(ax1[:, None], bx1[None]), 0, None)
-    h = np.clip(np.minimum(ay2[:, None], by2[None]) - np.maximum(ay1[:, None], by1[None]), 0, None)
-    inter = w * h
-    union = (a[:, 2] ** 2)[:, None] + (b[:, 2] ** 2)[None] - inter
-    return inter / np.maximum(union, 1e-9)
+    a, b = (boxes_from_squares(np.reshape(s, (-1, 3))) for s in (a, b))
+    return iou(a[:, None], b[None])
 
 
 def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
@@ -207,7 +201,19 @@ class VideoLandmarker:
         self._frame = 0
         self._since_detect = 0
         self._force_detect = True
+        self._size: tuple[int, int] | None = None  # (height, width) of the last frame
         self.detected = False  # whether the last track() call ran the detector
+
+    def _rescale(self, size: tuple[int, int]) -> None:
+        """The stream changed size (same scene, resized): move the tracks' squares with it, restart
+        their filters, and detect on this frame so the tracks are matched again, ids kept."""
+        sy, sx = size[0] / self._size[0], size[1] / self._size[1]
+        for tr in self._tracks:
+            tr.square = tr.square * np.array([sx, sy, np.sqrt(sx * sy)])
+            tr.centre = None if tr.centre is None else tr.centre * np.array([sx, sy])
+            if tr.filter is not None:
+                tr.filter.reset()
+        self._force_detect = True
 
     # ------------------------------------------------------------------ internals
     def _new_track(self, square: np.ndarray, box: np.ndarray, score: float) -> _Track:
@@ -219,8 +225,8 @@ class VideoLandmarker:
         return tr
 
     def _associate(self, image: np.ndarray) -> None:
-        boxes, scores = self.landmarker._detect(image)
-        squares = self.landmarker.model.squares(boxes) if len(boxes) else np.zeros((0, 3))
+        boxes, scores = self.landmarker.detect_boxes(image, "bgr")
+        squares = self.landmarker.squares(boxes) if len(boxes) else np.zeros((0, 3))
         iou = _square_iou(np.array([t.square for t in self._tracks]).reshape(-1, 3), squares)
         pairs = _greedy_match(iou, self.iou_threshold)
         matched_t = {r for r, _ in pairs}
@@ -259,9 +265,12 @@ class VideoLandmarker:
         """Faces of this frame (with ``track_id``), sorted by id. ``timestamp`` in seconds
         (default: frame count / fps); ``color`` as for ``Landmarker.detect``."""
         lm = self.landmarker
-        img = lm._image(frame, color)
+        img = lm.image(frame, color)
         t = self._frame / self.fps if timestamp is None else float(timestamp)
         self._frame += 1
+        if self._size is not None and img.shape[:2] != self._size:
+            self._rescale(img.shape[:2])
+        self._size = img.shape[:2]
         detect = (self._force_detect or not self._tracks or self._since_detect >= self.detect_every)
         self.detected = detect
         for tr in self._tracks:
@@ -275,11 +284,11 @@ class VideoLandmarker:
             return []
 
         squares = np.array([tr.square for tr in self._tracks])
-        pts, ls = lm.model.run_squares(img, squares, lm.batch_size)
+        pts, ls = lm.landmarks_in_squares(img, squares, "bgr")
         kept, faces = [], []
         for i, tr in enumerate(self._tracks):
             p = pts[i].astype(np.float64)
-            s = np.clip(ls[i], 0, 1).astype(np.float32)
+            s = ls[i]
             c, r = _reference(p)
             if tr.det_square is not None:  # refresh the landmarks -> square relation
                 sq = tr.det_square
@@ -301,7 +310,7 @@ class VideoLandmarker:
             if tr.filter is not None:
                 p = tr.filter(p, t, scale=r)
             tr.face = Face(box=box, score=tr.score, landmarks=p.astype(np.float32),
-                           landmark_scores=s, track_id=tr.id)
+                           landmark_scores=s, track_id=tr.id, image_size=(img.shape[1], img.shape[0]))
             kept.append(tr)
             faces.append(tr.face)
         self._tracks = kept

@@ -137,16 +137,15 @@ def test_merge_on_a_shipped_models_outputs(samples, use_neighbors: bool) -> None
     the packaged detector), merged by the SDK and by the plain loop."""
     import cv2
 
+    from pipnet_sdk import Landmarker
     from pipnet_sdk.crop import crop_faces
-    from pipnet_sdk.detect import YuNet
-    from pipnet_sdk.hub import resolve
-    from pipnet_sdk.landmark_model import LandmarkModel
 
-    model = LandmarkModel(resolve("pipnet-fast"))
+    landmarker = Landmarker("pipnet-fast")
+    model = landmarker.model
     assert model.spec.format == 3
     image = cv2.imread(str(samples / "group_2.jpg"))
-    boxes, _ = YuNet(resolve("yunet-n")).detect(image)
-    crops = crop_faces(image, model.squares(boxes), model.spec.input_size)
+    boxes, _ = landmarker.detect_boxes(image)
+    crops = crop_faces(image, landmarker.squares(boxes), model.spec.input_size)
     candidates, scores = model.forward(model.preprocess(crops))
     nb = model.spec.neighbor_indices
     assert candidates.shape == (len(boxes), 68, 11, 2) and len(boxes) == 4

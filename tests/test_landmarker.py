@@ -175,18 +175,25 @@ def _onnx_identity(path: Path, metadata: dict | None = None) -> Path:
 def test_both_model_formats_agree(tmp_path: Path, images) -> None:
     """Format 3 (candidates read in the graph, the shipped form) and format 1 (head maps) of the
     same weights give the same landmarks through the one NumPy merge, with every decoding option."""
-    from pipnet_sdk.landmark_model import LandmarkModel
     to_onnx = pytest.importorskip("export.to_onnx")
     paths = [to_onnx.export_random(tmp_path / f"f{d}.onnx", input_size=64, seed=3, decoded=d) for d in (True, False)]
     image = images["group_2.jpg"]
     squares = np.array([[200.0, 150.0, 120.0], [330.0, 170.0, 90.0]])
     for opts in ({}, {"use_neighbors": False}, {"flip_test": True, "test_crops": 3}):
-        graph, numpy_ = (LandmarkModel(p, **opts) for p in paths)
-        assert (graph.spec.format, numpy_.spec.format) == (3, 1)
-        (pa, sa), (pb, sb) = graph.run_squares(image, squares), numpy_.run_squares(image, squares)
+        graph, numpy_ = (Landmarker(model=p, detector=_NoDetector(), **opts) for p in paths)
+        assert (graph.model.spec.format, numpy_.model.spec.format) == (3, 1)
+        (pa, sa), (pb, sb) = graph.landmarks_in_squares(image, squares), numpy_.landmarks_in_squares(image, squares)
         np.testing.assert_allclose(pa, pb, atol=1e-3)
         np.testing.assert_allclose(sa, sb, atol=1e-5)
-    assert np.abs(pa - LandmarkModel(paths[0]).run_squares(image, squares)[0]).max() > 0.01  # the options matter
+    plain = Landmarker(model=paths[0], detector=_NoDetector())
+    assert np.abs(pa - plain.landmarks_in_squares(image, squares)[0]).max() > 0.01  # the options matter
+
+
+class _NoDetector:
+    """A plug-in detector that finds nothing (for tests that give their own squares)."""
+
+    def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
 
 
 def test_model_without_metadata(tmp_path: Path, yunet_path: Path) -> None:
@@ -303,9 +310,9 @@ def test_test_crops_average_the_jittered_crops(samples: Path, yunet_path: Path) 
     plain = Landmarker(model=packaged, detector=yunet_path, threads=1)
     three = Landmarker(model=packaged, detector=yunet_path, threads=1, test_crops=3)
     boxes, _ = YuNet(yunet_path).detect(img)
-    squares = plain.model.squares(boxes)
+    squares = plain.squares(boxes)
     jittered = jitter_squares(squares, 3).reshape(len(boxes), 3, 3)
-    expected = np.mean([plain.model.run_squares(img, jittered[:, j])[0] for j in range(3)], axis=0)
+    expected = np.mean([plain.landmarks_in_squares(img, jittered[:, j])[0] for j in range(3)], axis=0)
     np.testing.assert_allclose(three.landmarks(img, boxes), expected, atol=1e-3)
     faces = three.detect(img)
     np.testing.assert_allclose(np.stack([f.landmarks for f in faces]), expected, atol=1e-3)
@@ -348,3 +355,30 @@ def test_test_crops_more_accurate_and_steadier(shared_dir: Path, yunet_path: Pat
     (nme1, spread1), (nme3, spread3) = measure(1), measure(3)
     assert nme3 < 0.98 * nme1, (nme3, nme1)
     assert spread3 < 0.7 * spread1, (spread3, spread1)
+
+
+def test_detect_landmarks_options_do_not_reload_models(samples: Path, models_dir: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """detect_landmarks with 50 detector thresholds loads no model again; other options load
+    their models once, and at most MAX_CACHED_LANDMARKERS such Landmarkers are kept."""
+    import pipnet_sdk.landmarker as L
+    from pipnet_sdk import detect_landmarks
+
+    loads = []
+    real = L.LandmarkModel
+    monkeypatch.setattr(L, "LandmarkModel", lambda *a, **k: loads.append(a) or real(*a, **k))
+    monkeypatch.setattr(L, "_default", None)
+    monkeypatch.setattr(L, "_custom", type(L._custom)())
+    img = cv2.imread(str(samples / "group_4.jpg"))
+    counts = [len(detect_landmarks(img, score_threshold=float(t))) for t in np.linspace(0.3, 0.99, 50)]
+    assert len(loads) == 1 and len(L._custom) == 0  # the default's model, once
+    assert counts[0] >= 6 and counts[-1] < counts[0] and counts == sorted(counts, reverse=True)  # they apply
+    assert len(detect_landmarks(img, score_threshold=0.3, max_faces=2)) == 2
+    for k in (2, 3, 2, 4, 5, 2):  # 2 again: still cached, not loaded again
+        detect_landmarks(img, test_crops=k, score_threshold=0.5)
+    assert len(loads) == 1 + 4 and len(L._custom) == L.MAX_CACHED_LANDMARKERS == 4
+    detect_landmarks(img, flip_test=True)  # a fifth option set: the least recently used (3) goes
+    assert len(loads) == 1 + 5 and len(L._custom) == 4
+    assert [dict(key)["test_crops"] for key in list(L._custom)[:3]] == ["4", "5", "2"]
+    with pytest.raises(ValueError, match="score_threshold"):
+        detect_landmarks(img, score_threshold=1.5)

@@ -294,3 +294,25 @@ def test_cli_video_errors(tmp_path: Path, random_model: Path, capsys) -> None:
     assert args.func(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("pipnet: error: ") for line in err)
+
+
+def test_frame_size_change_keeps_tracks(trained, faces_300w) -> None:
+    """A stream that changes size mid-way (same scene, resized): the first frame at the new size
+    has its faces, with their old track ids (the detector runs on that frame)."""
+    lm, det = trained
+    v = make_video(lm, detect_every=100)
+    frame = canvas((faces_300w[0], 40, 40), (faces_300w[1], 360, 60))
+    ids = [f.track_id for f in v.track(frame)]
+    v.track(frame)
+    assert ids == [0, 1]
+    for size in ((960, 480), (400, 200)):  # bigger, then smaller than the first
+        calls = det.calls
+        faces = v.track(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+        assert v.detected and det.calls == calls + 1
+        assert [f.track_id for f in faces] == ids
+        scale = size[0] / 640
+        expected = lm.detect(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))
+        for f, e in zip(faces, expected):  # on the new frame's pixels
+            iod = np.linalg.norm(e.landmarks[36] - e.landmarks[45])
+            assert np.linalg.norm(f.landmarks - e.landmarks, axis=1).mean() < 0.1 * iod, scale
+        assert [f.track_id for f in v.track(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))] == ids

@@ -1,8 +1,9 @@
 """YuNet face detector in onnxruntime, decoded in NumPy (the layout OpenCV's FaceDetectorYN reads)."""
 from __future__ import annotations
 
+import copy
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -53,20 +54,39 @@ class YuNet:
         nms_iou: float = 0.3, max_faces: int = 100, providers: Sequence | None = None,
         threads: int | None = None, upscale: bool = False,
     ) -> None:
-        if size < 32:
-            raise ValueError(f"detector size must be >= 32, got {size}")
         self.path = os.fspath(path)
         self.session = make_session(self.path, providers, threads)
         check_yunet(self.session, self.path)
         shape = self.session.get_inputs()[0].shape
         self.fixed = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
-        self.size = size
-        self.score_threshold = score_threshold
-        self.nms_iou = nms_iou
-        self.max_faces = max_faces
-        self.upscale = upscale
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self._set_options(size=size, score_threshold=score_threshold, nms_iou=nms_iou, max_faces=max_faces,
+                          upscale=upscale)
+
+    #: options that change only how the network's input is sized and its output filtered
+    OPTIONS = ("size", "score_threshold", "nms_iou", "max_faces", "upscale")
+
+    def _set_options(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown detector options {unknown}; YuNet takes {list(self.OPTIONS)}")
+        if "size" in options and not int(options["size"]) >= 32:
+            raise ValueError(f"detector size must be >= 32, got {options['size']}")
+        for name in ("score_threshold", "nms_iou"):
+            if name in options and not 0.0 <= float(options[name]) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {options[name]}")
+        if "max_faces" in options and not int(options["max_faces"]) >= 1:
+            raise ValueError(f"max_faces must be >= 1, got {options['max_faces']}")
+        for name, value in options.items():
+            setattr(self, name, value)
+
+    def with_options(self, **options: Any) -> "YuNet":
+        """A copy with other input-size / post-processing options, sharing this one's session
+        (no model is loaded again)."""
+        other = copy.copy(self)
+        other._set_options(**options)
+        return other
 
     def _input(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         h, w = image.shape[:2]

@@ -1,0 +1,109 @@
+"""Model files check themselves, and the int8 models give the same landmarks on every CPU.
+
+- A landmark model file carries the sha256 of its own bytes (export.onnx_meta.seal); a few bytes
+  flipped inside the weights raise ChecksumError at load, whichever way the file is given.
+- A third-party file given by path under a registry file name is checked against the registry.
+- The shipped int8 models run through onnxruntime's integer kernels (whatever this CPU has: VNNI,
+  AVX-512 or AVX2 u8s8) and again with graph optimisation off (the QDQ graph in float, the same
+  on every CPU); the landmarks must agree. With 8-bit weights, AVX2-only CPUs saturated.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pipnet_sdk.crop import crop_faces, to_image
+from pipnet_sdk.hub import PACKAGED_DIR, ChecksumError, resolve
+from pipnet_sdk.landmark_model import LandmarkModel
+from pipnet_sdk.runtime import make_session
+
+FAST = PACKAGED_DIR / "pipnet-fast.onnx"
+
+
+def _flip_bytes(src: Path, dst: Path, where: float, count: int = 4) -> None:
+    data = bytearray(src.read_bytes())
+    at = int(len(data) * where)
+    for i in range(at, at + count):
+        data[i] ^= 0x5A
+    dst.write_bytes(bytes(data))
+
+
+def test_intact_copy_loads_and_is_sealed(tmp_path: Path) -> None:
+    copy = tmp_path / "my-model.onnx"
+    shutil.copyfile(FAST, copy)
+    assert LandmarkModel(copy).sealed
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_flipped_weight_bytes_raise(tmp_path: Path, where: float) -> None:
+    bad = tmp_path / "damaged.onnx"
+    _flip_bytes(FAST, bad, where)
+    with pytest.raises(ChecksumError, match="damaged.onnx"):
+        LandmarkModel(bad)
+
+
+def test_damaged_yunet_by_path_is_refused(tmp_path: Path) -> None:
+    from pipnet_sdk import Landmarker
+
+    bad = tmp_path / "yunet_n_dynamic.onnx"
+    _flip_bytes(resolve("yunet-n"), bad, 0.5)
+    with pytest.raises(ChecksumError, match="yunet-n"):
+        Landmarker(detector=str(bad))
+
+
+def test_unsealed_file_warns(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    m = onnx.load(str(FAST))
+    for p in m.metadata_props:
+        p.value = p.value.replace('"file_sha256"', '"no_digest"')
+    path = tmp_path / "old.onnx"
+    onnx.save(m, str(path))
+    with pytest.warns(UserWarning, match="no digest"):
+        assert not LandmarkModel(path).sealed
+
+
+def _test_faces(shared_dir: Path, step: int = 9) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, ground-truth 0-based points) for every step-th 300-W test image."""
+    files = sorted(p for p in (shared_dir / "data" / "300w" / "test").rglob("*") if p.suffix in (".jpg", ".png"))
+    out = []
+    for f in files[::step]:
+        text = f.with_suffix(".pts").read_text().split("{")[1].split("}")[0]
+        out.append((cv2.imread(str(f)), np.array(text.split(), float).reshape(-1, 2) - 1))
+    return out
+
+
+@pytest.mark.parametrize("name, step", [("pipnet-fast", 9), ("pipnet-r18", 18)])  # ~60 and ~30 faces
+def test_int8_landmarks_do_not_depend_on_the_cpu(shared_dir: Path, name: str, step: int) -> None:
+    from pipnet_sdk import Landmarker
+
+    landmarker = Landmarker(name, threads=1)
+    model = landmarker.model
+    crops, squares, truth = [], [], []
+    for image, points in _test_faces(shared_dir, step):
+        boxes, _ = landmarker.detect_boxes(image)
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        lo, hi = points.min(0), points.max(0)
+        hits = np.flatnonzero(((centres > lo) & (centres < hi)).all(1))
+        if len(hits):
+            sq = landmarker.squares(boxes[hits[:1]])
+            crops.append(crop_faces(image, sq, model.spec.input_size))
+            squares.append(sq)
+            truth.append(points)
+    assert len(crops) >= 25
+    x = model.preprocess(np.concatenate(crops))
+    squares, truth = np.concatenate(squares), np.stack(truth)
+    results = {}
+    for optimize in (True, False):
+        model.session = make_session(model.path, threads=1, optimize=optimize)
+        pts = np.concatenate([model.decode(model.forward(x[i:i + 1]))[0] for i in range(len(x))])
+        results[optimize] = to_image(pts, squares)
+    iod = np.linalg.norm(truth[:, 36:42].mean(1) - truth[:, 42:48].mean(1), axis=-1)
+    moved = np.linalg.norm(results[True] - results[False], axis=-1).mean(1) / iod * 100
+    assert moved.mean() <= 0.5, f"integer kernels moved the landmarks by {moved.mean():.3f} % of the IOD on average"
+    nme = [np.linalg.norm(r - truth, axis=-1).mean(1) / np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)
+           for r in results.values()]
+    assert abs(nme[0].mean() - nme[1].mean()) < 0.0005  # accuracy itself is the same, within 0.05 NME points
