@@ -11,13 +11,15 @@ sets ``func=_cmd_x``, listed in ``_SUBCOMMANDS``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from ._cli_common import _positive_int, _progress, check_writable, write_atomic
 
 
 class UsageError(Exception):
@@ -30,16 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return v
-
-
 def _unit_float(text: str) -> float:
     try:
         v = float(text)
@@ -50,15 +42,36 @@ def _unit_float(text: str) -> float:
     return v
 
 
-def _collect_images(paths: Sequence[str], exclude: Path | None) -> list[tuple[Path, Path]]:
+def _walk_images(folder: Path, warn: bool) -> list[Path]:
+    """Image files under ``folder``, sorted; symbolic links to folders are followed once (a link
+    back to a folder already walked is reported and skipped)."""
+    from .images import IMAGE_EXTENSIONS
+
+    found: list[Path] = []
+    walked: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            if warn:
+                print(f"pipnet: warning: {root} leads back to {real}, which is already read: skipped",
+                      file=sys.stderr)
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs.sort()
+        found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(f for f in found if f.is_file())
+
+
+def _collect_images(paths: Sequence[str], exclude: Path | None, warn: bool = True) -> list[tuple[Path, Path]]:
     """(file, name relative to the output folder) for every image under ``paths``."""
+    from .images import IMAGE_EXTENSIONS
+
     found: list[tuple[Path, Path]] = []
     for text in paths:
         p = Path(text)
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.suffix.lower() not in IMAGE_EXTENSIONS or not f.is_file():
-                    continue
+            for f in _walk_images(p, warn):
                 if exclude is not None and exclude in f.resolve().parents:
                     continue  # our own earlier output inside an input folder
                 found.append((f, Path(p.resolve().name or "root") / f.relative_to(p)))
@@ -69,27 +82,6 @@ def _collect_images(paths: Sequence[str], exclude: Path | None) -> list[tuple[Pa
     if not found:
         raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(paths)}")
     return found
-
-
-def _progress(items: Iterable[Any], quiet: bool, total: int | None = None, unit: str = "image") -> Iterable[Any]:
-    """tqdm when installed, else a one-line counter; on stderr, and only on a terminal."""
-    if quiet or not sys.stderr.isatty():
-        return items
-    total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _tiny_progress(items, total, unit)
-    return tqdm(items, total=total or None, unit=unit, file=sys.stderr)
-
-
-def _tiny_progress(items: Iterable[Any], total: int | None, unit: str) -> Iterator[Any]:
-    n = 0
-    for n, item in enumerate(items, 1):
-        sys.stderr.write(f"\r{n - 1}/{total or '?'} {unit}s")
-        sys.stderr.flush()
-        yield item
-    sys.stderr.write(f"\r{n}/{total or '?'} {unit}s\n")
 
 
 def _write_image(path: Path, image: Any) -> None:
@@ -113,24 +105,18 @@ def _out_path(out: Path, rel: Path, used: set[Path], source: Path) -> Path:
     return cand
 
 
-def _dump_json(data: dict, target: str | None) -> None:
-    text = json.dumps(data)
-    if target is None or target == "-":
-        sys.stdout.write(text + "\n")
-        return
-    p = Path(target)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text + "\n", encoding="utf-8")
-
-
 # ---------------------------------------------------------------------------------- detect
 def _add_detect(sub: Any) -> None:
     p = sub.add_parser("detect", help="faces and landmarks of images or folders of images",
-                       description="Detect faces and their landmarks; JSON on stdout or in --json.")
+                       description="Detect faces and their landmarks; JSON on stdout, or in --json "
+                                   "and/or --jsonl (one line per image, written as it goes).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", metavar="DIR", help="folder for the annotated images of --draw")
-    p.add_argument("--json", metavar="FILE", help="write the JSON here instead of stdout ('-' = stdout)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON here (at the end, atomically) instead of stdout")
+    p.add_argument("--jsonl", metavar="FILE", help="also append one JSON line per image as it is done, so an "
+                   "interrupted run keeps what it finished")
     p.add_argument("--draw", action="store_true", help="write annotated images into --out DIR")
+    p.add_argument("--draw-pose", action="store_true", help="with --draw: also draw head-pose axes")
     p.add_argument("--model", metavar="M", help="landmark model: registry name or .onnx path")
     p.add_argument("--detector", metavar="D", help="face detector: registry name or .onnx path")
     p.add_argument("--threads", type=_positive_int, metavar="N", help="onnxruntime threads")
@@ -149,39 +135,51 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     if args.draw and not args.out:
         raise UsageError("--draw needs --out DIR")
+    if args.draw_pose and not args.draw:
+        raise UsageError("--draw-pose needs --draw")
     if args.out and not args.draw:
         raise UsageError("--out is only used with --draw")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    images = _collect_images(args.paths, out.resolve() if out else None)
+    images = _collect_images(args.paths, out.resolve() if out else None, warn=not args.quiet)
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
     if args.test_crops > len(TEST_CROPS):
         raise UsageError(f"--test-crops must be 1 to {len(TEST_CROPS)}, got {args.test_crops}")
+    json_path = None if args.json in (None, "-") else check_writable(args.json, "--json")
+    lines_path = None if args.jsonl is None else check_writable(args.jsonl, "--jsonl")
     lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads,
                     test_crops=args.test_crops, flip_test=args.flip_test, **options)
 
     results, failed, used = [], 0, set()
-    for path, rel in _progress(images, args.quiet):
-        entry: dict[str, Any] = {"path": str(path)}
-        try:
-            img = load_image(path)
-        except (OSError, ValueError) as e:
-            failed += 1
-            entry["error"] = str(e)
-            results.append(entry)
-            if not args.quiet:
-                print(f"pipnet: warning: {e}", file=sys.stderr)
-            continue
-        faces = lm.detect(img)
-        entry.update(width=int(img.shape[1]), height=int(img.shape[0]), faces=[f.to_dict() for f in faces])
-        if out is not None:
-            from .draw import draw
+    with contextlib.ExitStack() as stack:
+        lines = None if lines_path is None else stack.enter_context(open(lines_path, "w", encoding="utf-8"))
+        for path, rel in _progress(images, args.quiet):
+            entry: dict[str, Any] = {"path": str(path)}
+            try:
+                img = load_image(path)
+            except (OSError, ValueError) as e:
+                failed += 1
+                entry["error"] = str(e)
+                if not args.quiet:
+                    print(f"pipnet: warning: {e}", file=sys.stderr)
+            else:
+                faces = lm.detect(img)
+                entry.update(width=int(img.shape[1]), height=int(img.shape[0]), faces=[f.to_dict() for f in faces])
+                if out is not None:
+                    from .draw import draw
 
-            _write_image(_out_path(out, rel, used, path), draw(img, faces))
-        results.append(entry)
-    _dump_json({"images": results, "model": args.model or DEFAULT_MODEL,
-                "detector": args.detector or DEFAULT_DETECTOR}, args.json)
+                    _write_image(_out_path(out, rel, used, path), draw(img, faces, pose=args.draw_pose))
+            results.append(entry)
+            if lines is not None:
+                lines.write(json.dumps(entry) + "\n")
+                lines.flush()
+    text = json.dumps({"images": results, "model": args.model or DEFAULT_MODEL,
+                       "detector": args.detector or DEFAULT_DETECTOR}) + "\n"
+    if json_path is not None:
+        write_atomic(json_path, text)
+    elif lines_path is None or args.json == "-":
+        sys.stdout.write(text)
     return 1 if failed else 0
 
 
@@ -213,7 +211,9 @@ def _local(name: str) -> str:
     from . import hub
 
     hit = hub.cached_path(name)
-    return f"{hit[0]} ({hit[1]})" if hit is not None else "not downloaded"
+    if hit is not None:
+        return f"{hit[0]} ({hit[1]})"
+    return "not on this machine" if hub.get_spec(name).revision is None else "not downloaded"
 
 
 def _cmd_models_list(args: argparse.Namespace) -> int:
@@ -242,18 +242,21 @@ def _cmd_models_download(args: argparse.Namespace) -> int:
 
     _spec(args.name)
     try:
-        path = hub.download(args.name)
+        path, source = hub.download(args.name)
     except (UsageError, FileNotFoundError):
         raise
     except Exception as e:  # network, hub or hash errors: the user's to fix, not a bug of ours
         raise UsageError(f"download of {args.name} failed: {type(e).__name__}: {e}") from e
-    print(path)
+    how = {"packaged": "packaged in pipnet-sdk, nothing to download",
+           hub.ENV_MODELS_DIR: f"found in ${hub.ENV_MODELS_DIR}, nothing to download",
+           "hf-cache": "in the Hugging Face cache"}[source]
+    print(f"{args.name}: {path} ({how})")
     return 0
 
 
 # ---------------------------------------------------------------------------------- main
 def _add_video(sub: Any) -> None:
-    from .cli_video import add_parser  # imported here: it uses helpers from this module
+    from .cli_video import add_parser  # imported here: `pipnet --help` need not load it
 
     add_parser(sub)
 

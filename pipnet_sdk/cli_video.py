@@ -8,7 +8,10 @@ The JSON (``--json FILE``, ``-`` = stdout) is one document, written frame by fra
 
     {"video": ..., "width": W, "height": H, "fps": F, "model": ..., "detector": ...,
      "frames": [{"index": 0, "time": 0.0, "detected": true, "faces": [Face.to_dict(), ...]}, ...],
-     "num_frames": N}
+     "num_frames": N, "complete": true}
+
+A run that stops early (an error, Ctrl-C) still closes the JSON, with the frames it finished,
+``"complete": false`` and an ``"error"`` saying why. Outputs are checked before any work.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from .cli import _positive_int, _progress
+from ._cli_common import _positive_int, _progress, check_writable
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -85,9 +88,15 @@ def run(args: argparse.Namespace) -> int:
         raise
     video = VideoLandmarker(lm, detect_every=args.detect_every, smoothing=not args.no_smooth, fps=fps)
 
+    try:  # both outputs must be writable before any work
+        for target, what in ((args.out, "--out"), (None if args.json == "-" else args.json, "--json")):
+            if target is not None:
+                check_writable(target, what)
+    except ValueError as e:
+        cap.release()
+        return _error(str(e))
     writer = None
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
         if not writer.isOpened():
             cap.release()
@@ -95,11 +104,7 @@ def run(args: argparse.Namespace) -> int:
     js = None
     if args.json:
         try:
-            if args.json == "-":
-                js = sys.stdout
-            else:
-                os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-                js = open(args.json, "w", encoding="utf-8")
+            js = sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
         except OSError as e:
             cap.release()
             if writer is not None:
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         yield first
         yield from _frames(cap)
 
-    n, busy = 0, 0.0
+    n, busy, failure = 0, 0.0, None
     try:
         for frame in _progress(all_frames(), args.quiet, total, unit="frame"):
             t0 = time.perf_counter()
@@ -128,12 +133,18 @@ def run(args: argparse.Namespace) -> int:
 
                 writer.write(draw(frame, faces))
             n += 1
+    except BaseException as e:  # the JSON says the run stopped early, and why; then the error goes on
+        failure = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise
     finally:
         cap.release()
         if writer is not None:
             writer.release()
         if js is not None:
-            js.write(f"\n], \"num_frames\": {n}}}\n")
+            tail = {"num_frames": n, "complete": failure is None}
+            if failure is not None:
+                tail["error"] = f"stopped after {n} frames: {failure}"
+            js.write("\n], " + json.dumps(tail)[1:] + "\n")
             if js is not sys.stdout:
                 js.close()
     if not args.quiet:

@@ -89,6 +89,69 @@ def test_folder_recursion_errors_and_draw(models_dir: Path, samples: Path, tmp_p
     assert code == 1 and len(json.loads(out)["images"]) == 4
 
 
+def test_outputs_checked_before_any_work(models_dir: Path, samples: Path, tmp_path: Path, capsys,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """An output that cannot be written stops the run at once, before any model is loaded."""
+    import pipnet_sdk.landmarker as L
+
+    monkeypatch.setattr(L.Landmarker, "__init__", lambda *a, **k: pytest.fail("models loaded"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("a file where a folder would have to be")
+    for option in ("--json", "--jsonl"):
+        code, out, err = run(capsys, "detect", str(samples / "group_2.jpg"), option, str(blocker / "out.json"))
+        assert code == 2 and out == ""
+        assert_one_error_line(err, f"cannot write {option}", "out.json")
+    code, out, err = run(capsys, "detect", str(samples / "group_2.jpg"), "--json", str(tmp_path))
+    assert code == 2
+    assert_one_error_line(err, "is a folder")
+
+
+def test_interrupted_run_keeps_finished_images(models_dir: Path, samples: Path, tmp_path: Path, capsys,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that dies on its third image: --jsonl holds the two finished ones, and the --json file
+    from an earlier run is left whole (written atomically at the end, never half)."""
+    import pipnet_sdk.landmarker as L
+
+    target, lines = tmp_path / "out.json", tmp_path / "out.jsonl"
+    target.write_text('{"earlier": "run"}\n')
+    real, calls = L.Landmarker.detect, []
+
+    def dies_on_third(self, image, color=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(self, image, color)
+
+    monkeypatch.setattr(L.Landmarker, "detect", dies_on_third)
+    images = [str(samples / f"group_{i}.jpg") for i in (1, 2, 3, 4)]
+    code, out, err = run(capsys, "detect", *images, "--json", str(target), "--jsonl", str(lines))
+    assert code == 130 and "interrupted" in err
+    assert json.loads(target.read_text()) == {"earlier": "run"}
+    done = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [d["path"] for d in done] == images[:2] and all(len(d["faces"]) >= 2 for d in done)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+    monkeypatch.setattr(L.Landmarker, "detect", real)
+    code, out, err = run(capsys, "detect", *images, "--json", str(target), "--jsonl", str(lines), "-q")
+    assert code == 0 and out == ""
+    whole = json.loads(target.read_text())["images"]
+    assert whole == [json.loads(line) for line in lines.read_text().splitlines()] and len(whole) == 4
+
+
+def test_symlinked_folders_are_followed_once(models_dir: Path, samples: Path, tmp_path: Path, capsys) -> None:
+    root, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    shutil.copyfile(samples / "no_face.jpg", root / "a.jpg")
+    shutil.copyfile(samples / "no_face.jpg", elsewhere / "b.jpg")
+    (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "loop").symlink_to(root, target_is_directory=True)  # back up: must not recurse forever
+    code, out, err = run(capsys, "detect", str(root))
+    assert code == 0
+    names = sorted(Path(e["path"]).relative_to(root).as_posix() for e in json.loads(out)["images"])
+    assert names == ["a.jpg", "linked/b.jpg"]
+    assert "already read" in err and "loop" in err
+
+
 def test_failed_image_warns(models_dir: Path, tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG but not really")

@@ -285,6 +285,53 @@ def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yun
     assert "frames/s" in capsys.readouterr().err
 
 
+def _clip(path: Path, frames: list[np.ndarray]) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 320))
+    for f in frames:
+        w.write(f)
+    w.release()
+    return path
+
+
+def test_cli_video_unwritable_output_and_crash(tmp_path: Path, random_model: Path, yunet_path: Path,
+                                               faces_300w, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out into a place that cannot hold a file is named as such (not blamed on the codec);
+    a run that crashes leaves JSON that says so, with the frames it finished."""
+    import json
+
+    from pipnet_sdk import video as video_module
+
+    clip = _clip(tmp_path / "clip.mp4", [canvas((faces_300w[0], 40 + 2 * i, 40)) for i in range(6)])
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    models = ["--model", str(random_model), "--detector", str(yunet_path)]
+    for option in ("--out", "--json"):
+        args = _video_args(str(clip), option, str(blocker / "x.mp4"), *models)
+        assert args.func(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"cannot write {option}" in err[0] and "codec" not in err[0]
+    real, calls = video_module.VideoLandmarker.track, []
+
+    def fails_on_fourth(self, frame, timestamp=None, color=None):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("simulated failure")
+        return real(self, frame, timestamp, color)
+
+    monkeypatch.setattr(video_module.VideoLandmarker, "track", fails_on_fourth)
+    js = tmp_path / "run.json"
+    args = _video_args(str(clip), "--json", str(js), *models)
+    with pytest.raises(RuntimeError, match="simulated"):
+        args.func(args)
+    d = json.loads(js.read_text())
+    assert d["complete"] is False and d["num_frames"] == 3 == len(d["frames"])
+    assert "stopped after 3 frames" in d["error"] and "simulated failure" in d["error"]
+    monkeypatch.setattr(video_module.VideoLandmarker, "track", real)
+    assert args.func(args) == 0
+    d = json.loads(js.read_text())
+    assert d["complete"] is True and d["num_frames"] == 6 and "error" not in d
+
+
 def test_cli_video_errors(tmp_path: Path, random_model: Path, capsys) -> None:
     args = _video_args(str(tmp_path / "missing.mp4"), "--model", str(random_model))
     assert args.func(args) == 2
