@@ -7,11 +7,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-__all__ = ["Face", "Landmarker", "VideoLandmarker", "detect_landmarks", "draw", "list_models"]
+__all__ = ["Face", "Landmarker", "VideoLandmarker", "align", "align_many", "detect_landmarks", "draw",
+           "list_models"]
 
 _WHERE = {
     "Face": ".types",
+    "align": ".geometry",
+    "align_many": ".geometry",
     "Landmarker": ".landmarker",
     "detect_landmarks": ".landmarker",
     "draw": ".draw",
@@ -20,7 +22,21 @@ _WHERE = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml's); "0+unknown" in a source checkout
+    that was never installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pipnet-sdk")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read on first use: importlib.metadata is not free
+        globals()[name] = _version()
+        return globals()[name]
     if name in _WHERE:
         value = getattr(importlib.import_module(_WHERE[name], __name__), name)
         globals()[name] = value

@@ -16,8 +16,24 @@ def _fixed(x: float, y: float) -> tuple[int, int]:
     return int(round(x * (1 << _SHIFT))), int(round(y * (1 << _SHIFT)))
 
 
+# head axes (BGR): the face's left-to-right red, up green, forward (out of the face) blue
+_AXIS_COLORS = ((0, 0, 255), (0, 200, 0), (255, 80, 0))
+
+
+def _draw_axes(img: np.ndarray, face: Face, size: float) -> None:
+    from .geometry import pose_axes
+
+    image_size = face.image_size or (img.shape[1], img.shape[0])
+    ends = pose_axes(face.landmarks, image_size, length=60.0)
+    if ends is None:
+        return
+    thick = max(1, int(round(size / 60)))
+    for end, col in zip(ends[1:], _AXIS_COLORS):
+        cv2.line(img, _fixed(*ends[0]), _fixed(*end), col, thick, cv2.LINE_AA, _SHIFT)
+
+
 def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
-               boxes: bool, ids: bool) -> None:
+               boxes: bool, ids: bool, pose: bool = False) -> None:
     box = np.asarray(face.box, dtype=np.float64).reshape(4)
     size = max(box[2] - box[0], box[3] - box[1], 1.0) if np.isfinite(box).all() else 100.0
     thick = max(1, int(round(size / 150)))
@@ -32,6 +48,8 @@ def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
     pts = np.asarray(face.landmarks, dtype=np.float64).reshape(-1, 2)
     for x, y in pts[np.isfinite(pts).all(axis=1)]:
         cv2.circle(img, _fixed(x, y), int(round(r * (1 << _SHIFT))), color, -1, cv2.LINE_AA, _SHIFT)
+    if pose:
+        _draw_axes(img, face, size)
     if labels and np.isfinite(box).all():
         scale = max(0.4, size / 300)
         tt = max(1, int(round(scale * 1.5)))
@@ -43,7 +61,7 @@ def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
 
 def draw(
     image: Any, faces: Face | Iterable[Face], color: Sequence[int] = (0, 255, 0),
-    radius: float | None = None, boxes: bool = True, ids: bool = True,
+    radius: float | None = None, boxes: bool = True, ids: bool = True, pose: bool = False,
 ) -> Any:
     """A copy of ``image`` with each face's box and score (``boxes``), landmarks and track id
     (``ids``, when the face has one) drawn on it.
@@ -52,7 +70,9 @@ def draw(
     ``color`` is in that order (BGR for OpenCV images); gray and 4-channel arrays come back as
     3-channel BGR; a path in -> the file as a BGR array. PIL in -> a new RGB PIL image,
     ``color`` in RGB. ``radius`` is the landmark
-    dot radius in pixels (default: scaled to each face's size).
+    dot radius in pixels (default: scaled to each face's size). ``pose`` also draws the head's
+    axes from its pose (68-point faces; from the nose tip, about 6 cm long): the face's
+    left-to-right axis red, up green, forward blue (BGR colours, whatever ``color`` is).
     """
     if isinstance(faces, Face):
         faces = [faces]
@@ -68,7 +88,7 @@ def draw(
         if isinstance(image, np.ndarray) and np.shares_memory(img, image):
             img = img.copy()
     for f in faces:
-        _draw_face(img, f, col, radius, boxes, ids)
+        _draw_face(img, f, col, radius, boxes, ids, pose)
     if pil:
         from PIL import Image
 

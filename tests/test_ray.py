@@ -79,6 +79,14 @@ def check_row(row: dict, faces: list, atol: float = 1e-4) -> None:
     np.testing.assert_allclose(row["scores"], [f.score for f in faces], atol=atol, rtol=0)
     np.testing.assert_allclose(np.asarray(row["landmark_scores"], np.float32),
                                np.stack([f.landmark_scores for f in faces]), atol=atol, rtol=0)
+    np.testing.assert_allclose(np.asarray(row["five_points"], np.float32),
+                               np.stack([f.five_points for f in faces]), atol=atol, rtol=0)
+    np.testing.assert_allclose(row["eye_openness"], [f.eye_openness for f in faces], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(row["mouth_openness"], [f.mouth_openness for f in faces], atol=1e-4, rtol=0)
+    assert [p is None for p in row["pose"]] == [f.pose is None for f in faces]  # geometry columns
+    for p, f in zip(row["pose"], faces):
+        if p is not None:
+            np.testing.assert_allclose(p, f.pose, atol=1e-2, rtol=0)
 
 
 def test_binary_files_to_parquet(ray_runtime, options, image_paths, bad_file, reference, tmp_path) -> None:

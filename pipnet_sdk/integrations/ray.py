@@ -36,6 +36,12 @@ scores                list<float32>                               detector score
 landmarks             list<fixed_size_list<fixed_size_list<       (N, 2) x, y per face, pixels of
                       float32, 2>, N>>                            the input image
 landmark_scores       list<fixed_size_list<float32, N>>           per-point confidence in [0, 1]
+five_points           list<fixed_size_list<fixed_size_list<       InsightFace's 5 points per face
+                      float32, 2>, 5>>                            (null without 68 landmarks)
+pose                  list<fixed_size_list<float32, 3>>           yaw, pitch, roll in degrees
+                                                                  (null when unknown)
+eye_openness          list<fixed_size_list<float32, 2>>           eye aspect ratios (36-41, 42-47)
+mouth_openness        list<float32>                               inner-lip gap / mouth width
 error                 string                                      null on success; else the reason
 ====================  ==========================================  ==============================
 
@@ -52,17 +58,18 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 
+from ..images import IMAGE_EXTENSIONS as _SUFFIXES
 from ..images import load_image
 from ..landmarker import Landmarker
 
 __all__ = ["IMAGE_EXTENSIONS", "LandmarkPredictor", "landmark_dataset", "output_schema", "read_image_files"]
 
 #: File extensions that :func:`landmark_dataset` reads from a folder.
-IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff"]
+IMAGE_EXTENSIONS = [e.lstrip(".") for e in _SUFFIXES]
 #: Input column names looked for, in this order, when ``column`` is not given.
 INPUT_COLUMNS = ("bytes", "image", "path", "item")
 RESULT_COLUMNS = ("path", "width", "height", "num_faces", "boxes", "scores", "landmarks",
-                  "landmark_scores", "error")
+                  "landmark_scores", "five_points", "pose", "eye_openness", "mouth_openness", "error")
 
 
 def output_schema(num_landmarks: int):
@@ -79,6 +86,10 @@ def output_schema(num_landmarks: int):
         ("scores", pa.list_(f32)),
         ("landmarks", pa.list_(pa.list_(pa.list_(f32, 2), num_landmarks))),
         ("landmark_scores", pa.list_(pa.list_(f32, num_landmarks))),
+        ("five_points", pa.list_(pa.list_(pa.list_(f32, 2), 5))),  # see pipnet_sdk.geometry
+        ("pose", pa.list_(pa.list_(f32, 3))),
+        ("eye_openness", pa.list_(pa.list_(f32, 2))),
+        ("mouth_openness", pa.list_(f32)),
         ("error", pa.string()),
     ])
 
@@ -113,6 +124,14 @@ def _arrow_values(col: Any) -> list:
     if isinstance(col.type, pa.ExtensionType):  # e.g. Ray's tensor type (read_images)
         return [v for chunk in col.chunks for v in chunk.to_numpy(zero_copy_only=False)]
     return list(col.to_numpy(zero_copy_only=False))
+
+
+def _geometry(face: Any) -> tuple:
+    """A face's five points, pose, eye and mouth openness as Arrow-ready values (None: null)."""
+    fp, pose = face.five_points, face.pose
+    eyes, mouth = face.eye_openness, face.mouth_openness
+    return (None if fp is None else fp.tolist(), None if pose is None else list(pose),
+            None if eyes is None else list(eyes), mouth)
 
 
 def _message(exc: BaseException) -> str:
@@ -202,7 +221,7 @@ class LandmarkPredictor:
         import pyarrow as pa
 
         n = len(paths)
-        width, height, count, boxes, scores, lms, lscores = ([None] * n for _ in range(7))
+        width, height, count, boxes, scores, lms, lscores, geometry = ([None] * n for _ in range(8))
         for i in range(n):
             if errors[i] is not None:
                 continue
@@ -213,8 +232,11 @@ class LandmarkPredictor:
             scores[i] = [float(f.score) for f in fs]
             lms[i] = [f.landmarks.tolist() for f in fs]
             lscores[i] = [f.landmark_scores.tolist() for f in fs]
+            geometry[i] = [_geometry(f) for f in fs]
         data = dict(path=paths, width=width, height=height, num_faces=count, boxes=boxes,
                     scores=scores, landmarks=lms, landmark_scores=lscores, error=errors)
+        for k, key in enumerate(("five_points", "pose", "eye_openness", "mouth_openness")):
+            data[key] = [None if g is None else [v[k] for v in g] for g in geometry]
         arrays = [pa.array(data[f.name], type=f.type) for f in self.schema]
         fields = list(self.schema)
         for col in self._kept(cols, name):
