@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+#: Image file name extensions the SDK's commands and integrations read from folders (OpenCV decodes them).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 ACCEPTED = (
     "a path to an image file, a uint8 NumPy array (H x W x 3 BGR/RGB, H x W or H x W x 1 gray, "
     "H x W x 4 BGRA/RGBA) or a PIL image"
