@@ -26,6 +26,12 @@ class AugmentConfig:
     noise: float = 0.02
 
 
+def upload(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A CPU tensor on dev; to a GPU through pinned memory, so that the host need not wait for the
+    work queued there (a plain copy from pageable memory would)."""
+    return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+
+
 def crop_grid(b: int, size: int, base: int, margin: float, scale: torch.Tensor, angle: torch.Tensor,
               shift: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Affine maps output pixel -> base pixel as (B, 2, 3), and its inverse (base -> output)."""
@@ -78,8 +84,12 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     (0 = left/top edge, 1 = right/bottom edge)."""
     b, dev = images.shape[0], images.device
 
+    def draw(*shape: int) -> torch.Tensor:
+        """Uniform draws on the CPU: one generator for any device, and no device sync to branch on."""
+        return torch.rand(*shape, generator=generator, device="cpu")
+
     def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device="cpu").to(dev)
+        return upload(draw(*shape), dev)
 
     if train:
         scale = 1 + cfg.scale * (2 * rand(b) - 1)
@@ -97,20 +107,21 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     if not train:
         return x, p
     # photometric
-    gray = rand(b) < cfg.p_gray
+    gray = draw(b) < cfg.p_gray
     if gray.any():
         g = (0.114 * x[:, 0] + 0.587 * x[:, 1] + 0.299 * x[:, 2]).unsqueeze(1).expand_as(x)
-        x = torch.where(gray[:, None, None, None], g, x)
-    blur = torch.nonzero(rand(b) < cfg.p_blur)[:, 0]
+        x = torch.where(upload(gray, dev)[:, None, None, None], g, x)
+    blur = upload(torch.nonzero(draw(b) < cfg.p_blur)[:, 0], dev)
     if len(blur):
-        x[blur] = gaussian_blur(x[blur], 0.5 + 2.0 * float(rand(1)))
+        x[blur] = gaussian_blur(x[blur], 0.5 + 2.0 * float(draw(1)))
     con = 1 + cfg.contrast * (2 * rand(b, 1, 1, 1) - 1)
     bri = cfg.brightness * (2 * rand(b, 1, 1, 1) - 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     x = (x - mean) * con + mean + bri
     x = x + cfg.noise * rand(b, 1, 1, 1) * torch.randn(x.shape, device=dev)  # global seed
-    occ = rand(b) < cfg.p_occlude
+    occ = draw(b) < cfg.p_occlude
     if occ.any():
+        occ = upload(occ, dev)
         ys = torch.arange(size, device=dev).view(1, size, 1)
         xs = torch.arange(size, device=dev).view(1, 1, size)
         wh = (cfg.occlude_max * size * rand(b, 2)).long()

@@ -1,5 +1,5 @@
 """Datasets: readers for 300W-style folders and list files, detector-style boxes, mean face,
-and the 'base crop' cache that training augments from."""
+the 'base crop' cache that training augments from, and where data and caches live."""
 from __future__ import annotations
 
 import hashlib
@@ -7,21 +7,33 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
+from pipnet_sdk.boxes import iou
 from pipnet_sdk.crop import crop_matrix, crop_one, squares_from_boxes
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+from pipnet_sdk.images import IMAGE_EXTENSIONS
 
 
 def shared_dir() -> Path:
     """../shared beside the repository, or $PIPNET_SHARED."""
     env = os.environ.get("PIPNET_SHARED")
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def shared_path(p: str | os.PathLike) -> Path:
+    """A config's data path: absolute as given, else inside the shared data folder."""
+    return Path(p) if os.path.isabs(p) else shared_dir() / p
+
+
+def cache_dir() -> Path:
+    """Where crops, boxes and pseudo-labels are cached: $PIPNET_CACHE, or .cache/ in the repository."""
+    d = Path(os.environ.get("PIPNET_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 @dataclass
@@ -43,7 +55,7 @@ def read_pts_folder(root: str | Path) -> list[Sample]:
     """Every image under root with a .pts beside it (300W, ytf68 layouts)."""
     out = []
     for p in sorted(Path(root).rglob("*")):
-        if p.suffix.lower() in IMAGE_EXTS and p.with_suffix(".pts").exists():
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.with_suffix(".pts").exists():
             out.append(Sample(str(p), read_pts(p.with_suffix(".pts"))))
     if not out:
         raise FileNotFoundError(f"no image + .pts pairs under {root}")
@@ -52,7 +64,7 @@ def read_pts_folder(root: str | Path) -> list[Sample]:
 
 def read_image_folder(root: str | Path) -> list[Sample]:
     """Unlabeled images (for self-training)."""
-    out = [Sample(str(p), None) for p in sorted(Path(root).rglob("*")) if p.suffix.lower() in IMAGE_EXTS]
+    out = [Sample(str(p), None) for p in sorted(Path(root).rglob("*")) if p.suffix.lower() in IMAGE_EXTENSIONS]
     if not out:
         raise FileNotFoundError(f"no images under {root}")
     return out
@@ -79,6 +91,16 @@ def read_list_file(path: str | Path, image_root: str | Path, num_points: int, la
     return out
 
 
+def read_labeled(entry: str | dict[str, Any], num_points: int) -> list[Sample]:
+    """One entry of a config's "labeled" list: a folder of images with .pts files beside them
+    (300W, ytf68), or a list file {"list": FILE, "images": ROOT, "layout": "wflw" | "name_first"}
+    (read_list_file); paths as shared_path reads them."""
+    if isinstance(entry, str):
+        return read_pts_folder(shared_path(entry))
+    return read_list_file(shared_path(entry["list"]), shared_path(entry["images"]), num_points,
+                          entry.get("layout", "wflw"))
+
+
 def split_validation(samples: Sequence[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """Deterministic split by a hash of the file name (stable when data is added)."""
     train, val = [], []
@@ -90,15 +112,6 @@ def split_validation(samples: Sequence[Sample], fraction: float, seed: int = 0) 
 
 def landmark_box(points: np.ndarray) -> np.ndarray:
     return np.array([*points.min(0), *points.max(0)], np.float32)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a (K, 4) with one box b (4,)."""
-    w = np.clip(np.minimum(a[:, 2], b[2]) - np.maximum(a[:, 0], b[0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[3]) - np.maximum(a[:, 1], b[1]), 0, None)
-    inter = w * h
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
 class BoxStyle:

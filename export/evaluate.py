@@ -38,7 +38,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .data import BoxStyle, Sample, cache_key, iou, landmark_box, read_pts_folder, shared_dir
+from pipnet_sdk.boxes import iou
+
+from .data import BoxStyle, Sample, cache_dir, cache_key, landmark_box, read_pts_folder, shared_dir
 
 INTER_OCULAR = (36, 45)
 DEFAULT_DETECTOR = "models/yunet_n_dynamic.onnx"
@@ -131,12 +133,6 @@ def data_path(p: str | os.PathLike) -> Path:
     """An existing path as given, else relative to the shared data folder."""
     p = Path(p)
     return p if p.is_absolute() or p.exists() else shared_dir() / p
-
-
-def cache_dir() -> Path:
-    d = Path(os.environ.get("PIPNET_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
 
 
 def _file_id(path: Path) -> list:

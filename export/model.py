@@ -1,8 +1,25 @@
-"""PIPNet in torch: backbones defined here (no torchvision) + the five 1x1 heads."""
+"""PIPNet in torch: backbones defined here (no torchvision) + the five 1x1 heads, and the
+network's input convention (normalize) and precision (autocast)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, RGB, on 0-1 values
+STD = (0.229, 0.224, 0.225)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """0-1 BGR crops (B, 3, H, W) -> the network's input (RGB, ImageNet mean/std)."""
+    x = x.flip(1)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bf16 autocast on the device's type (a config's "bf16")."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:

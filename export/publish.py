@@ -12,17 +12,10 @@ Needs only ``huggingface_hub`` (no torch).
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Optional, Union
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from pipnet_sdk.hub import sha256_file
 
 
 def _guess_kind(stem: str) -> str:
@@ -57,7 +50,7 @@ def publish(
             "name": p.stem,
             "kind": _guess_kind(p.stem),
             "filename": p.name,
-            "sha256": _sha256(p),
+            "sha256": sha256_file(p),
             "repo_id": repo_id,
             "revision": revision,
             "description": "",

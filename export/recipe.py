@@ -2,17 +2,22 @@
 self-training with curriculum (if it has "stc") -> ONNX (fp32, and static int8 with its NME
 cost on the validation split).
 
+The stages are named "teacher" (the first training), "restart1", "restart2", ... and "stc";
+each writes its run folder OUT/<stage>.
+
 "restarts": [{"lr": .., "epochs": .., ...}, ...]: each restart trains a new cosine cycle from the
-previous stage's best checkpoint; other keys override the config for that stage, e.g.
+previous stage's result; other keys override the config for that stage, e.g.
 "labeled": ["data/300w/train"] fine-tunes on the test set's domain alone (same validation split;
 the neighbour indices stay those of the weights), "val_fraction": 0 fits every labeled face (no
 validation: the last epoch is taken), "average_last": K makes the stage's result the mean of its
 last K epochs' weights, "teacher": checkpoint distils a bigger model into this stage,
-"pseudo_labels": {"teacher": model.onnx, ...} adds unlabeled faces labeled by an exported model
-(both in export/train.py). "stc": {"grids", "rounds", "epochs", "lr", "teacher"}: with
-"teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student starts
-from the previous stage's weights and learns from that teacher's pseudo-labels (distillation on
-the unlabeled faces); without it the previous stage is the teacher and the student starts afresh.
+"pseudo_labels": {"teacher": model.onnx or an earlier stage's name, ...} adds unlabeled faces
+labeled by an exported model (both in export/train.py); an earlier stage named there is exported
+first, as static int8, to OUT/<stage>.onnx. "stc": {"grids", "rounds", "epochs", "lr", "teacher"}:
+with "teacher" (a checkpoint of another model, e.g. pipnet-r18 for pipnet-fast) the student
+starts from the previous stage's weights and learns from that teacher's pseudo-labels
+(distillation on the unlabeled faces); without it the previous stage is the teacher and the
+student starts afresh.
 
     python -m export.recipe --config export/configs/pipnet-r18.json --out runs/r18
 """
@@ -23,10 +28,28 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .stc import DEFAULT_UNLABELED
+from .config import load_config
+from .pseudo import DEFAULT_UNLABELED
 from .stc import run as run_stc
 from .to_onnx import export_and_check
-from .train import load_config, train
+from .train import train
+
+
+def stage_result(run: Path, summary: dict[str, Any], cfg: dict[str, Any]) -> tuple[Path, float]:
+    """A training stage's result and its validation NME: best.pt, or with "average_last" the
+    weight average."""
+    if cfg["average_last"]:
+        return run / "averaged.pt", summary["averaged_val_nme"]
+    return run / "best.pt", summary["best_val_nme"]
+
+
+def exported_stage(name: str, result: Path, out: Path, resume: bool) -> dict[str, Any]:
+    """Export a stage's result as static int8 to OUT/<name>.onnx (fp32 beside it), for a later
+    stage's "pseudo_labels" teacher; kept when resuming. Returns the export report."""
+    onnx = out / f"{name}.onnx"
+    if resume and onnx.exists():
+        return {"int8": str(onnx), "reused": True}
+    return export_and_check(result, out / f"{name}.fp32.onnx", onnx)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -45,17 +68,22 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     stc = cfg["stc"]
     report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet)}
-    best, best_nme = out / "teacher" / "best.pt", report["teacher"]["best_val_nme"]
+    results = {"teacher": stage_result(out / "teacher", report["teacher"], cfg)}  # stage -> (result, its NME)
+    best, best_nme = results["teacher"]
     for i, restart in enumerate(cfg["restarts"], 1):
+        name = f"restart{i}"
         unknown = set(restart) - set(cfg)
         if unknown:
-            raise ValueError(f"restart {i}: unknown keys {sorted(unknown)}")
+            raise ValueError(f"{name}: unknown keys {sorted(unknown)}")
         r_cfg = dict(cfg, **restart, stc=None, init=str(best), max_minutes=None)
         r_cfg["epochs"] = a.epochs or restart["epochs"]
-        report[f"restart{i}"] = train(r_cfg, out / f"restart{i}", a.resume, a.device, not a.quiet)
-        best, best_nme = out / f"restart{i}" / "best.pt", report[f"restart{i}"]["best_val_nme"]
-        if r_cfg["average_last"]:  # the stage's result is its weight average
-            best, best_nme = out / f"restart{i}" / "averaged.pt", report[f"restart{i}"]["averaged_val_nme"]
+        teacher = (r_cfg["pseudo_labels"] or {}).get("teacher")
+        if teacher in results:  # an earlier stage labels the unlabeled faces
+            report[f"{teacher}.onnx"] = exported_stage(teacher, results[teacher][0], out, a.resume)
+            r_cfg["pseudo_labels"] = dict(r_cfg["pseudo_labels"], teacher=str((out / f"{teacher}.onnx").resolve()))
+        report[name] = train(r_cfg, out / name, a.resume, a.device, not a.quiet)
+        results[name] = stage_result(out / name, report[name], r_cfg)
+        best, best_nme = results[name]
     if stc:
         s_cfg = dict(cfg, stc={"grids": stc.get("grids", [2, 4])}, epochs=a.epochs or stc.get("epochs", cfg["epochs"]),
                      lr=stc.get("lr", cfg["lr"]), max_minutes=None)
@@ -64,10 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             teacher, s_cfg["init"] = Path(stc["teacher"]), str(best)
         report["stc"] = run_stc(s_cfg, teacher, out / "stc", stc.get("rounds", 1), stc.get("unlabeled", DEFAULT_UNLABELED),
                                 a.device, not a.quiet, a.resume)
-        cand = out / "stc" / f"round{stc.get('rounds', 1)}" / "best.pt"
         # keep the student only if it is better on validation
         if report["stc"]["best_val_nme"] < best_nme:
-            best = cand
+            best = out / "stc" / f"round{stc.get('rounds', 1)}" / "best.pt"
     report["chosen"] = str(best)
     if not a.skip_export:
         report["onnx"] = export_and_check(best, out / f"{cfg['name']}.fp32.onnx", out / f"{cfg['name']}.int8.onnx")

@@ -15,13 +15,14 @@ import numpy as np
 import onnx
 import torch
 
-from pipnet_sdk.landmark_model import META_KEY
 
+from .onnx_meta import file_metadata, set_metadata
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
-from .model import PIPNet
+from .checkpoint import load_checkpoint
+from .config import DEFAULTS, build_model, load_config
+from .model import MEAN, STD, PIPNet
+from .pseudo import pseudo_label_settings
 from .schemes import get_scheme
-from .stc import pseudo_label_settings
-from .train import DEFAULTS, MEAN, STD, build_model, load_checkpoint, load_config
 
 HEAD_NAMES = ["score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"]  # format 1
 
@@ -45,8 +46,9 @@ def metadata(cfg: dict[str, Any], mean_face: np.ndarray, neighbors: np.ndarray, 
 def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: int = 17,
                  decoded: bool = True) -> Path:
     """Write model (eval mode, float32) to ONNX with a dynamic batch and the metadata. By default
-    in the shipped form, format 2 (export.deploy): decoding in the graph, the stem as
-    SpaceToDepth + conv. ``decoded=False`` writes format 1: the five head maps, as the network is."""
+    in the shipped form, format 3 (export.deploy): each landmark's candidates read in the graph at
+    its argmax cell, the stem as SpaceToDepth + conv. ``decoded=False`` writes format 1: the five
+    head maps, as the network is. Either way the SDK merges the neighbour votes in NumPy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.float().eval().to(memory_format=torch.contiguous_format)
@@ -61,21 +63,8 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
         m = onnx.load(str(path))
         stem_space_to_depth(m, s)
         onnx.save(m, str(path))
-    set_metadata(path, {**meta, "format": 2 if decoded else 1})
+    set_metadata(path, {**meta, "format": 3 if decoded else 1})
     return path
-
-
-def file_metadata(model: onnx.ModelProto) -> dict[str, Any]:
-    """The pipnet metadata JSON an exported file carries (written by set_metadata)."""
-    return json.loads({p.key: p.value for p in model.metadata_props}[META_KEY])
-
-
-def set_metadata(path: str | Path, meta: dict[str, Any]) -> None:
-    m = onnx.load(str(path))
-    del m.metadata_props[:]
-    m.metadata_props.add(key=META_KEY, value=json.dumps(meta))
-    m.producer_name = "pipnet-sdk export"
-    onnx.save(m, str(path))
 
 
 def export_random(path: str | Path, input_size: int = 64, stride: int = 16, backbone: str = "resnet18",
@@ -99,9 +88,10 @@ def export_random(path: str | Path, input_size: int = 64, stride: int = 16, back
 
 def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbors: np.ndarray) -> dict[str, float]:
     """Max differences against the reference (export.decode on the torch head maps), in pixels
-    of the crop: the in-graph decoding run in torch, the SDK's NumPy decoder (for format-1
-    files), and the ONNX file in onnxruntime; and the ONNX scores' max abs difference."""
-    from pipnet_sdk.decode import decode as numpy_decode
+    of the crop: the in-graph candidates run in torch and merged by the SDK, the SDK's NumPy
+    decoder on the head maps (format 1), and the ONNX file in onnxruntime; and the ONNX scores'
+    max abs difference."""
+    from pipnet_sdk.decode import decode as numpy_decode, merge, vote_matrix
     from pipnet_sdk.landmark_model import LandmarkModel
     from .decode import decode as torch_decode
 
@@ -111,14 +101,15 @@ def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbor
     with torch.no_grad():
         model = model.float().eval()
         heads = model(torch.from_numpy(x))
-        graph_pts, _, graph_scores = DecodedPIPNet(model, nb, x.shape[-1]).eval()(torch.from_numpy(x))
+        graph_cands, graph_scores = DecodedPIPNet(model, nb, x.shape[-1]).eval()(torch.from_numpy(x))
+    graph_pts = merge(graph_cands.numpy(), vote_matrix(nb))
     ref = torch_decode(heads, torch.from_numpy(nb)).numpy()
     ref_scores = heads[0].flatten(2).amax(-1).numpy()
     np_pts, _ = numpy_decode(*(h.numpy() for h in heads), nb)
     ort_pts, ort_scores = lm.decode(lm.forward(x))
     s = lm.spec.input_size
     px = lambda p: float(np.abs(p - ref).max() * s)  # noqa: E731
-    return {"decode_px": px(graph_pts.numpy()), "numpy_decode_px": px(np_pts), "torch_vs_ort_px": px(ort_pts),
+    return {"decode_px": px(graph_pts), "numpy_decode_px": px(np_pts), "torch_vs_ort_px": px(ort_pts),
             "scores_max_abs": float(max(np.abs(ort_scores - ref_scores).max(), np.abs(graph_scores.numpy() - ref_scores).max()))}
 
 
@@ -142,15 +133,17 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.nd
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
-        # the network (backbone, head convolutions) is int8; in-graph decoding (format 2) stays float
+        # the network (backbone, head convolutions) is int8; in-graph decoding (format 3) stays float.
+        # Weights use 7 bits (reduce_range): u8 x s7 pair sums fit in 16 bits, so the u8s8 kernels of
+        # CPUs without VNNI (VPMADDUBSW) cannot saturate and every x86 CPU gives the same landmarks
         network = ("/backbone/", "/score/", "/offset_", "/neighbor_")
         decoding = [n.name for n in onnx.load(str(pre)).graph.node if not n.name.startswith(network)]
         quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        nodes_to_exclude=decoding,
+                        reduce_range=True, nodes_to_exclude=decoding,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
     meta = file_metadata(onnx.load(str(fp32_path), load_external_data=False))
-    meta["precision"] = "int8"
+    meta["precision"] = "int8 (7-bit weights)"
     set_metadata(out_path, meta)
     return Path(out_path)
 
@@ -213,13 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--version")
     ap.add_argument("--int8", action="store_true", help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
     ap.add_argument("--int8-only", action="store_true", help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
-    ap.add_argument("--format", type=int, choices=(1, 2), default=2,
-                    help="2 (default, shipped): decoding inside the graph; 1: the five head maps")
+    ap.add_argument("--format", type=int, choices=(1, 3), default=3,
+                    help="3 (default, shipped): candidates read at the argmax cells in the graph; 1: the five head maps")
     a = ap.parse_args(argv)
     out = Path(a.out)
     fp32 = out.with_suffix(".fp32.onnx") if a.int8_only else out
     int8 = out if a.int8_only else (out.with_suffix(".int8.onnx") if a.int8 else None)
-    print(json.dumps(export_and_check(a.checkpoint, fp32, int8, a.name, a.version, a.format == 2), indent=2))
+    print(json.dumps(export_and_check(a.checkpoint, fp32, int8, a.name, a.version, a.format == 3), indent=2))
 
 
 if __name__ == "__main__":

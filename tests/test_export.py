@@ -340,8 +340,8 @@ def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, sha
     export_and_check(tmp_path / "big" / "best.pt", tmp_path / "big.onnx")
     lm = LandmarkModel(tmp_path / "big.onnx", threads=1)
     assert (lm.spec.input_size, lm.spec.stride) == (80, 16)
-    outputs = lm.session.run(None, {lm.input_name: np.zeros((1, 3, 80, 80), np.float32)})
-    assert outputs[0].shape == (1, 68, 2)
+    candidates, scores = lm.forward(np.zeros((1, 3, 80, 80), np.float32))
+    assert candidates.shape == (1, 68, 11, 2) and scores.shape == (1, 68)  # own + 10 neighbour votes
     with pytest.raises(ValueError, match="lack"):  # the block taken out cannot come back from nothing
         train(load_config(None, {**common, "input_size": 64, "base_size": 96, "init": str(tmp_path / "big" / "best.pt")}),
               tmp_path / "again", device="cpu", progress=False)
@@ -422,7 +422,7 @@ def test_drawn_green_marks_are_removed_from_the_unlabeled_faces(shared_dir: Path
 def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """"pseudo_labels": the shipped pipnet-fast labels cleaned unlabeled faces through the SDK with
     test-time averaging; the labels land on the faces of the student's crops and join training."""
-    from export.stc import onnx_pseudo_labels
+    from export.pseudo import onnx_pseudo_labels
     from export.train import load_config, train
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
@@ -500,3 +500,76 @@ def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
         back2_8, _ = recover(quantize(f2, tmp_path / "f2.int8.onnx", crops), cfg, calib)
         for a, b in zip(back2_8.eval()(x), want):
             assert float((a - b).abs().max()) < 0.05 * float(b.abs().max())
+
+
+def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """export.gpu_run as the GPU machine runs it, here with --device cpu: the crops of a few faces
+    packed, a first stage trained from the pack alone (no shared data) into small weights-only
+    checkpoints, which load back here and let the recipe resume: the first stage is done (its
+    schedule is the GPU run's, not the config's), the restart starts from its weights."""
+    from export import gpu_run, recipe
+    from export.checkpoint import load_checkpoint
+
+    cfg = {"name": "tiny", "width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
+           "epochs": 3, "val_fraction": 0.2, "labeled": ["data/300w/train"], "restarts": [{"lr": 1e-3, "epochs": 1}]}
+    conf, data, returned, run = tmp_path / "tiny.json", tmp_path / "data", tmp_path / "OUT", tmp_path / "run"
+    conf.write_text(json.dumps(cfg))
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    gpu_run.main(["pack", "--config", str(conf), "--data", str(data), "--limit", "12", "--quiet"])
+    monkeypatch.setenv("PIPNET_SHARED", str(tmp_path / "nowhere"))
+    gpu_run.main(["train", "--config", str(conf), "--data", str(data), "--limit", "12", "--out", str(returned),
+                  "--minutes", "2", "--epochs", "2", "--device", "cpu", "--quiet"])
+    assert sorted(p.name for p in returned.iterdir()) == ["best.pt", "config.json", "last.pt", "log.txt"]
+    last = torch.load(returned / "last.pt", weights_only=False)
+    assert last["epoch"] == 1 and "opt" not in last and json.loads((returned / "config.json").read_text())["max_minutes"]
+    gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
+    model, _, meta = load_checkpoint(run / "teacher" / "best.pt")
+    assert len(meta["neighbor_indices"]) == 68
+    parts = gpu_run.save_portable(run / "teacher" / "best.pt", tmp_path / "split.pt", max_mb=1.05)
+    assert len(parts) > 1 and all(p.stat().st_size < 1.1e6 for p in parts)
+    split = gpu_run.load_portable(tmp_path / "split.pt")["model"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in split.items() if not k.startswith("coarse."))
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.chdir(ROOT)
+    recipe.main(["--config", str(conf), "--out", str(run), "--limit", "12", "--resume", "--skip-export", "--quiet"])
+    report = json.loads((run / "report.json").read_text())
+    assert report["teacher"] == {"epoch": 2, "best_val_nme": last["best"]} and report["restart1"]["epoch"] == 1
+    assert json.loads((run / "restart1" / "config.json").read_text())["init"] == str(run / "teacher" / "best.pt")
+
+
+def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """A "labeled" entry may be a landmark list file ({"list", "images", "layout"}): the same
+    faces, points and validation split as the folder it lists."""
+    from export.data import read_pts_folder
+    from export.train import labeled_faces, load_config
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    root = shared_dir / "data" / "300w" / "train"
+    faces = read_pts_folder(root)[:8]
+    lines = [" ".join([str(Path(s.image).relative_to(root))] + [f"{v:.3f}" for v in s.points.ravel()]) for s in faces]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    entry = {"list": str(tmp_path / "list.txt"), "images": "data/300w/train", "layout": "name_first"}
+    common = {"limit": 8, "val_fraction": 0.5}
+    from_list = labeled_faces(load_config(None, {**common, "labeled": [entry], "val_from": entry}))
+    from_folder = labeled_faces(load_config(None, {**common, "labeled": ["data/300w/train"]}))
+    for got, want in zip(from_list, from_folder):
+        assert [s.image for s in got] == [s.image for s in want] and len(want)
+        np.testing.assert_allclose(np.array([s.points for s in got]), np.array([s.points for s in want]), atol=1e-3)
+
+
+def test_time_budget_fits_the_schedule_then_stops(tmp_path: Path) -> None:
+    """"max_minutes": the first epoch's time sets the epoch count; a budget spent with epochs left
+    stops the run."""
+    import io
+    from types import SimpleNamespace
+
+    from export.train import apply_time_budget
+
+    run, log = SimpleNamespace(cfg={"max_minutes": 1.0, "epochs": 100}), io.StringIO()
+    assert not apply_time_budget(run, tmp_path, log, 1, 2.0, 2.0)  # 60 s at 2 s an epoch
+    assert run.cfg["epochs"] == 30 and json.loads((tmp_path / "config.json").read_text())["epochs"] == 30
+    assert not apply_time_budget(run, tmp_path, log, 2, 2.0, 59.0)
+    assert apply_time_budget(run, tmp_path, log, 3, 2.0, 61.0)
+    assert not apply_time_budget(run, tmp_path, log, 30, 2.0, 70.0)  # nothing left to stop
+    assert "epochs set to 30" in log.getvalue() and "spent after epoch 3" in log.getvalue()

@@ -1,0 +1,171 @@
+"""Train a config's first stage on a lent GPU, from packed crops, and bring the weights back.
+
+The GPU machine gets a copy of the working tree (at most 64 MiB, no ../shared) and returns at
+most 8 files of at most 16 MiB from $OUT. So:
+
+    # 1. here, on the CPU: cut the crops the stage trains on and pack them (WebP) into .gpu/data
+    python -m export.gpu_run pack --config export/configs/pipnet-fast.json
+    # 2. on the GPU machine (the run tool, carry [".gpu"], timeout_s 600):
+    python -m export.gpu_run train --config export/configs/pipnet-fast.json --out $OUT --minutes 8
+    # 3. here again: the returned files (FILES_AT) become a run folder the CPU side continues
+    python -m export.gpu_run fetch FILES_AT --out runs/fast/teacher
+    python -m export.recipe --config export/configs/pipnet-fast.json --out runs/fast --resume
+
+`train` is export.train.train on the stage the recipe calls "teacher" (the config without
+"restarts" and "stc"), with the packed crops as its cache, the batches cut and augmented on the
+GPU, bf16 autocast and channels_last, optionally torch.compile, and "max_minutes" set from
+--minutes less the time already spent (the schedule is fitted to what is left). It writes to
+$OUT best.pt and last.pt as weights-only checkpoints (no optimizer state; split into
+NAME.partK.pt files of at most 15 MB when bigger), log.txt and config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import load_config
+from .pack import pack
+from .pseudo import onnx_pseudo_labels, onnx_pseudo_labels_path
+from .train import crops_cache_path, prepare, train
+
+PROCESS_START = time.time()  # --minutes counts from here; the reserve covers the imports before it
+DATA = Path(".gpu/data")
+PART_MB = 15.0
+
+
+def stage_config(path: str, limit: int | None = None, epochs: int | None = None) -> dict[str, Any]:
+    """The first stage of the config's recipe."""
+    return dict(load_config(path, {"limit": limit, "epochs": epochs}), restarts=[], stc=None)
+
+
+def pack_data(cfg: dict[str, Any], data: Path, quality: int = 85, progress: bool = True) -> list[Path]:
+    """Cut (from the shared data, cached) the crops cfg trains on and write packed copies (WebP)
+    into data: the labeled crops, and the pseudo-labeled faces of cfg["pseudo_labels"]."""
+    prepare(cfg, progress)
+    caches = [crops_cache_path(cfg)]
+    if cfg["pseudo_labels"]:
+        onnx_pseudo_labels(cfg, progress)
+        caches.append(onnx_pseudo_labels_path(cfg))
+    data.mkdir(parents=True, exist_ok=True)
+    return [pack(c, quality, data / c.with_suffix(".packed.npz").name) for c in caches]
+
+
+def save_portable(ckpt: Path, dest: Path, half: bool = False, max_mb: float = PART_MB) -> list[Path]:
+    """A checkpoint's weights (fp16 with half), config, meta, epoch and best NME, without the
+    optimizer state: dest when it fits in max_mb, else dest.part0.pt, dest.part1.pt, ..."""
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in ck["model"].items()}
+    parts: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in weights.items():
+        n = v.numel() * v.element_size()
+        if parts[-1] and size + n > max_mb * 1e6 - 1e6:  # 1 MB for config, meta and pickling
+            parts.append({})
+            size = 0
+        parts[-1][k] = v
+        size += n
+    head = {"config": ck["config"], "meta": ck["meta"], "epoch": ck["epoch"], "best": ck["best"]}
+    paths = [dest] if len(parts) == 1 else [dest.with_suffix(f".part{i}.pt") for i in range(len(parts))]
+    for i, (path, part) in enumerate(zip(paths, parts)):
+        torch.save({"model": part, **(head if i == 0 else {})}, path)
+    return paths
+
+
+def load_portable(dest: Path) -> dict[str, Any]:
+    """What save_portable wrote to dest, as one checkpoint with float32 weights."""
+    paths = [dest] if dest.exists() else sorted(dest.parent.glob(f"{dest.stem}.part*.pt"),
+                                                  key=lambda p: int(p.stem.rpartition("part")[2]))
+    if not paths:
+        raise FileNotFoundError(f"neither {dest} nor {dest.stem}.part*.pt in {dest.parent}")
+    ck = torch.load(paths[0], map_location="cpu", weights_only=False)
+    for p in paths[1:]:
+        ck["model"].update(torch.load(p, map_location="cpu", weights_only=False)["model"])
+    ck["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    return ck
+
+
+def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, device: str | None = None,
+                    compile_model: bool = False, half: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train cfg from the packed crops in data within `minutes` of wall clock (counted from the
+    process start), then write the portable checkpoints, log.txt and config.json into out."""
+    os.environ["PIPNET_CACHE"] = str(data.resolve())  # the packed crops stand in for ../shared
+    crops = crops_cache_path(cfg)
+    if not (crops.exists() or crops.with_suffix(".packed.npz").exists()):
+        raise FileNotFoundError(f"no {crops.stem}.packed.npz in {data}: pack this config (same --config "
+                                f"and --limit) with `python -m export.gpu_run pack` first")
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    spent = (time.time() - PROCESS_START) / 60
+    reserve = 0.5  # minutes for imports, the last epoch past the budget and the portable copies
+    cfg = dict(cfg, max_minutes=max(0.1, minutes - spent - reserve))
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:  # full checkpoints (with optimizer state) stay here
+        run = Path(tmp)
+        summary = train(cfg, run, device=device, progress=progress, compile_model=compile_model)
+        for name in ("best", "last"):
+            save_portable(run / f"{name}.pt", out / f"{name}.pt", half)
+        for name in ("log.txt", "config.json"):
+            shutil.copy(run / name, out / name)
+    summary["minutes"] = round((time.time() - PROCESS_START) / 60, 2)
+    return summary
+
+
+def fetch(returned: Path, run: Path) -> list[Path]:
+    """What a GPU run returned -> a run folder on this machine: best.pt and last.pt (float32
+    weights, no optimizer state: --resume starts a fresh optimizer at the next epoch),
+    log.txt and config.json."""
+    run.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("best", "last"):
+        torch.save(load_portable(returned / f"{name}.pt"), run / f"{name}.pt")
+        written.append(run / f"{name}.pt")
+    for name in ("log.txt", "config.json"):
+        if (returned / name).exists():
+            shutil.copy(returned / name, run / name)
+            written.append(run / name)
+    return written
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m export.gpu_run", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="cut and pack (WebP) the crops a config's first stage trains on (CPU)")
+    t = sub.add_parser("train", help="train the first stage from packed crops (GPU)")
+    for s in (p, t):
+        s.add_argument("--config", required=True)
+        s.add_argument("--data", type=Path, default=DATA, help=f"folder of packed crops (default {DATA})")
+        s.add_argument("--limit", type=int, help="faces per folder (smoke runs)")
+        s.add_argument("--quiet", action="store_true")
+    p.add_argument("--quality", type=int, default=85, help="WebP quality (0-100)")
+    t.add_argument("--out", type=Path, required=True, help="where the returned files go ($OUT)")
+    t.add_argument("--minutes", type=float, required=True, help="wall-clock budget of the whole command")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--device", help="cuda (default when there is one) or cpu")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model's forward pass")
+    t.add_argument("--half", action="store_true", help="return fp16 weights (half the size)")
+    f = sub.add_parser("fetch", help="turn the returned files into a run folder (CPU)")
+    f.add_argument("returned", type=Path, help="folder holding the returned files")
+    f.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/fast/teacher")
+    a = ap.parse_args(argv)
+    if a.cmd == "pack":
+        paths = pack_data(stage_config(a.config, a.limit), a.data, a.quality, not a.quiet)
+        print(json.dumps({str(p): round(p.stat().st_size / 2**20, 1) for p in paths}))  # MiB
+    elif a.cmd == "train":
+        cfg = stage_config(a.config, a.limit, a.epochs)
+        print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet)))
+    else:
+        print(json.dumps([str(p) for p in fetch(a.returned, a.out)]))
+
+
+if __name__ == "__main__":
+    main()
