@@ -1,6 +1,6 @@
 """Batch augmentation in torch (runs on CPU or GPU): geometric jitter of the crop square around
-the detector-style box, rotation, flip with landmark permutation, occlusion, blur, grayscale,
-colour. Input: base crops (see data.base_crops); output: network input crops + normalised points."""
+the detector-style box, rotation, flip with landmark permutation, occlusion, blur, motion blur,
+low light, grayscale, colour. Input: base crops (see data.base_crops); output: network input crops + normalised points."""
 from __future__ import annotations
 
 import math
@@ -20,6 +20,9 @@ class AugmentConfig:
     p_occlude: float = 0.4
     occlude_max: float = 0.4  # rectangle side up to this fraction of the crop
     p_blur: float = 0.2
+    p_motion_blur: float = 0.0  # a straight motion streak, up to motion_max x the crop side long
+    motion_max: float = 0.12
+    p_low_light: float = 0.0  # gamma-darkened (x ** 1.5-3), scaled down to 0.2-0.6, sensor noise
     p_gray: float = 0.2
     brightness: float = 0.25
     contrast: float = 0.25
@@ -76,6 +79,18 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.transpose(2, 3), groups=x.shape[1])
 
 
+def motion_blur(x: torch.Tensor, length: float, angle: float) -> torch.Tensor:
+    """Blur (B, C, H, W) along a straight line of ``length`` pixels at ``angle`` radians."""
+    r = max(1, int(math.ceil(length / 2)))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    along = xx * math.cos(angle) + yy * math.sin(angle)
+    across = (-xx * math.sin(angle) + yy * math.cos(angle)).abs()
+    k = (1 - across).clamp(min=0) * (along.abs() <= length / 2)
+    k = (k / k.sum()).view(1, 1, 2 * r + 1, 2 * r + 1).repeat(x.shape[1], 1, 1, 1)
+    return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k, groups=x.shape[1])
+
+
 def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float, flip_perm: torch.Tensor,
             cfg: AugmentConfig, generator: torch.Generator | None = None, train: bool = True
             ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +129,15 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     blur = upload(torch.nonzero(draw(b) < cfg.p_blur)[:, 0], dev)
     if len(blur):
         x[blur] = gaussian_blur(x[blur], 0.5 + 2.0 * float(draw(1)))
+    streak = upload(torch.nonzero(draw(b) < cfg.p_motion_blur)[:, 0], dev)
+    if len(streak):  # one streak per batch, like the Gaussian blur's sigma
+        length, angle = (2 + cfg.motion_max * size * draw(2)).tolist()
+        x[streak] = motion_blur(x[streak], length, angle * math.pi)
+    dark = upload(torch.nonzero(draw(b) < cfg.p_low_light)[:, 0], dev)
+    if len(dark):
+        k = len(dark)
+        gamma, gain = 1.5 + 1.5 * rand(k, 1, 1, 1), 0.2 + 0.4 * rand(k, 1, 1, 1)
+        x[dark] = gain * x[dark].clamp(0, 1) ** gamma + 0.02 * torch.randn(x[dark].shape, device=dev)
     con = 1 + cfg.contrast * (2 * rand(b, 1, 1, 1) - 1)
     bri = cfg.brightness * (2 * rand(b, 1, 1, 1) - 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)

@@ -573,3 +573,24 @@ def test_time_budget_fits_the_schedule_then_stops(tmp_path: Path) -> None:
     assert apply_time_budget(run, tmp_path, log, 3, 2.0, 61.0)
     assert not apply_time_budget(run, tmp_path, log, 30, 2.0, 70.0)  # nothing left to stop
     assert "epochs set to 30" in log.getvalue() and "spent after epoch 3" in log.getvalue()
+
+
+def test_motion_blur_and_low_light_augmentations() -> None:
+    """p_motion_blur streaks the crops along one line and p_low_light darkens them; neither moves
+    the landmarks (the geometry is the same as without them)."""
+    from export.augment import AugmentConfig, augment
+
+    rng = np.random.RandomState(0)
+    images = torch.from_numpy(rng.randint(0, 255, (8, 3, 80, 80)).astype(np.uint8))
+    points = torch.from_numpy(rng.uniform(20, 60, (8, 68, 2)).astype(np.float32))
+    flip = torch.arange(68)
+    plain_cfg = AugmentConfig(p_blur=0, p_gray=0, p_occlude=0, noise=0, brightness=0, contrast=0)
+    runs = {}
+    for name, extra in (("plain", {}), ("streak", {"p_motion_blur": 1.0}), ("dark", {"p_low_light": 1.0})):
+        cfg = AugmentConfig(**{**plain_cfg.__dict__, **extra})
+        runs[name] = augment(images, points, 64, 1.25, flip, cfg, torch.Generator().manual_seed(1))
+    for name in ("streak", "dark"):
+        torch.testing.assert_close(runs[name][1], runs["plain"][1])
+    x, streak, dark = runs["plain"][0], runs["streak"][0], runs["dark"][0]
+    assert streak.std() < 0.8 * x.std()  # random pixels averaged along the streak
+    assert dark.mean() < 0.6 * x.mean()
