@@ -58,7 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.landmarks import (MIN_IOU, cpu_model, dlib_hog, dlib_models, md_table, opencv_threads,  # noqa: E402
+from benchmarks.cpu import cpu_line  # noqa: E402
+from benchmarks.landmarks import (MIN_IOU, dlib_hog, dlib_models, md_table, opencv_threads,  # noqa: E402
                                   pct, rect_to_box, shape_to_np)
 from export.data import Sample, cache_key, landmark_box, read_pts_folder  # noqa: E402
 from export.evaluate import cache_dir, data_path, failure_rate, match, nme_per_face, read_image  # noqa: E402
@@ -427,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [Path(m).stem if m.endswith(".onnx") else m for m in a.models]
     if DLIB in names or len(set(names)) < len(names):
         raise SystemExit(f"model names must be distinct and not {DLIB!r}: {names}")
-    cpu = cpu_model()
-    print(f"CPU: {cpu} ({os.cpu_count()} CPUs); {n} images x {len(conditions)} conditions x "
+    cpu = cpu_line()
+    print(f"{cpu}; {n} images x {len(conditions)} conditions x "
           f"{len(names) + 1} systems", file=sys.stderr)
 
     systems: dict[str, System] = {}
@@ -452,8 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join([
         "# Robustness benchmark: 300W common test, clean and corrupted",
         "",
-        f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} ({cpu}, "
-        f"{os.cpu_count()} CPUs), {sel}; seed {a.seed}; runtime {runtime / 60:.1f} min "
+        f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} ({cpu}), "
+        f"{sel}; seed {a.seed}; runtime {runtime / 60:.1f} min "
         f"({run['dlib_cached']} dlib results from the cache).",
         "",
         "Systems: " + ", ".join(f"{nm} = `Landmarker(model={m!r})` ({about[nm]}; YuNet-n; {a.threads} thread"
