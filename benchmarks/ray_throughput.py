@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.cpu import cpu_line  # noqa: E402
 
 
 def _images(args) -> list[str]:
@@ -129,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         f"pipnet-sdk Ray Data throughput: {n} images ({faces} faces), model {args.label or args.model}",
-        f"machine: {platform.machine()}, {os.cpu_count()} cores ({platform.processor() or platform.platform()}); "
-        f"python {platform.python_version()}, ray {ray.__version__}",
+        f"machine: {cpu_line()}; python {platform.python_version()}, ray {ray.__version__}",
         f"load during the run: {os.getloadavg()[0]:.2f} (1-min average; other jobs share these cores)",
         "",
         f"{'mode':<20} {'setup':<40} {'images/s':>9}  note",

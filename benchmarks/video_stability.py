@@ -45,6 +45,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.cpu import cpu_line  # noqa: E402
 from pipnet_sdk.landmarker import Landmarker  # noqa: E402
 from pipnet_sdk.video import OneEuroFilter, VideoLandmarker, _reference  # noqa: E402
 
@@ -246,6 +247,7 @@ def main() -> int:
     say(f"# {args.sequences} jitter sequences x {args.frames} frames (300W test), "
         f"{args.motion_sequences} x (pan 2 px/frame, rotation 0.5 deg/frame), 640x480, "
         f"face ~{FACE_PX:.0f}px, noise sigma 2 + JPEG q85, detect_every {args.detect_every}")
+    say(f"# {cpu_line()}")
     K = args.detect_every
     probe = VideoLandmarker(lm)
     mc, beta = probe.filter_options["min_cutoff"], probe.filter_options["beta"]
