@@ -103,28 +103,28 @@ class YuNet:
             ph, pw = self.fixed
         else:
             ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
-        canvas = np.zeros((ph, pw, 3), np.float32)
-        canvas[:nh, :nw] = resized
-        return canvas.transpose(2, 0, 1)[None], f
+        padded = cv2.copyMakeBorder(resized, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+        return cv2.dnn.blobFromImage(padded), f  # one pass to a contiguous (1, 3, H, W) float32
 
-    def raw(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Decode all priors of a (1, 3, H, W) blob: boxes (K, 4), scores (K,), keypoints (K, 5, 2)."""
+    def raw(self, blob: np.ndarray, min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Decode the priors of a (1, 3, H, W) blob whose score is at least ``min_score`` (0: all):
+        boxes (K, 4), scores (K,), keypoints (K, 5, 2)."""
         outs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob})))
         h, w = blob.shape[2:]
         boxes, scores, kps = [], [], []
         for s in STRIDES:
-            gh, gw = h // s, w // s
-            rows, cols = np.divmod(np.arange(gh * gw, dtype=np.float32), gw)
-            cls = np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1)
-            obj = np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1)
-            bb = outs[f"bbox_{s}"][0]
-            kp = outs[f"kps_{s}"][0].reshape(-1, 5, 2)
+            gw = w // s
+            score = np.sqrt(np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1) * np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1))
+            keep = np.flatnonzero(score >= min_score)  # decode only these priors
+            rows, cols = np.divmod(keep.astype(np.float32), gw)
+            bb = outs[f"bbox_{s}"][0][keep]
+            kp = outs[f"kps_{s}"][0][keep].reshape(-1, 5, 2)
             cx = (cols + bb[:, 0]) * s
             cy = (rows + bb[:, 1]) * s
             bw = np.exp(bb[:, 2]) * s
             bh = np.exp(bb[:, 3]) * s
             boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
-            scores.append(np.sqrt(cls * obj))
+            scores.append(score[keep])
             kps.append(np.stack([(cols[:, None] + kp[..., 0]) * s, (rows[:, None] + kp[..., 1]) * s], -1))
         return np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
 
@@ -132,9 +132,7 @@ class YuNet:
         """Boxes (F, 4) x1, y1, x2, y2 in image pixels, scores (F,) best first, and the 5
         keypoints (F, 5, 2): eyes, nose tip, mouth corners. Stateless: safe across threads."""
         blob, f = self._input(image)
-        boxes, scores, kps = self.raw(blob)
-        m = scores >= self.score_threshold
-        boxes, scores, kps = boxes[m], scores[m], kps[m]
+        boxes, scores, kps = self.raw(blob, self.score_threshold)
         keep = nms(boxes, scores, self.nms_iou, self.max_faces)
         return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
                 (kps[keep] / f).astype(np.float32))
