@@ -242,11 +242,12 @@ def _cmd_models_download(args: argparse.Namespace) -> int:
 
     _spec(args.name)
     try:
-        path, source = hub.download(args.name)
+        path = hub.download(args.name)
     except (UsageError, FileNotFoundError):
         raise
     except Exception as e:  # network, hub or hash errors: the user's to fix, not a bug of ours
         raise UsageError(f"download of {args.name} failed: {type(e).__name__}: {e}") from e
+    source = hub.cached_path(args.name)[1]
     how = {"packaged": "packaged in pipnet-sdk, nothing to download",
            hub.ENV_MODELS_DIR: f"found in ${hub.ENV_MODELS_DIR}, nothing to download",
            "hf-cache": "in the Hugging Face cache"}[source]

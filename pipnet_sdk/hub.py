@@ -257,17 +257,17 @@ def cached_path(name: Union[str, ModelSpec]) -> Optional[tuple[Path, str]]:
     return (Path(hit), "hf-cache") if isinstance(hit, str) else None
 
 
-def download(name: Union[str, ModelSpec]) -> tuple[Path, str]:
-    """Make a registry model available offline; returns its path and source ("packaged",
-    "PIPNET_MODELS_DIR" or "hf-cache"). A local copy (checked) needs no download; otherwise
-    the file is fetched into the Hugging Face cache (a no-op if it is cached)."""
+def download(name: Union[str, ModelSpec]) -> Path:
+    """Make a registry model available offline and return its path: a local copy (packaged or in
+    $PIPNET_MODELS_DIR, checked) needs no download; otherwise the file is fetched into the
+    Hugging Face cache (a no-op if it is cached). ``cached_path`` then says where it is from."""
     spec = get_spec(name)
     local = _local_candidates(spec)
     if local:
         _verify(local[0][0], spec)
-        return local[0]
+        return local[0][0]
     try:
-        return _from_hub(spec), "hf-cache"
+        return _from_hub(spec)
     except _HubUnavailable as e:
         raise _not_found(spec, [f"hub {spec.repo_id}@{spec.revision or '-'}: {e}"]) from e.__cause__
 

@@ -382,3 +382,22 @@ def test_detect_landmarks_options_do_not_reload_models(samples: Path, models_dir
     assert [dict(key)["test_crops"] for key in list(L._custom)[:3]] == ["4", "5", "2"]
     with pytest.raises(ValueError, match="score_threshold"):
         detect_landmarks(img, score_threshold=1.5)
+
+
+def test_old_landmark_model_methods_still_work_with_a_warning(samples: Path, models_dir: Path) -> None:
+    """LandmarkModel's image-side methods moved to Landmarker; the old names stay for a while,
+    deprecated, and give the same landmarks."""
+    lm = Landmarker(threads=1)
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    boxes, _ = lm.detect_boxes(img)
+    with pytest.warns(DeprecationWarning, match="Landmarker.squares"):
+        squares = lm.model.squares(boxes)
+    np.testing.assert_array_equal(squares, lm.squares(boxes))
+    with pytest.warns(DeprecationWarning, match="landmarks_in_squares"):
+        points, scores = lm.model.run_squares(img, squares)
+    np.testing.assert_array_equal(points, lm.landmarks_in_squares(img, squares)[0])
+    with pytest.warns(DeprecationWarning, match="landmarks_for_images"):
+        (again, _), = lm.model.run_images([img], [squares])
+    np.testing.assert_array_equal(again, points)
+    with pytest.raises(TypeError, match="Landmarker"):
+        type(lm.model)(lm.model.path, test_crops=3)
