@@ -105,3 +105,22 @@ def test_nms() -> None:
     assert nms(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), 0.5).shape == (0,)
     # equal scores: stable order
     np.testing.assert_array_equal(nms(boxes[[2, 4]], np.array([0.5, 0.5]), 0.5), [0, 1])
+
+
+def test_fallback_sizes_rescue_a_small_face(shared_dir: Path, yunet_path: Path) -> None:
+    """size=320 misses a small face that 640 finds; with fallback_sizes=(640,) the second pass
+    finds it, with the 640 pass's box; an image where 320 finds a face needs no second pass."""
+    yunet = YuNet(yunet_path)
+    photo = cv2.imread(str(shared_dir / "data" / "300w" / "test" / "lfpw" / "image_0008.jpg"))
+    small = cv2.resize(photo, (round(photo.shape[1] * 40 / photo.shape[0]), 40), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[200:240, 300:300 + small.shape[1]] = small
+    full, _ = yunet.detect(canvas)
+    assert len(full) == 1 and len(yunet.with_options(size=320).detect(canvas)[0]) == 0
+    rescued, _ = yunet.with_options(size=320, fallback_sizes=(640,)).detect(canvas)
+    np.testing.assert_array_equal(rescued, full)
+    big = cv2.resize(photo, (640, 514))
+    quick = yunet.with_options(size=320, fallback_sizes=(640,))
+    np.testing.assert_array_equal(quick.detect(big)[0], yunet.with_options(size=320).detect(big)[0])
+    with pytest.raises(ValueError, match="size"):
+        yunet.with_options(fallback_sizes=(16,))
