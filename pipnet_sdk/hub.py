@@ -49,10 +49,10 @@ class ChecksumError(ValueError):
 
 
 #: A landmark model file carries its own digest in its pipnet metadata: the sha256 of the file's
-#: bytes with the digest's 64 hex characters replaced by this placeholder (export.to_onnx.seal).
+#: bytes with the digest's 64 hex characters replaced by this placeholder (export.onnx_meta.seal).
 DIGEST_KEY = "file_sha256"
 DIGEST_PLACEHOLDER = "0" * 64
-_DIGEST_FIELD = re.compile(rb'"file_sha256": "([0-9a-f]{64})"')
+_DIGEST_FIELD = re.compile(b'"' + DIGEST_KEY.encode() + rb'": "([0-9a-f]{64})"')
 
 
 def file_digest(data: bytes, source: str) -> str:
@@ -270,4 +270,3 @@ def download(name: Union[str, ModelSpec]) -> Path:
         return _from_hub(spec)
     except _HubUnavailable as e:
         raise _not_found(spec, [f"hub {spec.repo_id}@{spec.revision or '-'}: {e}"]) from e.__cause__
-
