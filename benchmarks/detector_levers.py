@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import (ROOT, SET_TITLES, Item, centre_hits, cpu_info, cpu_line, pin,  # noqa: E402
+from end_to_end import (ROOT, SET_TITLES, Item, centre_hits, cpu_info, cpu_line, pin, write_results,  # noqa: E402
                         prepare_300w, prepare_groups, shared_dir)
 from _yunet_fast import FastYuNet, quantize_yunet  # noqa: E402
 
@@ -405,12 +405,7 @@ def main() -> None:
             "files": files, "levers": {lv.name: lv.what for lv in levs}}
     md = report(meta, levs, acc, tim, start) + (sweep_table(sweep, levs) if sweep else "")
     print(md)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "accuracy": acc, "timing": tim, "startup": start},
-                                                   indent=1, default=str))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    write_results(a.out, md, {"meta": meta, "accuracy": acc, "timing": tim, "startup": start})
 
 
 if __name__ == "__main__":

@@ -111,6 +111,15 @@ SET_TITLES = {
 
 # ------------------------------------------------------------------------------- machine
 
+def write_results(out: str | Path, md: str, data: dict[str, Any]) -> None:
+    """Write OUT.md (the printed tables) and OUT.json (the figures behind them)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(md)
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str))
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+
+
 def pin(cpu: int) -> None:
     """Pin every thread of this process (NumPy's BLAS pool included) and its future threads to `cpu`."""
     for tid in os.listdir("/proc/self/task"):
@@ -699,11 +708,7 @@ def main() -> None:
     md = report(meta, sets_out, lmk)
     print()
     print(md)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "sets": sets_out, "landmark_stage": lmk}, indent=1))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    write_results(a.out, md, {"meta": meta, "sets": sets_out, "landmark_stage": lmk})
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import ROOT, cpu_info, cpu_line, pin, prepare_300w, shared_dir  # noqa: E402
+from end_to_end import ROOT, cpu_info, cpu_line, pin, prepare_300w, shared_dir, write_results  # noqa: E402
 
 DET_STAGES = ("det: resize", "det: float canvas + pad", "det: session.run", "det: decode priors (NumPy)",
               "det: threshold + NMS + rescale")
@@ -243,11 +243,7 @@ def main() -> None:
         L.append("")
     md = "\n".join(L)
     print(md)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(md)
-    out.with_suffix(".json").write_text(json.dumps({"cpu": info, "stages": tables, "ort": ops}, indent=1))
-    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    write_results(a.out, md, {"cpu": info, "stages": tables, "ort": ops})
 
 
 if __name__ == "__main__":
