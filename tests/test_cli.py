@@ -251,3 +251,11 @@ def test_help_and_version(capsys) -> None:
     assert "--score-threshold" in capsys.readouterr().out
     assert main(["--version"]) == 0
     assert "pipnet-sdk" in capsys.readouterr().out
+
+
+def test_moved_image_extensions_still_importable_with_a_warning() -> None:
+    import pipnet_sdk.cli as cli
+    from pipnet_sdk.images import IMAGE_EXTENSIONS
+
+    with pytest.warns(DeprecationWarning, match="pipnet_sdk.images"):
+        assert cli.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
