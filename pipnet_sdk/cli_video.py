@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
     fps = fps if fps and 0 < fps < 1000 else 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     h, w = first.shape[:2]
+    try:  # both outputs must be writable before any model is loaded
+        for target, what in ((args.out, "--out"), (None if args.json == "-" else args.json, "--json")):
+            if target is not None:
+                check_writable(target, what)
+    except ValueError as e:
+        cap.release()
+        return _error(str(e))
     try:
         lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads)
     except (OSError, ValueError) as e:
@@ -88,13 +95,6 @@ def run(args: argparse.Namespace) -> int:
         raise
     video = VideoLandmarker(lm, detect_every=args.detect_every, smoothing=not args.no_smooth, fps=fps)
 
-    try:  # both outputs must be writable before any work
-        for target, what in ((args.out, "--out"), (None if args.json == "-" else args.json, "--json")):
-            if target is not None:
-                check_writable(target, what)
-    except ValueError as e:
-        cap.release()
-        return _error(str(e))
     writer = None
     if args.out:
         writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

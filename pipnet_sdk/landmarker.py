@@ -49,7 +49,7 @@ class Landmarker:
     test_crops: run each face on 1-5 slightly shifted/zoomed crops and average in image space
         (3 crops: about 2.5-3 % lower NME, three times the landmark cost). Combines with flip_test.
     providers / threads: passed to onnxruntime. Extra keyword options go to the YuNet detector
-    (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``).
+    (``size``, ``fallback_sizes``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``).
     """
 
     def __init__(
@@ -79,8 +79,9 @@ class Landmarker:
         return self.model.spec.num_landmarks
 
     def with_detector_options(self, **options: Any) -> "Landmarker":
-        """A Landmarker sharing this one's models, with other YuNet options (``size``,
-        ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``): nothing is loaded again."""
+        """A Landmarker sharing this one's models, with other YuNet options (``YuNet.OPTIONS``:
+        ``size``, ``fallback_sizes``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``):
+        nothing is loaded again."""
         if not isinstance(self.detector, YuNet):
             raise TypeError("detector options need the built-in detector")
         other = object.__new__(Landmarker)
@@ -211,7 +212,7 @@ def _landmarker_for(options: dict) -> Landmarker:
 
 def detect_landmarks(image: Any, **options: Any) -> list[Face]:
     """Faces with landmarks using the default models. ``color="rgb"`` for RGB arrays. Detector
-    options (``size``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``) reuse the
+    options (``YuNet.OPTIONS``: ``size``, ``fallback_sizes``, ``score_threshold``...) reuse the
     loaded models; other options (``model``, ``flip_test``...) load their models once and keep
     them among the last few used."""
     color = options.pop("color", None)
