@@ -26,26 +26,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-STRIDES = (8, 16, 32)
+from pipnet_sdk.detect.yunet import YuNet, decode_outputs, nms
+
 LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_out: int | None = None) -> np.ndarray:
-    """Greedy NMS, as pipnet_sdk.detect.yunet.nms; kept indices, best first."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes.T
-    area = np.maximum(0, x2 - x1) * np.maximum(0, y2 - y1)
-    keep: list[int] = []
-    while order.size and (max_out is None or len(keep) < max_out):
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        w = np.maximum(0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
-        h = np.maximum(0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
-        inter = w * h
-        order = rest[inter / np.maximum(area[i] + area[rest] - inter, 1e-9) <= iou]
-    return np.asarray(keep, dtype=np.int64)
 
 
 def make_ort_session(path: str, threads: int = 1, level: str = "all", arena: bool = True,
@@ -85,7 +69,6 @@ class FastYuNet:
             self.net = cv2.dnn.readNet(self.path)
             self.output_names = list(self.net.getUnconnectedOutLayersNames())
         self._buffers: dict[tuple[int, int], np.ndarray] = {}
-        self._grids: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     # ----------------------------------------------------------------------------- input
     def blob(self, image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
@@ -117,45 +100,14 @@ class FastYuNet:
         self.net.setInput(np.ascontiguousarray(blob))
         return dict(zip(self.output_names, self.net.forward(self.output_names)))
 
-    def _grid(self, gh: int, gw: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-        key = (gh, gw, s)
-        if key not in self._grids:
-            rows, cols = np.divmod(np.arange(gh * gw, dtype=np.float32), gw)
-            self._grids[key] = (rows, cols)
-        return self._grids[key]
-
     def candidates(self, outs: dict[str, np.ndarray], h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Boxes (K, 4), scores (K,), keypoints (K, 5, 2) of the priors at or above the score threshold."""
-        boxes, scores, kps = [], [], []
-        for s in STRIDES:
-            gh, gw = h // s, w // s
-            rows, cols = self._grid(gh, gw, s)
-            cls = np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1)
-            obj = np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1)
-            sc = np.sqrt(cls * obj)
-            bb = outs[f"bbox_{s}"][0]
-            kp = outs[f"kps_{s}"][0].reshape(-1, 5, 2)
-            if self.decode == "threshold":
-                keep = np.flatnonzero(sc >= self.score_threshold)
-                if not len(keep):
-                    continue
-                sc, bb, kp, rows_, cols_ = sc[keep], bb[keep], kp[keep], rows[keep], cols[keep]
-            else:
-                rows_, cols_ = rows, cols
-            cx = (cols_ + bb[:, 0]) * s
-            cy = (rows_ + bb[:, 1]) * s
-            bw = np.exp(bb[:, 2]) * s
-            bh = np.exp(bb[:, 3]) * s
-            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
-            scores.append(sc)
-            kps.append(np.stack([(cols_[:, None] + kp[..., 0]) * s, (rows_[:, None] + kp[..., 1]) * s], -1))
-        if not boxes:
-            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-        b, sc, k = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
-        if self.decode == "sdk":
-            m = sc >= self.score_threshold
-            b, sc, k = b[m], sc[m], k[m]
-        return b, sc, k
+        """Boxes (K, 4), scores (K,), keypoints (K, 5, 2) of the priors at or above the score threshold:
+        "threshold" decodes only those (the SDK's decoding), "sdk" decodes all priors, then filters."""
+        if self.decode == "threshold":
+            return decode_outputs(outs, h, w, self.score_threshold)
+        b, sc, k = decode_outputs(outs, h, w)
+        m = sc >= self.score_threshold
+        return b[m], sc[m], k[m]
 
     def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         for size in self.sizes:
@@ -232,21 +184,21 @@ def quantize_yunet(src: str, dst: str, images: Sequence[np.ndarray], reduce_rang
     return dst
 
 
-#: Prototype configurations end_to_end.py can add as extra "ours" rows (--proto NAME): model key
-#: ("n" / "s" = yunet_{n,s}_dynamic.onnx in $PIPNET_MODELS_DIR) and FastYuNet options.
+#: Detector settings end_to_end.py can add as extra "ours" rows (--proto NAME): model key
+#: ("n" / "s" = yunet_{n,s}_dynamic.onnx in $PIPNET_MODELS_DIR) and the SDK's YuNet options.
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "n640-fast": ("n", {"size": 640}),                      # code levers only: same boxes as the SDK
     "n480-fast": ("n", {"size": 480}),
     "n320-fast": ("n", {"size": 320}),
-    "n320-cascade": ("n", {"size": 320, "cascade": (640,)}),
-    "n256-cascade": ("n", {"size": 256, "cascade": (640,)}),
-    "n160-cascade": ("n", {"size": 160, "cascade": (640,)}),
+    "n320-cascade": ("n", {"size": 320, "fallback_sizes": (640,)}),
+    "n256-cascade": ("n", {"size": 256, "fallback_sizes": (640,)}),
+    "n160-cascade": ("n", {"size": 160, "fallback_sizes": (640,)}),
     "s320-fast": ("s", {"size": 320}),
-    "s320-cascade": ("s", {"size": 320, "cascade": (640,)}),
+    "s320-cascade": ("s", {"size": 320, "fallback_sizes": (640,)}),
 }
 
 
-def preset(name: str, models_dir: str | os.PathLike) -> FastYuNet:
-    """A FastYuNet for a PRESETS entry, with prep="blob" and decode="threshold"."""
+def preset(name: str, models_dir: str | os.PathLike) -> YuNet:
+    """The SDK's YuNet (one thread) with a PRESETS entry's options."""
     model, kw = PRESETS[name]
-    return FastYuNet(Path(models_dir) / f"yunet_{model}_dynamic.onnx", prep="blob", decode="threshold", **kw)
+    return YuNet(Path(models_dir) / f"yunet_{model}_dynamic.onnx", threads=1, **kw)

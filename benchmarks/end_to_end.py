@@ -265,16 +265,15 @@ class Ours(System):
             det = getattr(self.lm.detector, "path", detector)
             self.label = (f"pipnet-sdk {self._version()}: YuNet ({Path(str(det)).name}, long side {size}) + "
                           f"{self.lm.model.spec.name}")
-        else:  # a detector prototype of benchmarks/_yunet_fast.py in the SDK's Landmarker
+        else:  # the SDK's YuNet with other options (benchmarks/_yunet_fast.py PRESETS)
             from _yunet_fast import PRESETS, preset
 
             models = os.environ.get("PIPNET_MODELS_DIR", str(shared_dir() / "models"))
             self.lm = Landmarker(model=model, detector=preset(proto, models), threads=1)
             self.name = f"ours[{proto}]"
             m, kw = PRESETS[proto]
-            self.label = (f"prototype (benchmarks/_yunet_fast.py, not in the SDK yet): YuNet-{m} "
-                          f"{', '.join(f'{k}={v}' for k, v in kw.items())}, blob input, threshold-first decoding "
-                          f"+ {self.lm.model.spec.name} through the SDK's Landmarker")
+            self.label = (f"YuNet-{m} with {', '.join(f'{k}={v}' for k, v in kw.items())} "
+                          f"+ {self.lm.model.spec.name}, through the SDK's Landmarker")
         self.image = _Cached(rgb=False)
 
     @staticmethod
@@ -606,7 +605,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="ours: landmark model name or path (default pipnet-fast)")
     ap.add_argument("--size", type=int, default=SIZE, help="ours: YuNet long side")
     ap.add_argument("--proto", nargs="*", default=[],
-                    help="extra rows: ours with a detector prototype from benchmarks/_yunet_fast.py PRESETS "
+                    help="extra rows: ours with other detector options, benchmarks/_yunet_fast.py PRESETS "
                          "(n640-fast n480-fast n320-fast n320-cascade s320-fast s320-cascade)")
     ap.add_argument("--mp-python", default=str(ROOT / ".venv-mp" / "bin" / "python"),
                     help="python of the MediaPipe virtual environment")

@@ -33,6 +33,28 @@ def check_yunet(session, source: str) -> None:
         )
 
 
+def decode_outputs(outs: dict[str, np.ndarray], h: int, w: int,
+                   min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """YuNet's outputs for an (h, w) input -> boxes (K, 4), scores (K,), keypoints (K, 5, 2) of the
+    priors whose score sqrt(cls * obj) is at least ``min_score`` (only those are decoded)."""
+    boxes, scores, kps = [], [], []
+    for s in STRIDES:
+        gw = w // s
+        score = np.sqrt(np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1) * np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1))
+        keep = np.flatnonzero(score >= min_score)
+        rows, cols = np.divmod(keep.astype(np.float32), gw)
+        bb = outs[f"bbox_{s}"][0][keep]
+        kp = outs[f"kps_{s}"][0][keep].reshape(-1, 5, 2)
+        cx = (cols + bb[:, 0]) * s
+        cy = (rows + bb[:, 1]) * s
+        bw = np.exp(bb[:, 2]) * s
+        bh = np.exp(bb[:, 3]) * s
+        boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
+        scores.append(score[keep])
+        kps.append(np.stack([(cols[:, None] + kp[..., 0]) * s, (rows[:, None] + kp[..., 1]) * s], -1))
+    return np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_out: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression; returns kept indices, best first."""
     order = np.argsort(-scores, kind="stable")
@@ -118,23 +140,7 @@ class YuNet:
         """Decode the priors of a (1, 3, H, W) blob whose score is at least ``min_score`` (0: all):
         boxes (K, 4), scores (K,), keypoints (K, 5, 2)."""
         outs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob})))
-        h, w = blob.shape[2:]
-        boxes, scores, kps = [], [], []
-        for s in STRIDES:
-            gw = w // s
-            score = np.sqrt(np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1) * np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1))
-            keep = np.flatnonzero(score >= min_score)  # decode only these priors
-            rows, cols = np.divmod(keep.astype(np.float32), gw)
-            bb = outs[f"bbox_{s}"][0][keep]
-            kp = outs[f"kps_{s}"][0][keep].reshape(-1, 5, 2)
-            cx = (cols + bb[:, 0]) * s
-            cy = (rows + bb[:, 1]) * s
-            bw = np.exp(bb[:, 2]) * s
-            bh = np.exp(bb[:, 3]) * s
-            boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
-            scores.append(score[keep])
-            kps.append(np.stack([(cols[:, None] + kp[..., 0]) * s, (rows[:, None] + kp[..., 1]) * s], -1))
-        return np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
+        return decode_outputs(outs, *blob.shape[2:], min_score)
 
     def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (F, 4) x1, y1, x2, y2 in image pixels, scores (F,) best first, and the 5
