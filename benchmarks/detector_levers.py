@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import (ROOT, SET_TITLES, Item, centre_hits, cpu_info, cpu_line, pin, write_results,  # noqa: E402
+from end_to_end import (ROOT, SET_TITLES, Item, centre_hits, cpu_line, start_one_core_run, write_results,  # noqa: E402
                         prepare_300w, prepare_groups, shared_dir)
 from _yunet_fast import FastYuNet, quantize_yunet  # noqa: E402
 
@@ -348,11 +348,7 @@ def main() -> None:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
     progress = not a.no_progress
-    if a.cpu >= 0:
-        pin(a.cpu)
-    cv2.setNumThreads(1)
-    info = cpu_info()
-    print(cpu_line(info), flush=True)
+    info = start_one_core_run(a.cpu)
     load_start = os.getloadavg()[0]
     cache = Path(a.cache)
     sets: dict[str, list[Item]] = {}

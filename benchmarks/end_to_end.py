@@ -126,6 +126,16 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(int(tid), {cpu})
 
 
+def start_one_core_run(cpu: int) -> dict[str, Any]:
+    """Pin to `cpu` (none when negative), give OpenCV one thread, print the CPU line; returns cpu_info()."""
+    if cpu >= 0:
+        pin(cpu)
+    cv2.setNumThreads(1)
+    info = cpu_info()
+    print(cpu_line(info), flush=True)
+    return info
+
+
 # --------------------------------------------------------------------------------- sets
 
 @dataclass
@@ -625,11 +635,7 @@ def main() -> None:
     a = ap.parse_args()
     progress = not a.no_progress
     cpu = None if a.cpu < 0 else a.cpu
-    if cpu is not None:
-        pin(cpu)
-    cv2.setNumThreads(1)
-    info = cpu_info()
-    print(cpu_line(info), flush=True)
+    info = start_one_core_run(a.cpu)
     load_start = os.getloadavg()[0]
 
     cache = Path(a.cache)

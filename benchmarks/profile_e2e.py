@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import ROOT, cpu_info, cpu_line, pin, prepare_300w, shared_dir, write_results  # noqa: E402
+from end_to_end import ROOT, cpu_line, prepare_300w, shared_dir, start_one_core_run, write_results  # noqa: E402
 
 DET_STAGES = ("det: resize", "det: float canvas + pad", "det: session.run", "det: decode priors (NumPy)",
               "det: threshold + NMS + rescale")
@@ -200,13 +200,9 @@ def main() -> None:
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
     progress = not a.no_progress
-    if a.cpu >= 0:
-        pin(a.cpu)
-    cv2.setNumThreads(1)
+    info = start_one_core_run(a.cpu)
     from pipnet_sdk import Landmarker
 
-    info = cpu_info()
-    print(cpu_line(info), flush=True)
     load0 = os.getloadavg()[0]
     lm = Landmarker(threads=1)
     items = prepare_300w(Path(a.cache), None, 0, progress)
