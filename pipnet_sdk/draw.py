@@ -6,7 +6,7 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 
-from .images import _is_pil, load_image
+from .images import is_pil_image, load_image
 from .types import Face
 
 _SHIFT = 4  # sub-pixel drawing: coordinates in 1/16 pixel
@@ -79,7 +79,7 @@ def draw(
     col = tuple(int(c) for c in color)
     if len(col) != 3:
         raise ValueError(f"color must have 3 values, got {color!r}")
-    pil = _is_pil(image)
+    pil = is_pil_image(image)
     if pil:
         img = load_image(image).copy()
         col = col[::-1]  # the caller's RGB colour onto our BGR working copy

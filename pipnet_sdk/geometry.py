@@ -311,10 +311,10 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 
 def _crop_image(image: Any) -> np.ndarray:
-    from .images import _is_pil, load_image
+    from .images import is_pil_image, load_image
 
     img = load_image(image)
-    return np.ascontiguousarray(img[..., ::-1]) if _is_pil(image) else img
+    return np.ascontiguousarray(img[..., ::-1]) if is_pil_image(image) else img
 
 
 def _warp(img: np.ndarray, face: Any, size: int, template: Any) -> np.ndarray:

@@ -261,12 +261,4 @@ def download(name: Union[str, ModelSpec]) -> Path:
     """Make a registry model available offline and return its path: a local copy (packaged or in
     $PIPNET_MODELS_DIR, checked) needs no download; otherwise the file is fetched into the
     Hugging Face cache (a no-op if it is cached). ``cached_path`` then says where it is from."""
-    spec = get_spec(name)
-    local = _local_candidates(spec)
-    if local:
-        _verify(local[0][0], spec)
-        return local[0][0]
-    try:
-        return _from_hub(spec)
-    except _HubUnavailable as e:
-        raise _not_found(spec, [f"hub {spec.repo_id}@{spec.revision or '-'}: {e}"]) from e.__cause__
+    return resolve(get_spec(name))

@@ -85,7 +85,8 @@ def _from_array(a: np.ndarray, color: str) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _is_pil(image: Any) -> bool:
+def is_pil_image(image: Any) -> bool:
+    """Whether `image` is a PIL image (without importing PIL)."""
     pil = sys.modules.get("PIL.Image")  # a PIL image exists only if PIL.Image was imported
     return pil is not None and isinstance(image, pil.Image)
 
@@ -114,6 +115,6 @@ def load_image(image: Any, color: str = "bgr") -> np.ndarray:
         return _read_file(image)
     if isinstance(image, np.ndarray):
         return _from_array(image, color)
-    if _is_pil(image):
+    if is_pil_image(image):
         return _from_pil(image)
     raise TypeError(f"cannot use {type(image).__name__} as an image; accepted: {ACCEPTED}")
