@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from pipnet_sdk.boxes import iou
 
-from .data import BoxStyle, Sample, cache_dir, cache_key, landmark_box, read_pts_folder, shared_dir
+from .data import BoxStyle, Sample, cache_dir, cache_key, landmark_box, read_pts_folder, shared_path
 
 INTER_OCULAR = (36, 45)
 DEFAULT_DETECTOR = "models/yunet_n_dynamic.onnx"
@@ -130,9 +130,8 @@ def plot_ced(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, thr
 # ------------------------------------------------------------------------------------ data
 
 def data_path(p: str | os.PathLike) -> Path:
-    """An existing path as given, else relative to the shared data folder."""
-    p = Path(p)
-    return p if p.is_absolute() or p.exists() else shared_dir() / p
+    """A path that exists from here as given, else as a config's data path (data.shared_path)."""
+    return Path(p) if Path(p).exists() else shared_path(p)
 
 
 def _file_id(path: Path) -> list:
