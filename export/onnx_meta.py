@@ -18,22 +18,22 @@ def file_metadata(model: onnx.ModelProto) -> dict[str, Any]:
 
 def set_metadata(path: str | Path, meta: dict[str, Any]) -> None:
     """Write ``meta`` as the file's pipnet metadata and seal the file with its own digest."""
-    m = onnx.load(str(path))
+    save_with_metadata(onnx.load(str(path)), path, meta)
+
+
+def save_with_metadata(m: onnx.ModelProto, path: str | Path, meta: dict[str, Any]) -> None:
+    """Save ``m`` at ``path`` with ``meta`` as its pipnet metadata, sealed with its own digest."""
     del m.metadata_props[:]
     meta = {k: v for k, v in meta.items() if k != DIGEST_KEY}
     m.metadata_props.add(key=META_KEY, value=json.dumps({**meta, DIGEST_KEY: DIGEST_PLACEHOLDER}))
     m.producer_name = "pipnet-sdk export"
-    onnx.save(m, str(path))
-    seal(path)
+    Path(path).write_bytes(sealed(m.SerializeToString(), str(path)))
 
 
-def seal(path: str | Path) -> str:
-    """Put the file's digest into its metadata in place of the placeholder (same length, so the
-    bytes around it do not move): sha256 of the file as it is with the placeholder. The SDK
+def sealed(data: bytes, source: str) -> bytes:
+    """The file's bytes with its digest in place of the placeholder (same length, so the bytes
+    around it do not move): the sha256 of the bytes as they are with the placeholder. The SDK
     recomputes it at load (pipnet_sdk.hub.check_file_digest)."""
-    path = Path(path)
-    data = path.read_bytes()
-    digest = file_digest(data, str(path))
     field = f'"{DIGEST_KEY}": "{{}}"'
-    path.write_bytes(data.replace(field.format(DIGEST_PLACEHOLDER).encode(), field.format(digest).encode(), 1))
-    return digest
+    digest = file_digest(data, source)
+    return data.replace(field.format(DIGEST_PLACEHOLDER).encode(), field.format(digest).encode(), 1)

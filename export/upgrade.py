@@ -4,7 +4,7 @@
   landmark's candidates (own prediction + neighbour votes); the SDK merges them in NumPy;
 * int8 weights -> 7-bit weights (per output channel, symmetric, [-64, 64]; int32 biases
   rescaled to match), so onnxruntime's u8s8 kernels on CPUs without VNNI cannot saturate;
-* the file's own digest in its metadata (``export.to_onnx.seal``).
+* the file's own digest in its metadata (``export.onnx_meta.sealed``).
 
     python -m export.upgrade pipnet_sdk/models/pipnet-fast.onnx --out pipnet-fast.v3.onnx
 """
@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_meta import file_metadata, set_metadata
+from .onnx_meta import file_metadata, save_with_metadata
 
 WEIGHT_LEVELS = 64  # 7-bit symmetric: |u8 x w| pair sums stay below 2^15
 
@@ -113,8 +113,7 @@ def upgrade(src: str | Path, dst: str | Path, version: str | None = None) -> dic
         report["weights_to_7_bit"] = seven_bit_weights(m)
         meta["precision"] = "int8 (7-bit weights)"
     onnx.checker.check_model(m)
-    onnx.save(m, str(dst))
-    set_metadata(dst, meta)
+    save_with_metadata(m, dst, meta)
     return report
 
 

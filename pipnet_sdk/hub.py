@@ -49,7 +49,7 @@ class ChecksumError(ValueError):
 
 
 #: A landmark model file carries its own digest in its pipnet metadata: the sha256 of the file's
-#: bytes with the digest's 64 hex characters replaced by this placeholder (export.onnx_meta.seal).
+#: bytes with the digest's 64 hex characters replaced by this placeholder (export.onnx_meta.sealed).
 DIGEST_KEY = "file_sha256"
 DIGEST_PLACEHOLDER = "0" * 64
 _DIGEST_FIELD = re.compile(b'"' + DIGEST_KEY.encode() + rb'": "([0-9a-f]{64})"')

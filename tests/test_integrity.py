@@ -1,6 +1,6 @@
 """Model files check themselves, and the int8 models give the same landmarks on every CPU.
 
-- A landmark model file carries the sha256 of its own bytes (export.onnx_meta.seal); a few bytes
+- A landmark model file carries the sha256 of its own bytes (export.onnx_meta.sealed); a few bytes
   flipped inside the weights raise ChecksumError at load, whichever way the file is given.
 - A third-party file given by path under a registry file name is checked against the registry.
 - The shipped int8 models run through onnxruntime's integer kernels (whatever this CPU has: VNNI,
