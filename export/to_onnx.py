@@ -16,7 +16,7 @@ import onnx
 import torch
 
 
-from .onnx_meta import file_metadata, set_metadata
+from .onnx_meta import file_metadata, save_with_metadata, set_metadata
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .checkpoint import load_checkpoint
 from .config import DEFAULTS, build_model, load_config
@@ -59,11 +59,10 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
         torch.onnx.export(net, (torch.zeros(1, 3, s, s),), str(path), input_names=["input"],
                           output_names=names, dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in names}},
                           opset_version=opset, dynamo=False)
+    m = onnx.load(str(path))
     if decoded:
-        m = onnx.load(str(path))
         stem_space_to_depth(m, s)
-        onnx.save(m, str(path))
-    set_metadata(path, {**meta, "format": 3 if decoded else 1})
+    save_with_metadata(m, path, {**meta, "format": 3 if decoded else 1})
     return path
 
 
