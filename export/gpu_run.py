@@ -5,7 +5,7 @@ most 8 files of at most 16 MiB from $OUT. So:
 
     # 1. here, on the CPU: cut the crops the stage trains on and pack them (WebP) into .gpu/data
     python -m export.gpu_run pack --config export/configs/pipnet-fast.json
-    # 2. on the GPU machine (the run tool, carry [".gpu"], timeout_s 600):
+    # 2. on the GPU machine (the run tool, carry: the files step 1 printed, timeout_s 600):
     python -m export.gpu_run train --config export/configs/pipnet-fast.json --out $OUT --minutes 8
     # 3. here again: the returned files (FILES_AT) become a run folder the CPU side continues
     python -m export.gpu_run fetch FILES_AT --out runs/fast/teacher
@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.cmd == "pack":
         paths = pack_data(stage_config(a.config, a.limit), a.data, a.quality, not a.quiet)
-        print(json.dumps({str(p): round(p.stat().st_size / 2**20, 1) for p in paths}))  # MiB
+        # what the run tool must carry: these files, not the whole folder (other configs' packs
+        # would push the travelling tree past its 64 MiB)
+        print(json.dumps({"carry": [str(p) for p in paths],
+                          "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     elif a.cmd == "train":
         cfg = stage_config(a.config, a.limit, a.epochs)
         print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet)))
