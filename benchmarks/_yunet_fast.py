@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from pipnet_sdk.detect.yunet import YuNet, decode_outputs, nms
+from pipnet_sdk.detect.yunet import YuNet, decode_outputs, first_faces
 
 LEVELS = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
@@ -110,14 +110,12 @@ class FastYuNet:
         return b[m], sc[m], k[m]
 
     def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        for size in self.sizes:
-            blob, f = self.blob(image, size)
-            boxes, scores, kps = self.candidates(self.forward(blob), blob.shape[2], blob.shape[3])
-            if len(scores):
-                break
-        keep = nms(boxes, scores, self.nms_iou, self.max_faces)
-        return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
-                (kps[keep] / f).astype(np.float32))
+        def passes():
+            for size in self.sizes:
+                blob, f = self.blob(image, size)
+                yield (*self.candidates(self.forward(blob), blob.shape[2], blob.shape[3]), f)
+
+        return first_faces(passes(), self.nms_iou, self.max_faces)
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         boxes, scores, _ = self.detect_with_keypoints(image)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -65,6 +65,18 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_out: int | None =
         rest = order[1:]
         order = rest[box_iou(boxes[i], boxes[rest]) <= iou]
     return np.asarray(keep, dtype=np.int64)
+
+
+def first_faces(passes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, float]], nms_iou: float,
+                max_faces: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of lazily run passes, each (boxes, scores, keypoints) in input pixels plus the input's scale,
+    the first that finds a face (else the last): NMS applied, back in image pixels, float32."""
+    for boxes, scores, kps, f in passes:
+        if len(scores):
+            break
+    keep = nms(boxes, scores, nms_iou, max_faces)
+    return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
+            (kps[keep] / f).astype(np.float32))
 
 
 class YuNet:
@@ -146,14 +158,14 @@ class YuNet:
         """Boxes (F, 4) x1, y1, x2, y2 in image pixels, scores (F,) best first, and the 5
         keypoints (F, 5, 2): eyes, nose tip, mouth corners. Stateless: safe across threads.
         When the pass at ``size`` finds no face, each of ``fallback_sizes`` is tried in turn."""
-        for size in (self.size, *self.fallback_sizes):
-            blob, f = self._input(image, size)
-            boxes, scores, kps = self.raw(blob, self.score_threshold)
-            if len(scores) or self.fixed:
-                break
-        keep = nms(boxes, scores, self.nms_iou, self.max_faces)
-        return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
-                (kps[keep] / f).astype(np.float32))
+        sizes = (self.size,) if self.fixed else (self.size, *self.fallback_sizes)  # a fixed input: one pass
+
+        def passes():
+            for size in sizes:
+                blob, f = self._input(image, size)
+                yield (*self.raw(blob, self.score_threshold), f)
+
+        return first_faces(passes(), self.nms_iou, self.max_faces)
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Boxes (F, 4) and scores (F,), best first (the plug-in detector contract)."""
