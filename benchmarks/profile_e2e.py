@@ -4,8 +4,8 @@
         [--cpu 0] [--ort-runs 30] [--sdk DIR]
 
 1. Stage timing: the SDK's own pipeline replayed step by step with its own objects and functions
-   (YuNet: resize, float canvas + padding, session.run (which also copies the non-contiguous input it
-   gets), NumPy decoding of all priors, threshold + NMS + rescale; landmarks: squares, crops,
+   (YuNet: resize, padding into a contiguous blob (``YuNet.blob``), session.run, NumPy decoding of
+   the priors above the threshold, NMS + rescale; landmarks: squares, crops,
    preprocessing, session.run, decoding, back to image coordinates), checked to give the very boxes
    and landmarks of ``Landmarker.detect``; "rest" = a full ``detect`` minus the sum of the stages.
    Per image best of --repeats, then median and mean over images, on set a of end_to_end.py (300W
@@ -38,15 +38,15 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from end_to_end import ROOT, cpu_line, prepare_300w, shared_dir, start_one_core_run, write_results  # noqa: E402
 
-DET_STAGES = ("det: resize", "det: float canvas + pad", "det: session.run", "det: decode priors (NumPy)",
-              "det: threshold + NMS + rescale")
+DET_STAGES = ("det: resize", "det: pad + blob", "det: session.run", "det: threshold + decode priors (NumPy)",
+              "det: NMS + rescale")
 LMK_STAGES = ("lmk: squares", "lmk: crop", "lmk: preprocess", "lmk: session.run", "lmk: decode", "lmk: to image")
 
 
 def staged(lm: Any, img: np.ndarray, t: Callable[[], float]) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """One image through the SDK's steps, timing each; returns times (s), boxes and landmarks."""
     from pipnet_sdk.crop import crop_faces, to_image
-    from pipnet_sdk.detect.yunet import nms
+    from pipnet_sdk.detect.yunet import decode_outputs, nms
 
     det, model = lm.detector, lm.model
     d: dict[str, float] = {}
@@ -56,17 +56,12 @@ def staged(lm: Any, img: np.ndarray, t: Callable[[], float]) -> tuple[dict[str, 
     nh, nw = max(1, round(h * f)), max(1, round(w * f))
     resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
     t1 = t()
-    ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
-    canvas = np.zeros((ph, pw, 3), np.float32)
-    canvas[:nh, :nw] = resized
-    blob = canvas.transpose(2, 0, 1)[None]
+    blob, _ = det.blob(resized, max(nh, nw))  # the SDK's pad + blob (no second resize at this size)
     t2 = t()
     outs = dict(zip(det.output_names, det.session.run(det.output_names, {det.input_name: blob})))
     t3 = t()
-    boxes, scores, _ = _sdk_decode(outs, blob.shape[2], blob.shape[3])
+    boxes, scores, _ = decode_outputs(outs, blob.shape[2], blob.shape[3], det.score_threshold)
     t4 = t()
-    m = scores >= det.score_threshold
-    boxes, scores = boxes[m], scores[m]
     keep = nms(boxes, scores, det.nms_iou, det.max_faces)
     boxes = (boxes[keep] / f).astype(np.float32)
     t5 = t()
@@ -86,28 +81,6 @@ def staged(lm: Any, img: np.ndarray, t: Callable[[], float]) -> tuple[dict[str, 
                           (t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11)):
         d[name] = b - a
     return d, boxes, pts
-
-
-def _sdk_decode(outs: dict[str, np.ndarray], h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """pipnet_sdk.detect.yunet.YuNet.raw's decoding, without its session.run (so the two are timed apart)."""
-    from pipnet_sdk.detect.yunet import STRIDES
-
-    boxes, scores, kps = [], [], []
-    for s in STRIDES:
-        gh, gw = h // s, w // s
-        rows, cols = np.divmod(np.arange(gh * gw, dtype=np.float32), gw)
-        cls = np.clip(outs[f"cls_{s}"][0, :, 0], 0, 1)
-        obj = np.clip(outs[f"obj_{s}"][0, :, 0], 0, 1)
-        bb = outs[f"bbox_{s}"][0]
-        kp = outs[f"kps_{s}"][0].reshape(-1, 5, 2)
-        cx = (cols + bb[:, 0]) * s
-        cy = (rows + bb[:, 1]) * s
-        bw = np.exp(bb[:, 2]) * s
-        bh = np.exp(bb[:, 3]) * s
-        boxes.append(np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1))
-        scores.append(np.sqrt(cls * obj))
-        kps.append(np.stack([(cols[:, None] + kp[..., 0]) * s, (rows[:, None] + kp[..., 1]) * s], -1))
-    return np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
 
 
 def stage_table(lm: Any, images: list[np.ndarray], repeats: int, desc: str, progress: bool) -> dict[str, Any]:

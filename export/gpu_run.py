@@ -49,11 +49,13 @@ def stage_config(path: str, limit: int | None = None, epochs: int | None = None)
 def pack_data(cfg: dict[str, Any], data: Path, quality: int = 85, progress: bool = True) -> list[Path]:
     """Cut (from the shared data, cached) the crops cfg trains on and write packed copies (WebP)
     into data: the labeled crops, and the pseudo-labeled faces of cfg["pseudo_labels"]."""
-    prepare(cfg, progress)
     caches = [crops_cache_path(cfg)]
+    if not caches[0].exists():  # cut once; a cut cache is packed as it is, not loaded first
+        prepare(cfg, progress)
     if cfg["pseudo_labels"]:
-        onnx_pseudo_labels(cfg, progress)
         caches.append(onnx_pseudo_labels_path(cfg))
+        if not caches[-1].exists():
+            onnx_pseudo_labels(cfg, progress)
     data.mkdir(parents=True, exist_ok=True)
     return [pack(c, quality, data / c.with_suffix(".packed.npz").name) for c in caches]
 

@@ -236,7 +236,7 @@ def training_faces(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, 
     if pseudo is None and cfg["pseudo_labels"]:
         pseudo = onnx_pseudo_labels(cfg, progress)
     if pseudo is not None:
-        images = torch.cat([images, torch.from_numpy(pseudo["images"]).permute(0, 3, 1, 2)])
+        images = torch.cat([images, as_tensor_images(pseudo["images"])])
         points = torch.cat([points, torch.from_numpy(pseudo["points"])])
     return images, points, torch.arange(len(images)) >= num_labeled
 
@@ -295,11 +295,11 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
             t_heads = run.teacher(normalize(x).contiguous(memory_format=torch.channels_last))
         x = F.avg_pool2d(x, b.size // cfg["input_size"])
     x = normalize(x).contiguous(memory_format=torch.channels_last)
-    pseudo_mask = upload(b.is_pseudo[idx], dev)
     with autocast(dev, cfg["bf16"]):
         heads, coarse_maps = run.forward(x)
     targets = make_targets(p, grid_of(cfg), run.neighbors)
-    full_w = (~pseudo_mask | (stage == 0)).float() if stage is not None else None
+    # STC: pseudo-labeled faces get the full-map loss only in its last stage
+    full_w = (~upload(b.is_pseudo[idx], dev) | (stage == 0)).float() if stage is not None else None
     loss, parts = pip_loss(heads, targets, cfg["num_neighbors"], cfg["score_weight"], cfg["offset_weight"], full_w)
     if run.teacher is not None:
         a = cfg["distill_weight"]

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from collections import OrderedDict
@@ -84,8 +85,7 @@ class Landmarker:
         nothing is loaded again."""
         if not isinstance(self.detector, YuNet):
             raise TypeError("detector options need the built-in detector")
-        other = object.__new__(Landmarker)
-        other.__dict__.update(self.__dict__)
+        other = copy.copy(self)
         other.detector = self.detector.with_options(**options)
         return other
 

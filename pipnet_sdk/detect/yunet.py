@@ -130,7 +130,9 @@ class YuNet:
         other._set_options(**options)
         return other
 
-    def _input(self, image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    def blob(self, image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+        """The network input for an image at long side ``size``: a (1, 3, H, W) float32 blob,
+        padded to multiples of 32, and the image-to-input scale."""
         h, w = image.shape[:2]
         if self.fixed:
             th, tw = self.fixed
@@ -162,7 +164,7 @@ class YuNet:
 
         def passes():
             for size in sizes:
-                blob, f = self._input(image, size)
+                blob, f = self.blob(image, size)
                 yield (*self.raw(blob, self.score_threshold), f)
 
         return first_faces(passes(), self.nms_iou, self.max_faces)
