@@ -70,34 +70,7 @@ def _sdk_arg(argv: Sequence[str]) -> str | None:
 if _sdk_arg(sys.argv[1:]):
     sys.path.insert(0, str(Path(_sdk_arg(sys.argv[1:])).resolve()))  # type: ignore[arg-type]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-def shared_dir() -> Path:
-    """The read-only data folder: $PIPNET_SHARED, else ../shared beside the repository."""
-    env = os.environ.get("PIPNET_SHARED")
-    return Path(env) if env else ROOT.parent / "shared"
-
-
-def read_pts(path: Path) -> np.ndarray:
-    """A 300W .pts file -> (N, 2) float32 pixels, (0, 0) = centre of the top-left pixel (the files are 1-based)."""
-    lines = path.read_text().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.strip() == "{") + 1
-    end = next(i for i, l in enumerate(lines) if l.strip() == "}")
-    return np.array([[float(v) for v in l.split()] for l in lines[start:end]], np.float32) - 1.0
-
-
-def read_pts_folder(root: Path) -> list[tuple[str, np.ndarray]]:
-    """(image path, points) for every image under root with a .pts beside it, sorted by path."""
-    out = [(str(p), read_pts(p.with_suffix(".pts"))) for p in sorted(root.rglob("*"))
-           if p.suffix.lower() in IMAGE_EXTS and p.with_suffix(".pts").exists()]
-    if not out:
-        raise FileNotFoundError(f"no image + .pts pairs under {root} (set PIPNET_SHARED?)")
-    return out
-
-
-def landmark_box(points: np.ndarray) -> np.ndarray:
-    return np.array([*points.min(0), *points.max(0)], np.float32)
+from export.data import landmark_box, read_pts_folder, shared_dir  # noqa: E402  (after --sdk)
 
 SIZE = 640
 CANVAS = (640, 480)  # w, h of the small-face canvas
@@ -183,7 +156,8 @@ def prepare_300w(cache: Path, face_px: int | None, seed: int, progress: bool) ->
     samples = read_pts_folder(shared_dir() / "data/300w/test")
     rng = np.random.default_rng(seed)
     rows = []
-    for image, points in tqdm(samples, desc=f"prepare set {'a' if face_px is None else 'c'}", disable=not progress):
+    for sample in tqdm(samples, desc=f"prepare set {'a' if face_px is None else 'c'}", disable=not progress):
+        image, points = sample.image, sample.points
         img = cv2.imread(image)
         src = Path(image)
         name = f"{src.parent.name}_{src.stem}"
