@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
-import json
 import os
 import platform
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from end_to_end import (ROOT, SET_TITLES, Item, centre_hits, cpu_line, start_one_core_run, write_results,  # noqa: E402
                         prepare_300w, prepare_groups, shared_dir)
 from _yunet_fast import FastYuNet, quantize_yunet  # noqa: E402
+from pipnet_sdk.boxes import iou as box_iou  # noqa: E402  (after end_to_end's --sdk handling)
 
 
 @dataclass
@@ -152,11 +152,7 @@ def match_iou(a: np.ndarray, b: np.ndarray, refs: np.ndarray) -> tuple[list[floa
     oa, ob = owner(a), owner(b)
     ious = []
     for r in set(oa) & set(ob):
-        x, y = oa[r], ob[r]
-        w = max(0.0, min(x[2], y[2]) - max(x[0], y[0]))
-        h = max(0.0, min(x[3], y[3]) - max(x[1], y[1]))
-        inter = w * h
-        ious.append(inter / ((x[2] - x[0]) * (x[3] - x[1]) + (y[2] - y[0]) * (y[3] - y[1]) - inter))
+        ious.append(float(box_iou(oa[r], ob[r])))
     return ious, len(set(oa) - set(ob)), len(set(ob) - set(oa))
 
 
@@ -378,8 +374,7 @@ def main() -> None:
               f"{datetime.datetime.now().isoformat(timespec='seconds')}; detectors as in detector_levers.md; a face is "
               "found when a detection's centre lies in its ground-truth landmark box.\n" + sweep_table(sweep, levs))
         print(md)
-        Path(a.out).with_suffix(".md").write_text(md)
-        Path(a.out).with_suffix(".json").write_text(json.dumps(sweep, indent=1))
+        write_results(a.out, md, sweep)
         return
     acc = {} if a.no_accuracy else accuracy(levs, sets, progress)
     lm_factory = None
