@@ -131,8 +131,8 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
         x[blur] = gaussian_blur(x[blur], 0.5 + 2.0 * float(draw(1)))
     streak = upload(torch.nonzero(draw(b) < cfg.p_motion_blur)[:, 0], dev)
     if len(streak):  # one streak per batch, like the Gaussian blur's sigma
-        length, angle = (2 + cfg.motion_max * size * draw(2)).tolist()
-        x[streak] = motion_blur(x[streak], length, angle * math.pi)
+        u_length, u_angle = draw(2).tolist()
+        x[streak] = motion_blur(x[streak], 2 + cfg.motion_max * size * u_length, math.pi * u_angle)
     dark = upload(torch.nonzero(draw(b) < cfg.p_low_light)[:, 0], dev)
     if len(dark):
         k = len(dark)

@@ -594,3 +594,18 @@ def test_motion_blur_and_low_light_augmentations() -> None:
     x, streak, dark = runs["plain"][0], runs["streak"][0], runs["dark"][0]
     assert streak.std() < 0.8 * x.std()  # random pixels averaged along the streak
     assert dark.mean() < 0.6 * x.mean()
+
+
+def test_motion_blur_runs_along_its_angle() -> None:
+    """A streak at angle 0 smears a dot along x only, one at pi/2 along y only, and keeps its sum."""
+    from export.augment import motion_blur
+
+    dot = torch.zeros(1, 1, 21, 21)
+    dot[0, 0, 10, 10] = 1.0
+    for angle, axis in ((0.0, 1), (math.pi / 2, 0)):
+        out = motion_blur(dot, 9.0, angle)[0, 0]
+        rows, cols = torch.nonzero(out > 1e-3, as_tuple=True)
+        along, across = (cols, rows) if axis == 1 else (rows, cols)
+        assert along.max() - along.min() >= 8 and across.max() == across.min() == 10
+        assert abs(float(out.sum()) - 1.0) < 1e-5
+
