@@ -7,16 +7,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Face", "Landmarker", "VideoLandmarker", "align", "align_many", "detect_landmarks", "draw",
-           "list_models"]
+__all__ = ["ChecksumError", "Face", "HeadPose", "Landmarker", "ModelFormatError", "ModelNotFoundError",
+           "VideoLandmarker", "align", "align_many", "detect_landmarks", "draw", "list_models"]
 
 _WHERE = {
+    "ChecksumError": ".hub",
     "Face": ".types",
+    "HeadPose": ".geometry",
+    "ModelFormatError": ".runtime",
+    "ModelNotFoundError": ".hub",
     "align": ".geometry",
     "align_many": ".geometry",
     "Landmarker": ".landmarker",
     "detect_landmarks": ".landmarker",
-    "draw": ".draw",
+    "draw": ".drawing",
     "list_models": ".registry",
     "VideoLandmarker": ".video",
 }
@@ -45,4 +49,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    return sorted(set(globals()) | set(__all__))

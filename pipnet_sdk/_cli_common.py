@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -41,25 +43,105 @@ def _tiny_progress(items: Iterable[Any], total: int | None, unit: str) -> Iterat
     sys.stderr.write(f"\r{n}/{total or '?'} {unit}s\n")
 
 
-def check_writable(target: str | os.PathLike, what: str) -> Path:
-    """Fail now (ValueError), before any work, if a file cannot be created at ``target`` (its
-    folder is made if missing); returns it as a Path."""
+def _same_file(a: Path, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _probe(folder: Path, what: str, shown: Path) -> None:
+    """Create a temporary file in ``folder`` (making the missing folders, then removing the ones
+    made, so that a run stopped later by another usage error leaves nothing behind)."""
+    made: list[Path] = []
+    try:
+        for d in reversed([folder, *folder.parents]):
+            if not d.exists():
+                d.mkdir()
+                made.append(d)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pipnet-", suffix=".check"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write {what} {shown}: {e.strerror or e}") from None
+    finally:
+        for d in reversed(made):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def check_writable(target: str | os.PathLike, what: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Fail now (ValueError), before any work, if a file cannot be created at ``target`` or if it
+    is one of the ``inputs`` (it would be overwritten while being read); returns it as a Path.
+    Its folder is made only when the file is written (``make_parent``)."""
     p = Path(target)
     if p.is_dir():
         raise ValueError(f"{what} {p} is a folder, not a file")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".check"):
-            pass
-    except OSError as e:
-        raise ValueError(f"cannot write {what} {p}: {e.strerror or e}") from None
+    if p.exists() and any(_same_file(p, i) for i in inputs):
+        raise ValueError(f"{what} {p} is one of the inputs: it would be overwritten")
+    _probe(p.parent, what, p)
     return p
+
+
+def check_folder(target: str | os.PathLike, what: str) -> Path:
+    """Fail now (ValueError) unless files can be written in the folder ``target`` (made later)."""
+    p = Path(target)
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{what} {p} exists and is not a folder")
+    _probe(p, what, p)
+    return p
+
+
+def check_distinct(**targets: str | None) -> None:
+    """ValueError if two of the named output files are the same file."""
+    seen: dict[str, str] = {}
+    for option, target in targets.items():
+        if target is None or target == "-":
+            continue
+        key = os.path.abspath(target)
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {option} name the same file: {target}")
+        seen[key] = option
+
+
+def make_parent(path: Path) -> Path:
+    """Make the folder ``path`` goes into (checked before by check_writable); returns path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so the
-    file is either the old one or the whole new one."""
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                     suffix=".tmp", delete=False) as f:
+    file is either the old one or the whole new one. It keeps the old file's permissions, or
+    gets those of any new file (the temporary file's own are private)."""
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=make_parent(path).parent,
+                                     prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
         f.write(text)
+    os.chmod(f.name, mode)
     os.replace(f.name, path)
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Silence what C libraries (OpenCV, FFmpeg) print on the stderr file descriptor, e.g. while
+    probing whether a file is a readable video: our own one-line error says what went wrong."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)

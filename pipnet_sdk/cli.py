@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._cli_common import _positive_int, _progress, check_writable, write_atomic
+from ._cli_common import (_positive_int, _progress, check_distinct, check_folder, check_writable,
+                          make_parent, write_atomic)
 
 
 def __getattr__(name: str) -> Any:
@@ -158,14 +159,22 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
     if args.test_crops > len(TEST_CROPS):
         raise UsageError(f"--test-crops must be 1 to {len(TEST_CROPS)}, got {args.test_crops}")
-    json_path = None if args.json in (None, "-") else check_writable(args.json, "--json")
-    lines_path = None if args.jsonl is None else check_writable(args.jsonl, "--jsonl")
+    try:  # every output, before any model is loaded or any file emptied
+        check_distinct(**{"--json": args.json, "--jsonl": args.jsonl})
+        sources = [path for path, _ in images]
+        json_path = None if args.json in (None, "-") else check_writable(args.json, "--json", sources)
+        lines_path = None if args.jsonl is None else check_writable(args.jsonl, "--jsonl", sources)
+        if out is not None:
+            check_folder(out, "--out")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads,
                     test_crops=args.test_crops, flip_test=args.flip_test, **options)
 
     results, failed, used = [], 0, set()
     with contextlib.ExitStack() as stack:
-        lines = None if lines_path is None else stack.enter_context(open(lines_path, "w", encoding="utf-8"))
+        lines = None if lines_path is None else stack.enter_context(
+            open(make_parent(lines_path), "w", encoding="utf-8"))
         for path, rel in _progress(images, args.quiet):
             entry: dict[str, Any] = {"path": str(path)}
             try:
@@ -179,7 +188,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
                 faces = lm.detect(img)
                 entry.update(width=int(img.shape[1]), height=int(img.shape[0]), faces=[f.to_dict() for f in faces])
                 if out is not None:
-                    from .draw import draw
+                    from .drawing import draw
 
                     _write_image(_out_path(out, rel, used, path), draw(img, faces, pose=args.draw_pose))
             results.append(entry)

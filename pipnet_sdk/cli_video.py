@@ -16,13 +16,16 @@ A run that stops early (an error, Ctrl-C) still closes the JSON, with the frames
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
-from ._cli_common import _positive_int, _progress, check_writable
+from ._cli_common import (_positive_int, _progress, check_distinct, check_writable, make_parent,
+                          native_stderr_silenced)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -49,6 +52,33 @@ def _error(message: str) -> int:
     return 2
 
 
+def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> Any:
+    """An OpenCV VideoWriter (MPEG-4 part 2) for ``path``; check ``isOpened()``."""
+    import cv2
+
+    return cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+
+
+def check_video_writable(path: Path, fps: float, size: tuple[int, int]) -> None:
+    """ValueError now, before any work, unless OpenCV can write a video at ``path`` (its extension
+    names a container it has): tried on a temporary file beside it, removed after."""
+    made = [d for d in [path.parent, *path.parent.parents] if not d.exists()]  # deepest first
+    probe = make_parent(path).parent / f".pipnet-{os.getpid()}.probe{path.suffix}"
+    try:
+        with native_stderr_silenced():  # OpenCV's warnings about an unknown extension
+            writer = open_video_writer(probe, fps, size)
+            ok = writer.isOpened()
+            writer.release()
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        for d in made:  # the folders made for the probe; the run makes them again when it writes
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    if not ok:
+        raise ValueError(f"cannot write the video {path} (unknown extension or codec? .mp4 and .avi work)")
+
+
 def _frames(cap: Any) -> Iterator[Any]:
     while True:
         ok, frame = cap.read()
@@ -63,12 +93,15 @@ def run(args: argparse.Namespace) -> int:
     from .landmarker import DEFAULT_DETECTOR, DEFAULT_MODEL, Landmarker
     from .video import VideoLandmarker
 
+    if os.path.isdir(args.input):
+        return _error(f"{args.input} is a folder, not a video file")
     if not os.path.isfile(args.input):
         return _error(f"no such video file: {args.input}")
     if args.out is None and args.json is None and args.quiet:
         return _error("nothing to do: give --out and/or --json (or drop --quiet to only time it)")
-    cap = cv2.VideoCapture(args.input)
-    ok, first = cap.read() if cap.isOpened() else (False, None)
+    with native_stderr_silenced():  # FFmpeg's own lines about a file it cannot read
+        cap = cv2.VideoCapture(args.input)
+        ok, first = cap.read() if cap.isOpened() else (False, None)
     if not ok or first is None:
         cap.release()
         return _error(f"cannot read {args.input} as a video (not a video, or a codec OpenCV lacks)")
@@ -76,10 +109,12 @@ def run(args: argparse.Namespace) -> int:
     fps = fps if fps and 0 < fps < 1000 else 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     h, w = first.shape[:2]
-    try:  # both outputs must be writable before any model is loaded
-        for target, what in ((args.out, "--out"), (None if args.json == "-" else args.json, "--json")):
-            if target is not None:
-                check_writable(target, what)
+    try:  # both outputs must be writable, and neither the input, before any model is loaded
+        check_distinct(**{"--out": args.out, "--json": args.json})
+        if args.json not in (None, "-"):
+            check_writable(args.json, "--json", [args.input])
+        if args.out is not None:
+            check_video_writable(check_writable(args.out, "--out", [args.input]), fps, (w, h))
     except ValueError as e:
         cap.release()
         return _error(str(e))
@@ -97,14 +132,14 @@ def run(args: argparse.Namespace) -> int:
 
     writer = None
     if args.out:
-        writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        writer = open_video_writer(make_parent(Path(args.out)), fps, (w, h))
         if not writer.isOpened():
             cap.release()
             return _error(f"cannot write the video {args.out} (unknown extension or codec?)")
     js = None
     if args.json:
         try:
-            js = sys.stdout if args.json == "-" else open(args.json, "w", encoding="utf-8")
+            js = sys.stdout if args.json == "-" else open(make_parent(Path(args.json)), "w", encoding="utf-8")
         except OSError as e:
             cap.release()
             if writer is not None:
@@ -129,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                          "faces": [f.to_dict() for f in faces]}
                 js.write(("," if n else "") + "\n" + json.dumps(entry))
             if writer is not None:
-                from .draw import draw
+                from .drawing import draw
 
                 writer.write(draw(frame, faces))
             n += 1

@@ -32,7 +32,8 @@ ACCEPTED = (
 _PIL_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 
-def _check_color(color: Any) -> str:
+def check_color(color: Any) -> str:
+    """"bgr" or "rgb" (any case), lower-cased; ValueError for anything else."""
     c = color.lower() if isinstance(color, str) else color
     if c not in ("bgr", "rgb"):
         raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
@@ -110,7 +111,7 @@ def load_image(image: Any, color: str = "bgr") -> np.ndarray:
     "rgb" (PIL, matplotlib, most other libraries). Raises FileNotFoundError for a missing file,
     ValueError for an unreadable file or an array of the wrong dtype/shape, TypeError otherwise.
     """
-    color = _check_color(color)
+    color = check_color(color)
     if isinstance(image, (str, os.PathLike)):
         return _read_file(image)
     if isinstance(image, np.ndarray):

@@ -18,7 +18,7 @@ import numpy as np
 from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
 from .detect import YuNet
 from .hub import resolve
-from .images import load_image
+from .images import check_color, is_pil_image, load_image
 from .landmark_model import LandmarkModel
 from .types import Face
 
@@ -37,6 +37,18 @@ def _check_boxes(boxes: Any) -> np.ndarray:
     if len(b) and ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
         raise ValueError("every box needs x2 > x1 and y2 > y1")
     return b
+
+
+def _check_squares(squares: Any) -> np.ndarray:
+    q = np.asarray(squares, dtype=np.float64)
+    q = q.reshape(0, 3) if q.size == 0 else q
+    if q.ndim == 1 and q.size == 3:
+        q = q[None]
+    if q.ndim != 2 or q.shape[1] != 3:
+        raise ValueError(f"squares must have shape (F, 3) as cx, cy, side; got {q.shape}")
+    if not np.isfinite(q).all() or (q[:, 2] <= 0).any():
+        raise ValueError("squares need finite centres and sides > 0")
+    return q
 
 
 class Landmarker:
@@ -59,8 +71,17 @@ class Landmarker:
         use_neighbors: bool = True, flip_test: bool = False, test_crops: int = 1, batch_size: int = 32,
         color: str = "bgr", **detector_options: Any,
     ) -> None:
-        if not isinstance(test_crops, (int, np.integer)) or not 1 <= test_crops <= len(TEST_CROPS):
+        if isinstance(test_crops, bool) or not isinstance(test_crops, (int, np.integer)) \
+                or not 1 <= test_crops <= len(TEST_CROPS):
             raise ValueError(f"test_crops must be an integer from 1 to {len(TEST_CROPS)}, got {test_crops!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        self.color = check_color(color)
+        unknown = sorted(set(detector_options) - set(YuNet.OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown options {unknown}: Landmarker takes model, detector, providers, threads, "
+                            f"use_neighbors, flip_test, test_crops, batch_size, color and the detector's "
+                            f"{list(YuNet.OPTIONS)}")
         self.test_crops = int(test_crops)
         self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads,
                                    use_neighbors, flip_test)
@@ -72,8 +93,7 @@ class Landmarker:
         if not callable(getattr(detector, "detect", None)):
             raise TypeError(f"detector must have a detect(image) method, got {type(detector).__name__}")
         self.detector = detector
-        self.batch_size = batch_size
-        self.color = color
+        self.batch_size = int(batch_size)
 
     @property
     def num_landmarks(self) -> int:
@@ -97,20 +117,27 @@ class Landmarker:
     def detect_boxes(self, image: Any, color: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The detector's boxes (F, 4) x1, y1, x2, y2 and scores (F,), checked. (An array that
         ``image()`` already returned is BGR: pass ``color="bgr"`` with it.)"""
-        boxes, scores = self.detector.detect(self.image(image, color))
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        scores = np.asarray(scores, np.float32).reshape(-1)
-        if len(scores) != len(boxes):
-            raise ValueError(f"detector returned {len(boxes)} boxes but {len(scores)} scores")
+        name = type(self.detector).__name__
+        result = self.detector.detect(self.image(image, color))
         try:
-            return _check_boxes(boxes), scores
+            boxes, scores = result
+        except (TypeError, ValueError):
+            raise ValueError(f"detector {name}.detect must return (boxes (F, 4), scores (F,)), got "
+                             f"{type(result).__name__}") from None
+        boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32).reshape(-1)
+        try:
+            boxes = _check_boxes(boxes.reshape(0, 4) if boxes.size == 0 else boxes)
         except ValueError as e:
-            raise ValueError(f"detector {type(self.detector).__name__} returned bad boxes: {e}") from None
+            raise ValueError(f"detector {name} returned bad boxes: {e}") from None
+        if len(scores) != len(boxes):
+            raise ValueError(f"detector {name} returned {len(boxes)} boxes but {len(scores)} scores")
+        return boxes, scores
 
     def squares(self, boxes: Any) -> np.ndarray:
         """Detector-style boxes (F, 4) -> crop squares (F, 3) cx, cy, side by the model's crop rule."""
-        return squares_from_boxes(np.asarray(boxes).reshape(-1, 4), self.model.spec.crop_scale,
-                                  self.model.spec.crop_shift_y)
+        b = np.asarray(boxes, np.float32)
+        return squares_from_boxes(_check_boxes(b.reshape(0, 4) if b.size == 0 else b),
+                                  self.model.spec.crop_scale, self.model.spec.crop_shift_y)
 
     def landmarks_in_squares(
         self, image: Any, squares: np.ndarray, color: str | None = None
@@ -126,8 +153,10 @@ class Landmarker:
         """For many images at once: per image, landmarks in pixels (F, N, 2) and scores (F, N) for its
         squares (F, 3) (the images as ``image()`` returns them). The crops of all images share
         network batches. With test_crops > 1 each face's jittered crops are averaged in image space."""
+        if len(images) != len(squares):
+            raise ValueError(f"{len(images)} images but {len(squares)} arrays of squares: give one per image")
         k, n, size = self.test_crops, self.num_landmarks, self.model.spec.input_size
-        jittered = [jitter_squares(sq, k) for sq in squares]
+        jittered = [jitter_squares(_check_squares(sq), k) for sq in squares]
         crops = [crop_faces(im, sq, size) for im, sq in zip(images, jittered)]
         if len(crops) == 1:  # one image: no copy
             all_crops = crops[0]
@@ -159,6 +188,8 @@ class Landmarker:
 
     def detect_batch(self, images: Iterable[Any], color: str | None = None) -> list[list[Face]]:
         """Detect on many images; all crops go through the landmark network in real batches."""
+        if isinstance(images, (np.ndarray, str, bytes, os.PathLike)) or is_pil_image(images):
+            raise TypeError("detect_batch takes a list of images; for one image use detect(image)")
         imgs = [self.image(im, color) for im in images]
         dets = [self.detect_boxes(im, "bgr") for im in imgs]
         marks = self.landmarks_for_images(imgs, [self.squares(b) for b, _ in dets])

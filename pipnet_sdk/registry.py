@@ -93,8 +93,7 @@ MODELS: dict[str, ModelSpec] = {
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
         third_party=True,
         obtain=("export yunet_s_dynamic.onnx (dynamic input size) from libfacedetection.train "
-                "(https://github.com/ShiqiYu/libfacedetection.train), or take it from a copy you trust, "
-                "and put it in the folder named by $PIPNET_MODELS_DIR"),
+                "(https://github.com/ShiqiYu/libfacedetection.train), or take it from a copy you trust"),
     ),
 }
 

@@ -11,8 +11,24 @@ class ModelFormatError(ValueError):
     """The file is not a model this SDK can use."""
 
 
+def check_providers(providers: Sequence | str | None) -> list:
+    """onnxruntime providers as a list (a single name is one provider, not its letters; a provider
+    may also be a (name, options) pair). At least one must be available here: onnxruntime itself
+    skips the others with a warning (so ["CUDAExecutionProvider", "CPUExecutionProvider"] runs
+    anywhere)."""
+    if not providers:
+        return ["CPUExecutionProvider"]
+    listed = [providers] if isinstance(providers, str) else list(providers)
+    available = ort.get_available_providers()
+    names = [p[0] if isinstance(p, tuple) and p else p for p in listed]
+    if not any(name in available for name in names):
+        raise ValueError(f"none of the onnxruntime providers {names} is available here; this "
+                         f"onnxruntime has {available}")
+    return listed
+
+
 def make_session(
-    path: str | os.PathLike, providers: Sequence | None = None, threads: int | None = None,
+    path: str | os.PathLike, providers: Sequence | str | None = None, threads: int | None = None,
     data: bytes | None = None, optimize: bool = True,
 ) -> ort.InferenceSession:
     """An InferenceSession for the model at ``path`` (or its bytes ``data``, already read; ``path``
@@ -31,7 +47,7 @@ def make_session(
     try:
         return ort.InferenceSession(
             os.fspath(path) if data is None else data, sess_options=opts,
-            providers=list(providers) if providers else ["CPUExecutionProvider"],
+            providers=check_providers(providers),
         )
     except Exception as e:  # onnxruntime raises its own non-ValueError types for bad files
         if type(e).__module__.startswith("onnxruntime"):

@@ -1,9 +1,10 @@
 """Result types."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -56,17 +57,25 @@ class Face:
         return mouth_openness(self.landmarks)
 
     def to_dict(self) -> dict:
+        """The face as plain JSON types; a NaN or infinite value (hand-made faces only) is None."""
+        def num(v: Any, digits: int) -> float | None:
+            v = float(v)
+            return round(v, digits) if math.isfinite(v) else None
+
+        def pairs(points: Any) -> list:
+            return [[num(x, 2), num(y, 2)] for x, y in points]
+
         d = {
-            "box": [round(float(v), 2) for v in self.box],
-            "score": round(float(self.score), 4),
-            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
-            "landmark_scores": [round(float(v), 4) for v in self.landmark_scores],
+            "box": [num(v, 2) for v in self.box],
+            "score": num(self.score, 4),
+            "landmarks": pairs(self.landmarks),
+            "landmark_scores": [num(v, 4) for v in self.landmark_scores],
         }
         if self.track_id is not None:
             d["track_id"] = int(self.track_id)
         fp, pose, eyes, mouth = self.five_points, self.pose, self.eye_openness, self.mouth_openness
-        d["five_points"] = None if fp is None else [[round(float(x), 2), round(float(y), 2)] for x, y in fp]
-        d["pose"] = None if pose is None else {k: round(float(v), 2) for k, v in pose._asdict().items()}
-        d["eye_openness"] = None if eyes is None else [round(float(v), 4) for v in eyes]
-        d["mouth_openness"] = None if mouth is None else round(float(mouth), 4)
+        d["five_points"] = None if fp is None else pairs(fp)
+        d["pose"] = None if pose is None else {k: num(v, 2) for k, v in pose._asdict().items()}
+        d["eye_openness"] = None if eyes is None else [num(v, 4) for v in eyes]
+        d["mouth_openness"] = None if mouth is None else num(mouth, 4)
         return d

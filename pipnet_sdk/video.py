@@ -63,7 +63,8 @@ class OneEuroFilter:
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
                  rate: float = 30.0, speed: str = "element") -> None:
         if min_cutoff <= 0 or d_cutoff <= 0 or rate <= 0 or beta < 0:
-            raise ValueError("min_cutoff, d_cutoff and rate must be > 0 and beta >= 0")
+            raise ValueError(f"min_cutoff, d_cutoff and rate (fps) must be > 0 and beta >= 0, got "
+                             f"{min_cutoff}, {d_cutoff}, {rate} and {beta}")
         if speed not in ("element", "point", "mean"):
             raise ValueError(f"speed must be 'element', 'point' or 'mean', got {speed!r}")
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
@@ -177,10 +178,14 @@ class VideoLandmarker:
                  predict: bool = False) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
-        if landmarker is None:
-            from .landmarker import Landmarker
+        OneEuroFilter(min_cutoff, beta, d_cutoff, fps)  # checks the filter options now, not at the first face
+        from .landmarker import Landmarker
 
+        if landmarker is None:
             landmarker = Landmarker()
+        elif not isinstance(landmarker, Landmarker):
+            raise TypeError(f"landmarker must be a pipnet_sdk.Landmarker, got {type(landmarker).__name__} "
+                            "(for another model: VideoLandmarker(Landmarker(model=...)))")
         self.landmarker = landmarker
         self.detect_every = int(detect_every)
         self.smoothing = bool(smoothing)

@@ -259,3 +259,83 @@ def test_moved_image_extensions_still_importable_with_a_warning() -> None:
 
     with pytest.warns(DeprecationWarning, match="pipnet_sdk.images"):
         assert cli.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
+
+
+def test_outputs_never_overwrite_an_input(models_dir: Path, samples: Path, tmp_path: Path, capsys,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json or --jsonl naming an input image, or both naming one file, is a usage error before
+    any model is loaded, and the image is left as it was."""
+    import pipnet_sdk.landmarker as L
+
+    photo = tmp_path / "photo.jpg"
+    shutil.copy(samples / "group_2.jpg", photo)
+    before = photo.read_bytes()
+    monkeypatch.setattr(L.Landmarker, "__init__", lambda *a, **k: pytest.fail("models loaded"))
+    for option in ("--json", "--jsonl"):
+        code, out, err = run(capsys, "detect", str(tmp_path), option, str(photo))
+        assert code == 2 and out == ""
+        assert_one_error_line(err, option, "is one of the inputs")
+    same = str(tmp_path / "faces.json")
+    code, _, err = run(capsys, "detect", str(photo), "--json", same, "--jsonl", same)
+    assert code == 2
+    assert_one_error_line(err, "--json and --jsonl name the same file")
+    assert photo.read_bytes() == before and not (tmp_path / "faces.json").exists()
+
+
+def test_draw_folder_checked_before_any_work(models_dir: Path, samples: Path, tmp_path: Path, capsys,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--draw --out under a regular file fails at once, naming --out, with an existing --jsonl
+    file untouched; a usage error after the output checks leaves no folder behind."""
+    import pipnet_sdk.landmarker as L
+
+    real_init = L.Landmarker.__init__
+    monkeypatch.setattr(L.Landmarker, "__init__", lambda *a, **k: pytest.fail("models loaded"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    kept = tmp_path / "kept.jsonl"
+    kept.write_text("an earlier run\n")
+    code, out, err = run(capsys, "detect", str(samples / "group_2.jpg"), "--jsonl", str(kept),
+                         "--draw", "--out", str(blocker / "annotated"))
+    assert code == 2 and out == ""
+    assert_one_error_line(err, "cannot write --out", "annotated")
+    assert kept.read_text() == "an earlier run\n"
+    monkeypatch.setattr(L.Landmarker, "__init__", real_init)
+    code, _, err = run(capsys, "detect", str(samples / "no_face.jpg"), "--json", str(tmp_path / "new" / "deep" / "o.json"),
+                       "--model", "bogus-model")
+    assert code == 2 and "bogus-model" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_json_file_gets_ordinary_permissions(models_dir: Path, samples: Path, tmp_path: Path, capsys) -> None:
+    """--json is written atomically but not private: a new file follows the umask, an old one keeps
+    its mode."""
+    old_mask = os.umask(0o022)
+    try:
+        fresh, kept = tmp_path / "fresh.json", tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o640)
+        for target in (fresh, kept):
+            assert run(capsys, "detect", str(samples / "no_face.jpg"), "--json", str(target), "-q")[0] == 0
+            assert json.loads(target.read_text())["images"][0]["faces"] == []
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        assert kept.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old_mask)
+
+
+def test_draw_function_survives_the_cli_and_its_module(models_dir: Path, samples: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    """pipnet_sdk.draw stays the function after `detect --draw` ran in this process (the module
+    that holds it is pipnet_sdk.drawing)."""
+    import numpy as np
+
+    import pipnet_sdk
+    import pipnet_sdk.drawing  # noqa: F401
+
+    code, _, _ = run(capsys, "detect", str(samples / "group_2.jpg"), "--draw", "--out", str(tmp_path / "a"), "-q")
+    assert code == 0 and len(list((tmp_path / "a").rglob("*.jpg"))) == 1
+    from pipnet_sdk import draw
+
+    assert callable(pipnet_sdk.draw) and draw is pipnet_sdk.draw
+    img = np.zeros((40, 40, 3), np.uint8)
+    assert pipnet_sdk.draw(img, []).shape == img.shape

@@ -401,3 +401,93 @@ def test_old_landmark_model_methods_still_work_with_a_warning(samples: Path, mod
     np.testing.assert_array_equal(again, points)
     with pytest.raises(TypeError, match="Landmarker"):
         type(lm.model)(lm.model.path, test_crops=3)
+
+
+# ---------------------------------------------------------------------------------- argument checks
+@pytest.mark.parametrize("options, error, words", [
+    ({"batch_size": 0}, ValueError, "batch_size"),
+    ({"batch_size": -1}, ValueError, "batch_size"),
+    ({"color": "xyz"}, ValueError, "color"),
+    ({"test_crops": True}, ValueError, "test_crops"),
+    ({"flip": True}, TypeError, "unknown options ['flip']"),
+    ({"size": "640"}, ValueError, "detector size"),
+    ({"max_faces": 2.5}, ValueError, "max_faces"),
+    ({"fallback_sizes": 5}, ValueError, "fallback_sizes"),
+    ({"score_threshold": "0.8"}, ValueError, "score_threshold"),
+    ({"providers": ["NoSuchExecutionProvider"]}, ValueError, "NoSuchExecutionProvider"),
+])
+def test_bad_arguments_fail_in_the_constructor(random_model: Path, yunet_path: Path, options: dict,
+                                               error: type, words: str) -> None:
+    with pytest.raises(error) as info:
+        Landmarker(model=random_model, detector=yunet_path, **options)
+    assert words in str(info.value)
+
+
+def test_checked_options_are_stored_as_used(random_model: Path, yunet_path: Path, samples: Path) -> None:
+    """Whole floats are sizes, a provider given as one name is one provider, and the options then
+    work: max_faces=2.0 keeps two faces of a four-face photo."""
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    lm = Landmarker(model=random_model, detector=yunet_path, providers="CPUExecutionProvider", size=640.0,
+                    max_faces=2.0, fallback_sizes=[320.0])
+    assert lm.detector.size == 640 and lm.detector.max_faces == 2 and lm.detector.fallback_sizes == (320,)
+    assert len(lm.detect(img)) == 2
+    with pytest.raises(TypeError, match=r"unknown options \['sizee'\]"):
+        detect_landmarks(img, sizee=320)
+
+
+def test_steps_reject_mismatched_or_bad_input(random_model: Path, yunet_path: Path, samples: Path) -> None:
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    lm = Landmarker(model=random_model, detector=yunet_path)
+    square = np.array([[200.0, 200.0, 120.0]])
+    with pytest.raises(ValueError, match="2 images but 1"):
+        lm.landmarks_for_images([img, img], [square])
+    for bad in ([[10, 10, 0]], [[10, 10, -5]], [[np.nan, 10, 50]], [[1, 2, 3, 4]]):
+        with pytest.raises(ValueError, match="squares"):
+            lm.landmarks_in_squares(img, np.array(bad, dtype=float))
+    with pytest.raises(ValueError, match="boxes"):
+        lm.squares([[1, 2, 3]])
+    for one_image in (img, str(samples / "group_2.jpg")):
+        with pytest.raises(TypeError, match="for one image use detect"):
+            lm.detect_batch(one_image)
+    points, scores = lm.landmarks_in_squares(img, np.zeros((0, 3)))
+    assert points.shape == (0, 68, 2) and scores.shape == (0, 68)
+
+
+class _BrokenDetector:
+    def __init__(self, result):
+        self.result = result
+
+    def detect(self, image):
+        return self.result
+
+
+@pytest.mark.parametrize("result, words", [
+    ((np.zeros((1, 3)), np.ones(1)), "returned bad boxes"),
+    (None, "must return (boxes (F, 4), scores (F,))"),
+    ((np.array([[0, 0, 10, 10]]), np.ones(2)), "1 boxes but 2 scores"),
+])
+def test_custom_detector_breaking_the_contract_is_named(random_model: Path, result, words: str) -> None:
+    lm = Landmarker(model=random_model, detector=_BrokenDetector(result))
+    with pytest.raises(ValueError) as info:
+        lm.detect(np.zeros((64, 64, 3), np.uint8))
+    assert "_BrokenDetector" in str(info.value) and words in str(info.value)
+    assert Landmarker(model=random_model, detector=_BrokenDetector(([], []))).detect(np.zeros((9, 9, 3), np.uint8)) == []
+
+
+def test_public_names_and_json_safe_faces() -> None:
+    """The errors and types the README names are reachable from pipnet_sdk, listed once by dir();
+    a hand-made face with NaN points gives JSON null, not NaN."""
+    import pipnet_sdk
+    from pipnet_sdk.geometry import HeadPose
+    from pipnet_sdk.hub import ChecksumError, ModelNotFoundError
+    from pipnet_sdk.runtime import ModelFormatError as FormatError
+
+    assert (pipnet_sdk.HeadPose, pipnet_sdk.ChecksumError, pipnet_sdk.ModelNotFoundError,
+            pipnet_sdk.ModelFormatError) == (HeadPose, ChecksumError, ModelNotFoundError, FormatError)
+    names = dir(pipnet_sdk)
+    assert len(names) == len(set(names)) and set(pipnet_sdk.__all__) <= set(names)
+    points = np.full((68, 2), np.nan, np.float32)
+    face = Face(box=np.array([0, 0, 10, 10], np.float32), score=0.9, landmarks=points,
+                landmark_scores=np.zeros(68, np.float32))
+    d = json.loads(json.dumps(face.to_dict(), allow_nan=False))
+    assert d["landmarks"][0] == [None, None] and d["pose"] is None and d["box"] == [0, 0, 10, 10]

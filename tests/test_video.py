@@ -363,3 +363,33 @@ def test_frame_size_change_keeps_tracks(trained, faces_300w) -> None:
             iod = np.linalg.norm(e.landmarks[36] - e.landmarks[45])
             assert np.linalg.norm(f.landmarks - e.landmarks, axis=1).mean() < 0.1 * iod, scale
         assert [f.track_id for f in v.track(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))] == ids
+
+
+def test_cli_video_outputs_checked_against_the_input(tmp_path: Path, faces_300w, capsys) -> None:
+    """--out or --json naming the input video, both naming one file, or a video extension OpenCV
+    cannot write: one error line before any model is loaded (the model named here does not
+    exist), with the input left whole; a folder given as the input is named as a folder."""
+    clip = _clip(tmp_path / "clip.mp4", [canvas((faces_300w[0], 40 + 2 * i, 40)) for i in range(5)])
+    before = clip.read_bytes()
+    cases = [(("--out", str(clip)), "is one of the inputs"), (("--json", str(clip)), "is one of the inputs"),
+             (("--out", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "a.mp4")), "name the same file"),
+             (("--out", str(tmp_path / "new" / "out.xyz")), "cannot write the video")]
+    for options, words in cases:
+        args = _video_args(str(clip), *options, "--model", str(tmp_path / "no_such_model.onnx"))
+        assert args.func(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and "no_such_model" not in err[0], err
+    assert clip.read_bytes() == before and not (tmp_path / "new").exists()
+    args = _video_args(str(tmp_path))
+    assert args.func(args) == 2
+    assert "is a folder, not a video file" in capsys.readouterr().err
+
+
+def test_video_landmarker_checks_its_options_at_once() -> None:
+    """Bad filter options and a model name where a Landmarker belongs fail in the constructor."""
+    with pytest.raises(ValueError, match="fps"):
+        VideoLandmarker(landmarker=object(), fps=0)
+    with pytest.raises(ValueError, match="min_cutoff"):
+        VideoLandmarker(landmarker=object(), min_cutoff=-1)
+    with pytest.raises(TypeError, match="Landmarker"):
+        VideoLandmarker("pipnet-r18")

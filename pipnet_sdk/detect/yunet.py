@@ -79,6 +79,38 @@ def first_faces(passes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, float
             (kps[keep] / f).astype(np.float32))
 
 
+def _whole(name: str, value: Any, minimum: int) -> int:
+    """value as an int >= minimum (a whole float like 640.0 is fine; 2.5, "640" and True are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not float(value).is_integer() or value < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """YuNet's options checked and converted to the types they are used as (ValueError if bad)."""
+    out = dict(options)
+    if "size" in out:
+        out["size"] = _whole("detector size", out["size"], 32)
+    if "fallback_sizes" in out:
+        sizes = out["fallback_sizes"]
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Iterable):
+            raise ValueError(f"fallback_sizes must be a sequence of sizes such as (640,), got {sizes!r}")
+        out["fallback_sizes"] = tuple(_whole("detector size", v, 32) for v in sizes)
+    for name in ("score_threshold", "nms_iou"):
+        if name in out:
+            v = out[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+            out[name] = float(v)
+    if "max_faces" in out:
+        out["max_faces"] = _whole("max_faces", out["max_faces"], 1)
+    if "upscale" in out:
+        out["upscale"] = bool(out["upscale"])
+    return out
+
+
 class YuNet:
     """YuNet on a dynamic-size ONNX: the image is resized (aspect kept) so its long side is
     ``size`` (never enlarged unless ``upscale``), padded to a multiple of 32, run, decoded.
@@ -110,17 +142,7 @@ class YuNet:
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
             raise TypeError(f"unknown detector options {unknown}; YuNet takes {list(self.OPTIONS)}")
-        for size in [options.get("size", 32), *options.get("fallback_sizes", ())]:
-            if not int(size) >= 32:
-                raise ValueError(f"detector size must be >= 32, got {size}")
-        if "fallback_sizes" in options:
-            options["fallback_sizes"] = tuple(int(v) for v in options["fallback_sizes"])
-        for name in ("score_threshold", "nms_iou"):
-            if name in options and not 0.0 <= float(options[name]) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {options[name]}")
-        if "max_faces" in options and not int(options["max_faces"]) >= 1:
-            raise ValueError(f"max_faces must be >= 1, got {options['max_faces']}")
-        for name, value in options.items():
+        for name, value in check_options(options).items():
             setattr(self, name, value)
 
     def with_options(self, **options: Any) -> "YuNet":
