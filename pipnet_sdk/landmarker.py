@@ -28,6 +28,8 @@ DEFAULT_DETECTOR = "yunet-n"
 
 def _check_boxes(boxes: Any) -> np.ndarray:
     b = np.asarray(boxes, dtype=np.float32)
+    if b.size == 0:  # no face: (0, 4) whatever empty shape came in
+        return b.reshape(0, 4)
     if b.ndim == 1 and b.size == 4:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4:
@@ -124,9 +126,9 @@ class Landmarker:
         except (TypeError, ValueError):
             raise ValueError(f"detector {name}.detect must return (boxes (F, 4), scores (F,)), got "
                              f"{type(result).__name__}") from None
-        boxes, scores = np.asarray(boxes, np.float32), np.asarray(scores, np.float32).reshape(-1)
+        scores = np.asarray(scores, np.float32).reshape(-1)
         try:
-            boxes = _check_boxes(boxes.reshape(0, 4) if boxes.size == 0 else boxes)
+            boxes = _check_boxes(boxes)
         except ValueError as e:
             raise ValueError(f"detector {name} returned bad boxes: {e}") from None
         if len(scores) != len(boxes):
@@ -135,9 +137,7 @@ class Landmarker:
 
     def squares(self, boxes: Any) -> np.ndarray:
         """Detector-style boxes (F, 4) -> crop squares (F, 3) cx, cy, side by the model's crop rule."""
-        b = np.asarray(boxes, np.float32)
-        return squares_from_boxes(_check_boxes(b.reshape(0, 4) if b.size == 0 else b),
-                                  self.model.spec.crop_scale, self.model.spec.crop_shift_y)
+        return squares_from_boxes(_check_boxes(boxes), self.model.spec.crop_scale, self.model.spec.crop_shift_y)
 
     def landmarks_in_squares(
         self, image: Any, squares: np.ndarray, color: str | None = None
@@ -176,7 +176,7 @@ class Landmarker:
     # ------------------------------------------------------------------ whole jobs
     def landmarks(self, image: Any, boxes: Any, color: str | None = None) -> np.ndarray:
         """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector."""
-        points, _ = self.landmarks_in_squares(image, self.squares(_check_boxes(boxes)), color)
+        points, _ = self.landmarks_in_squares(image, self.squares(boxes), color)
         return points
 
     def detect(self, image: Any, color: str | None = None) -> list[Face]:
