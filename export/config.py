@@ -26,15 +26,69 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: the keys of the config's sub-dicts (None: any key of DEFAULTS, for a restart)
+SUB_KEYS: dict[str, set[str]] = {
+    "crop": {"scale", "shift_y"},
+    "stc": {"grids", "rounds", "epochs", "lr", "teacher", "unlabeled"},
+    "pseudo_labels": {"teacher", "flip_test", "test_crops", "unlabeled"},
+}
+CHOICES: dict[str, tuple[str, ...]] = {"schedule": ("cosine", "step"), "optimizer": ("adamw", "adam")}
+
+
+def check_config(cfg: dict[str, Any], where: str = "config", epochs_given: bool = False) -> None:
+    """ValueError now, before any data is cut or any epoch trained, for an unknown key at any level
+    (restarts, "augment", "crop", "stc", "pseudo_labels"), a value outside its choices, or a
+    restart without "epochs" (unless --epochs gives them)."""
+    from .augment import AugmentConfig
+
+    unknown = set(cfg) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    for key, allowed in CHOICES.items():
+        if key in cfg and cfg[key] not in allowed:
+            raise ValueError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
+    subs = {**SUB_KEYS, "augment": set(AugmentConfig.__dataclass_fields__)}
+    for key, allowed in subs.items():
+        value = cfg.get(key)
+        if value is not None and (not isinstance(value, dict) or set(value) - allowed):
+            raise ValueError(f"{where}: {key} takes a dict with keys from {sorted(allowed)}, got {value!r}")
+    for i, restart in enumerate(cfg.get("restarts") or [], 1):
+        name = f"{where}: restart{i}"
+        if not isinstance(restart, dict):
+            raise ValueError(f"{name} must be a dict of config keys, got {restart!r}")
+        if {"restarts", "stc"} & set(restart):
+            raise ValueError(f"{name}: a restart cannot hold 'restarts' or 'stc'")
+        check_config(restart, name)
+        if "epochs" not in restart and not epochs_given:
+            raise ValueError(f"{name} needs \"epochs\"")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def check_files(cfg: dict[str, Any], where: str = "config", stages: tuple[str, ...] = ()) -> None:
+    """FileNotFoundError now, before any work, for a checkpoint or model the config names that is
+    not there: "init", "teacher", "stc"'s teacher, and "pseudo_labels"' teacher (an exported
+    model, relative to the repository, or one of ``stages``: a recipe's earlier stage)."""
+    named = [("init", cfg.get("init"), Path), ("teacher", cfg.get("teacher"), Path),
+             ("stc teacher", (cfg.get("stc") or {}).get("teacher"), Path)]
+    pseudo = (cfg.get("pseudo_labels") or {}).get("teacher")
+    if pseudo is not None and pseudo not in stages:
+        named.append(("pseudo_labels teacher", pseudo, lambda p: REPO / p))
+    for what, value, to_path in named:
+        if value and not to_path(value).is_file():
+            hint = f" (nor a stage before this one: {list(stages)})" if what == "pseudo_labels teacher" else ""
+            raise FileNotFoundError(f"{where}: {what} {to_path(value)} not found{hint}")
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """DEFAULTS, updated by the JSON file at path, then by the overrides that are not None."""
+    """DEFAULTS, updated by the JSON file at path, then by the overrides that are not None;
+    checked (check_config)."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         cfg.update(json.loads(Path(path).read_text()))
     cfg.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}")
+    check_config(cfg, str(path or "config"), overrides.get("epochs") is not None)
     return cfg
 
 

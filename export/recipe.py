@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import load_config
+from .config import check_files, load_config
 from .pseudo import DEFAULT_UNLABELED
 from .stc import run as run_stc
 from .to_onnx import export_and_check
@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit})
+    check_files(cfg, a.config)  # every file the recipe needs, before any work
+    stages = ("teacher",)
+    for i, restart in enumerate(cfg["restarts"], 1):
+        check_files(dict(cfg, init=None, stc=None, **restart), f"{a.config}: restart{i}", stages)
+        stages += (f"restart{i}",)
     out = Path(a.out)
     stc = cfg["stc"]
     report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet)}
@@ -72,9 +77,6 @@ def main(argv: list[str] | None = None) -> None:
     best, best_nme = results["teacher"]
     for i, restart in enumerate(cfg["restarts"], 1):
         name = f"restart{i}"
-        unknown = set(restart) - set(cfg)
-        if unknown:
-            raise ValueError(f"{name}: unknown keys {sorted(unknown)}")
         r_cfg = dict(cfg, **restart, stc=None, init=str(best), max_minutes=None)
         r_cfg["epochs"] = a.epochs or restart["epochs"]
         teacher = (r_cfg["pseudo_labels"] or {}).get("teacher")

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from .augment import AugmentConfig, augment, upload
 from .checkpoint import average_into, load_checkpoint, load_init
-from .config import build_model, grid_of, load_config
+from .config import build_model, check_files, grid_of, load_config
 from .data import (Sample, base_crops, cache_dir, cache_key, detector_boxes, mean_face, neighbor_indices,
                    read_labeled, shared_path, split_validation)
 from .decode import decode, nme
@@ -273,6 +273,8 @@ def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, to
     run.model.load_state_dict(resumed["model"])
     if resumed.get("opt"):
         run.opt.load_state_dict(resumed["opt"])
+    if resumed.get("torch_rng") is not None:
+        set_global_rng_state(resumed["torch_rng"])
     if resumed.get("rng") is not None:
         run.gen.set_state(resumed["rng"])
     else:
@@ -344,14 +346,29 @@ def save_checkpoints(run: Run, out: Path, epoch: int, best: float, nme_now: floa
     validation split: the last epoch is the best). Returns the best NME so far."""
     has_val = len(run.val_images) > 0
     state = {"model": run.model.state_dict(), "opt": run.opt.state_dict(), "epoch": epoch, "best": best,
-             "rng": run.gen.get_state(), "config": run.cfg, "meta": run.meta, "averaged": averaged}
+             "rng": run.gen.get_state(), "torch_rng": global_rng_state(), "config": run.cfg, "meta": run.meta,
+             "averaged": averaged}
+    names = ["last"]
     if nme_now < best or not has_val:
         best = nme_now if has_val else best
         state["best"] = best
-        torch.save(state, out / "best.pt")
-    torch.save(state, out / "last.tmp")
-    os.replace(out / "last.tmp", out / "last.pt")
+        names.insert(0, "best")
+    for name in names:  # through a temporary file: a kill mid-write never leaves a broken checkpoint
+        torch.save(state, out / f"{name}.tmp")
+        os.replace(out / f"{name}.tmp", out / f"{name}.pt")
     return best
+
+
+def global_rng_state() -> dict[str, Any]:
+    """torch's global generators (the augmentation's pixel noise draws from them), CPU and CUDA."""
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_global_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def epoch_line(run: Run, epoch: int, totals: dict[str, torch.Tensor], steps: int, ev: dict[str, float],
@@ -456,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size, "threads": a.threads})
+    check_files(cfg, a.config or "config")
     print(json.dumps(train(cfg, Path(a.out), a.resume, a.device, not a.quiet)))
 
 

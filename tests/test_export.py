@@ -609,3 +609,69 @@ def test_motion_blur_runs_along_its_angle() -> None:
         assert along.max() - along.min() >= 8 and across.max() == across.min() == 10
         assert abs(float(out.sum()) - 1.0) < 1e-5
 
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_run(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """A run stopped after its second of four epochs and resumed ends with the same weights as the
+    run that was never stopped: the generators of both the crop draws and the pixel noise are
+    saved in last.pt (and best.pt / last.pt are never left half-written)."""
+    import torch
+
+    import export.train as T
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    cfg = T.load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 16,
+                               "limit": 24, "val_fraction": 0.2, "epochs": 4, "threads": 1})
+    T.train(cfg, tmp_path / "whole", device="cpu", progress=False)
+    real_save = T.save_checkpoints
+
+    def killed_after_second(run, out, epoch, *args):
+        best = real_save(run, out, epoch, *args)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return best
+
+    monkeypatch.setattr(T, "save_checkpoints", killed_after_second)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "cut", device="cpu", progress=False)
+    monkeypatch.setattr(T, "save_checkpoints", real_save)
+    T.train(cfg, tmp_path / "cut", resume=True, device="cpu", progress=False)
+    whole, cut = (torch.load(tmp_path / r / "last.pt", weights_only=False) for r in ("whole", "cut"))
+    assert whole["epoch"] == cut["epoch"] == 3
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(cut["model"][key], value, rtol=0, atol=0, msg=key)
+    assert not list((tmp_path / "cut").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"restarts": [{"lr": 1e-3, "epoch": 90}]}, "restart1: unknown keys ['epoch']"),
+    ({"restarts": [{"lr": 1e-3}]}, "restart1 needs \"epochs\""),
+    ({"schedule": "cosin"}, "schedule must be one of"),
+    ({"optimizer": "sgd"}, "optimizer must be one of"),
+    ({"augment": {"p_blurr": 0.3}}, "augment takes a dict with keys from"),
+    ({"stc": {"techer": "x.pt"}}, "stc takes a dict"),
+    ({"restarts": [{"epochs": 2, "pseudo_labels": {"teachr": "restart1"}}]}, "pseudo_labels takes a dict"),
+])
+def test_config_mistakes_are_caught_on_loading(bad: dict, words: str) -> None:
+    """Every level of a config is checked when it is read, before any crop is cut or epoch trained."""
+    from export.config import load_config
+
+    with pytest.raises(ValueError) as info:
+        load_config(None, bad)
+    assert words in str(info.value)
+
+
+def test_recipe_checks_the_files_it_needs_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    """A missing STC teacher, or a pseudo-label teacher that is neither a file nor an earlier stage,
+    stops the recipe before its first stage trains."""
+    import export.recipe as R
+
+    monkeypatch.setattr(R, "train", lambda *a, **k: pytest.fail("a stage trained"))
+    for extra, words in (({"stc": {"teacher": str(tmp_path / "none.pt")}}, "stc teacher"),
+                         ({"restarts": [{"epochs": 1, "pseudo_labels": {"teacher": "restart1"}}]},
+                          "pseudo_labels teacher")):
+        conf = tmp_path / "c.json"
+        conf.write_text(json.dumps(extra))
+        with pytest.raises(FileNotFoundError, match=words):
+            R.main(["--config", str(conf), "--out", str(tmp_path / "run"), "--quiet"])
