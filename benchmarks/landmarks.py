@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "Models: " + ", ".join(f"{k} = `{v}`" for k, (v, _, _) in plain)
         + (f" (\"+{a.test_crops} crops\": the same file with test_crops={a.test_crops})" if crops else "")
-        + (f" (\"+flip\": with flip_test=True as well)" if a.flip_test else "") + f"; detector `{detector.name}`; "
+        + (" (\"+flip\": with flip_test=True as well)" if a.flip_test else "") + f"; detector `{detector.name}`; "
         f"dlib `{Path(sp_path).name}`.",
         f"NME is inter-ocular (outer eye corners, points 36/45), mean over faces; a face is found when a "
         f"detection overlaps its landmark box with IoU > {MIN_IOU}. GT-box rows: the landmark box mapped "

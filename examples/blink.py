@@ -9,7 +9,7 @@ smoothed landmarks) is compared with that face's own open-eye level (the median 
 above ``--open`` x it (hysteresis, so noise near one threshold does not count twice). A closed
 spell of at most ``--max-closed`` seconds that ends is one blink; longer ones are not blinks.
 Relative thresholds suit PIPNet, whose closed eyes rarely reach the textbook EAR of 0.1: on the
-300W test set pipnet-fast gives closed eyes 0.01-0.23 against about 0.31 for open ones, and the
+300W test set pipnet-fast gives closed eyes 0.01-0.23 against about 0.33 for open ones, and the
 landmark smoothing makes short blinks shallower still (``--no-smooth`` for raw landmarks).
 """
 from __future__ import annotations
@@ -61,13 +61,16 @@ def count_blinks(frames: Iterable[np.ndarray], landmarker=None, fps: float = 30.
     """{track id: frame numbers where its blinks ended} over BGR frames."""
     from pipnet_sdk.video import VideoLandmarker
 
+    BlinkCounter(fps=fps, **options)  # bad thresholds fail now, not at the first face
     video = VideoLandmarker(landmarker, smoothing=smoothing, fps=fps)
     counters: dict[int, BlinkCounter] = {}
     blinks: dict[int, list[int]] = {}
     for i, frame in enumerate(frames):
         for face in video.track(frame):
             eyes = face.eye_openness
-            counter = counters.setdefault(face.track_id, BlinkCounter(fps=fps, **options))
+            if face.track_id not in counters:
+                counters[face.track_id] = BlinkCounter(fps=fps, **options)
+            counter = counters[face.track_id]
             if counter.update(None if eyes is None else float(np.mean(eyes))):
                 blinks.setdefault(face.track_id, []).append(i)
             blinks.setdefault(face.track_id, [])
@@ -108,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-smooth", action="store_true", help="raw landmarks instead of smoothed ones")
     ap.add_argument("--show", action="store_true", help="show the frames in a window")
     args = ap.parse_args(argv)
+    try:
+        BlinkCounter(close_ratio=args.close, open_ratio=args.open)
+    except ValueError as e:
+        ap.error(f"--close / --open: {e}")
 
     cap = cv2.VideoCapture(args.video if args.video else args.camera)
     if not cap.isOpened():

@@ -70,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             *f.eye_openness, f.mouth_openness)
         print(f"face at x={f.box[0]:.0f}: {pose}{eyes}")
     out = picture(image, faces, args.height)
-    if args.colors:
-        save_palette(out, args.out, args.colors)
-    else:
-        cv2.imwrite(args.out, out)
+    try:
+        if args.colors:
+            save_palette(out, args.out, args.colors)
+        elif not cv2.imwrite(args.out, out):
+            raise OSError("OpenCV could not write it (missing folder or unknown extension?)")
+    except (OSError, ValueError) as e:
+        print(f"face_geometry: cannot write {args.out}: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}")
     return 0
 
 

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64, help="images per actor call")
     ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray runtime (default: all)")
     args = ap.parse_args(argv)
+    if "://" not in args.output and Path(args.output).exists() and any(Path(args.output).iterdir()):
+        print(f"ray_folder_to_parquet: {args.output} is not empty: Ray would add to it (rows of an earlier "
+              "run counted twice); remove it or choose another folder", file=sys.stderr)
+        return 2
 
     import ray
 

@@ -134,6 +134,14 @@ def data_path(p: str | os.PathLike) -> Path:
     return Path(p) if Path(p).exists() else shared_path(p)
 
 
+def detector_path(d: str | os.PathLike) -> Path:
+    """A detector given by registry name (yunet-n) or by path (as data_path)."""
+    from pipnet_sdk.hub import resolve
+    from pipnet_sdk.registry import list_models
+
+    return resolve(d, "detector") if str(d) in list_models("detector") else data_path(d)
+
+
 def _file_id(path: Path) -> list:
     st = Path(path).stat()
     return [str(Path(path).resolve()), st.st_size, int(st.st_mtime)]
@@ -143,7 +151,7 @@ def train_box_style(detector: str | os.PathLike = DEFAULT_DETECTOR, train_dir: s
                     progress: bool = True) -> BoxStyle:
     """The landmark-box -> detector-box mapping fitted on the 300W training faces (the same
     fit training uses, export.data.detector_boxes); cached as JSON under .cache/."""
-    det, train = data_path(detector), data_path(train_dir)
+    det, train = detector_path(detector), data_path(train_dir)
     path = cache_dir() / f"boxstyle-{cache_key(_file_id(det), str(train.resolve()), 1)}.json"
     if path.exists():
         return BoxStyle(json.loads(path.read_text())["coef"])
@@ -229,7 +237,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike = "data/300w/test
     samples = read_pts_folder(data_path(data))
     if limit:
         samples = samples[:limit]
-    lm = Landmarker(model=model, detector=data_path(detector), threads=threads)
+    lm = Landmarker(model=model, detector=detector_path(detector), threads=threads)
     if lm.num_landmarks != len(samples[0].points):
         raise ValueError(f"model has {lm.num_landmarks} landmarks, the data {len(samples[0].points)}")
     out: dict[str, Any] = {"images": [s.image for s in samples]}
@@ -254,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", help="PIPNet ONNX file")
     ap.add_argument("--protocol", choices=("gt", "detector", "both"), default="both")
     ap.add_argument("--data", default="data/300w/test", help="folder of images + .pts (relative paths: under the shared folder)")
-    ap.add_argument("--detector", default=DEFAULT_DETECTOR)
+    ap.add_argument("--detector", default=DEFAULT_DETECTOR,
+                    help=f"YuNet detector: registry name (yunet-n) or .onnx path (default {DEFAULT_DETECTOR} in the shared data)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--limit", type=int, help="first N faces only")
     ap.add_argument("--ced", help="write a CED plot (PNG) here")

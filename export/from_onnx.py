@@ -164,9 +164,10 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
     return model, {"mean_face": meta["mean_face"], "neighbor_indices": meta["neighbor_indices"]}
 
 
-def calibration_crops(cfg: dict[str, Any], count: int = 256, seed: int = 0) -> torch.Tensor:
-    """Augmented, normalised training crops, as the network sees them in training."""
-    d = prepare(cfg, progress=False)
+def calibration_crops(cfg: dict[str, Any], count: int = 256, seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """Augmented, normalised training crops, as the network sees them in training (the config's
+    crops are cut first when not cached: minutes, with a progress bar)."""
+    d = prepare(cfg, progress=progress)
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(d["train_images"]), generator=gen)[:count]
     im = torch.from_numpy(d["train_images"][idx.numpy()]).permute(0, 3, 1, 2)
@@ -181,12 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("onnx")
     ap.add_argument("--config", required=True, help="the config the file was trained with (model shape, data)")
     ap.add_argument("--out", required=True, help="checkpoint to write")
+    ap.add_argument("--limit", type=int, help="faces per folder for the calibration crops (smoke runs)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     meta = file_metadata(onnx.load(a.onnx, load_external_data=False))
-    cfg = load_config(a.config, {})
+    cfg = load_config(a.config, {"limit": a.limit})
     for key in ("backbone", "width", "stride", "input_size", "crop", "name", "version"):
         cfg[key] = meta.get(key, cfg[key])
-    model, ck_meta = recover(a.onnx, cfg, calibration_crops(cfg))
+    model, ck_meta = recover(a.onnx, cfg, calibration_crops(cfg, progress=not a.quiet))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "config": cfg, "meta": ck_meta, "epoch": -1,
                 "best": float("nan"), "recovered_from": str(a.onnx)}, a.out)

@@ -37,6 +37,10 @@ def publish(
     onnx = sorted(folder.glob("*.onnx"))
     if not onnx:
         raise FileNotFoundError(f"no .onnx files in {folder}")
+    dotted = [p.name for p in onnx if "." in p.stem]
+    if dotted:  # e.g. to_onnx's pipnet-fast.int8.onnx: the file name becomes the registry name
+        raise ValueError(f"rename {', '.join(dotted)} to NAME.onnx (NAME = the registry name, e.g. "
+                         "pipnet-fast.onnx) before publishing: nothing was uploaded")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(

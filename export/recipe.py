@@ -55,14 +55,14 @@ def exported_stage(name: str, result: Path, out: Path, resume: bool) -> dict[str
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m export.recipe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--device")
+    ap.add_argument("--config", required=True, help="JSON config (keys: export/config.py DEFAULTS)")
+    ap.add_argument("--out", required=True, help="folder for the stages' run folders, the ONNX files and report.json")
+    ap.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     ap.add_argument("--epochs", type=int, help="override epochs (teacher and students)")
     ap.add_argument("--limit", type=int, help="faces per folder (smoke runs)")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--skip-export", action="store_true")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="skip finished stages and continue the interrupted one")
+    ap.add_argument("--skip-export", action="store_true", help="no final ONNX export")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit})
     check_files(cfg, a.config)  # every file the recipe needs, before any work

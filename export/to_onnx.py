@@ -1,7 +1,10 @@
 """Export a trained checkpoint to a self-describing ONNX file the SDK reads, check parity, and
 optionally quantize to int8 (static, calibrated on real face crops).
 
-    python -m export.to_onnx runs/fast/best.pt --out pipnet_sdk/models/pipnet-fast.onnx --name pipnet-fast [--int8]
+    python -m export.to_onnx runs/fast/best.pt --out runs/fast/pipnet-fast.onnx --name pipnet-fast [--int8]
+
+To ship the file, copy it over pipnet_sdk/models/ and update its sha256 in pipnet_sdk/registry.py
+(the SDK refuses a packaged file whose digest the registry does not pin): export/README.md.
 """
 from __future__ import annotations
 
@@ -152,7 +155,7 @@ def val_crops(cfg: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
     from .augment import AugmentConfig, augment
     from .train import prepare
 
-    d = prepare(cfg, progress=False)
+    d = prepare(cfg, progress=True)  # cut first (with a progress bar) only when not cached
     flip = torch.tensor(get_scheme(cfg["scheme"]).flip)
     im = torch.from_numpy(d["val_images"][:count]).permute(0, 3, 1, 2)
     x, p = augment(im, torch.from_numpy(d["val_points"][:count]), cfg["input_size"], cfg["margin"], flip,

@@ -92,3 +92,13 @@ def test_match_needs_iou_above_half() -> None:
     assert match(dets, gt) == 1  # IoU 100/120 beats 90/110
     assert match(dets[:1], gt) == -1 and match(np.zeros((0, 4)), gt) == -1
     assert match(np.array([[0, 0, 10, 20]], np.float32), gt) == -1  # IoU exactly 0.5 is not > 0.5
+
+
+def test_evaluate_takes_a_detector_by_registry_name(shared_dir: Path) -> None:
+    """--detector yunet-n is the packaged YuNet-n, the same file as the shared data's copy."""
+    from export.evaluate import detector_path
+    from pipnet_sdk.hub import sha256_file
+
+    packaged = detector_path("yunet-n")
+    assert packaged.parent.name == "models" and packaged.parent.parent.name == "pipnet_sdk"
+    assert sha256_file(packaged) == sha256_file(shared_dir / "models" / "yunet_n_dynamic.onnx")

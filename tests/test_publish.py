@@ -71,3 +71,14 @@ def test_publish_token_and_private(folder: Path, tmp_path: Path) -> None:
                         "--token", "s3cret", "--private")
         assert r.returncode == 0, r.stdout + r.stderr
         assert hub.private[REPO_ID] and printed_specs(r.stdout)[0].revision == hub.refs[REPO_ID]["main"]
+
+
+def test_publish_refuses_file_names_that_are_not_registry_names(folder: Path) -> None:
+    """to_onnx's pipnet-fast.int8.onnx would publish an entry named 'pipnet-fast.int8': refused
+    before anything is uploaded (no hub is reachable here: a refusal after an upload attempt would
+    be a connection error instead)."""
+    from export.publish import publish
+
+    (folder / "yunet_s_dynamic.onnx").rename(folder / "yunet_s_dynamic.int8.onnx")
+    with pytest.raises(ValueError, match="rename yunet_s_dynamic.int8.onnx"):
+        publish(folder, REPO_ID)
