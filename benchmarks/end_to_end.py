@@ -248,7 +248,7 @@ class Ours(System):
             self.lm = Landmarker(model=model, detector=detector, threads=1, size=size)
             det = getattr(self.lm.detector, "path", detector)
             self.label = (f"pipnet-sdk {self._version()}: YuNet ({Path(str(det)).name}, long side {size}) + "
-                          f"{self.lm.model.spec.name}")
+                          f"{self.lm.model.spec.name} {self.lm.model.spec.version}")
         else:  # the SDK's YuNet with other options (benchmarks/_yunet_fast.py PRESETS)
             from _yunet_fast import PRESETS, preset
 
@@ -257,7 +257,7 @@ class Ours(System):
             self.name = f"ours[{proto}]"
             m, kw = PRESETS[proto]
             self.label = (f"YuNet-{m} with {', '.join(f'{k}={v}' for k, v in kw.items())} "
-                          f"+ {self.lm.model.spec.name}, through the SDK's Landmarker")
+                          f"+ {self.lm.model.spec.name} {self.lm.model.spec.version}, through the SDK's Landmarker")
         self.image = _Cached(rgb=False)
 
     @staticmethod
@@ -679,7 +679,7 @@ def main() -> None:
             "landmark_repeats": a.landmark_repeats,
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "systems": {s.name: s.label for s in systems}, "skipped": skipped,
-            "model": systems[0].lm.model.spec.name,  # type: ignore[attr-defined]
+            "model": f"{systems[0].lm.model.spec.name} {systems[0].lm.model.spec.version}",  # type: ignore[attr-defined]
             "sdk": str(Path(sys.modules["pipnet_sdk"].__file__).parent),
             "versions": {"python": platform.python_version(), "onnxruntime": __import__("onnxruntime").__version__,
                          "opencv": cv2.__version__, "numpy": np.__version__},

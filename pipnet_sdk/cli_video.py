@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m pipnet_sdk.cli_video IN ... (until wired into `pipnet`)
+if __name__ == "__main__":  # python -m pipnet_sdk.cli_video IN ... (the same as `pipnet video IN ...`)
     parser = argparse.ArgumentParser(prog="pipnet")
     sub = parser.add_subparsers(dest="command")
     add_parser(sub)
