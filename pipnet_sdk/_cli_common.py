@@ -122,7 +122,12 @@ def write_atomic(path: Path, text: str) -> None:
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=make_parent(path).parent,
                                      prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        f.write(text)
+        try:
+            f.write(text)
+        except BaseException:  # e.g. Ctrl-C mid-write: no half-written temporary file is left
+            f.close()
+            os.unlink(f.name)
+            raise
     os.chmod(f.name, mode)
     os.replace(f.name, path)
 

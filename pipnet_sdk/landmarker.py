@@ -211,6 +211,7 @@ _default_lock = threading.Lock()
 #: Landmarkers for other model options, least recently used first; bounded
 _custom: OrderedDict[tuple, Landmarker] = OrderedDict()
 MAX_CACHED_LANDMARKERS = 4
+_loading: dict[tuple, threading.Lock] = {}  # option sets being loaded, each with its lock
 
 
 def default_landmarker() -> Landmarker:
@@ -233,11 +234,21 @@ def _landmarker_for(options: dict) -> Landmarker:
         if key in _custom:
             _custom.move_to_end(key)
             return _custom[key]
-    made = Landmarker(**options)  # outside the lock: loading models takes a while
-    with _default_lock:
-        _custom[key] = made
-        while len(_custom) > MAX_CACHED_LANDMARKERS:
-            _custom.popitem(last=False)
+        key_lock = _loading.setdefault(key, threading.Lock())
+    with key_lock:  # one load per option set, even when many threads ask at once; other sets go on
+        with _default_lock:
+            if key in _custom:
+                _custom.move_to_end(key)
+                return _custom[key]
+        try:
+            made = Landmarker(**options)  # outside the shared lock: loading models takes a while
+            with _default_lock:
+                _custom[key] = made
+                while len(_custom) > MAX_CACHED_LANDMARKERS:
+                    _custom.popitem(last=False)
+        finally:  # after the insertion: a thread arriving later finds the Landmarker, not a new lock
+            with _default_lock:
+                _loading.pop(key, None)
     return made
 
 

@@ -339,3 +339,36 @@ def test_draw_function_survives_the_cli_and_its_module(models_dir: Path, samples
     assert callable(pipnet_sdk.draw) and draw is pipnet_sdk.draw
     img = np.zeros((40, 40, 3), np.uint8)
     assert pipnet_sdk.draw(img, []).shape == img.shape
+
+
+def test_interrupted_json_write_leaves_the_old_file_and_no_temporary(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while --json is being written: the old file stays whole and no .tmp file is left."""
+    import pipnet_sdk._cli_common as C
+
+    target = tmp_path / "faces.json"
+    target.write_text('{"old": true}')
+    real = C.tempfile.NamedTemporaryFile
+
+    class Interrupted:
+        def __init__(self, *a, **k):
+            self.file = real(*a, **k)
+            self.name = self.file.name
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, text):
+            self.file.write(text[: len(text) // 2])
+            raise KeyboardInterrupt
+
+        def close(self):
+            self.file.close()
+
+    monkeypatch.setattr(C.tempfile, "NamedTemporaryFile", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        C.write_atomic(target, '{"new": "' + "x" * 10000 + '"}')
+    assert target.read_text() == '{"old": true}' and sorted(p.name for p in tmp_path.iterdir()) == ["faces.json"]

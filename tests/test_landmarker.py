@@ -491,3 +491,31 @@ def test_public_names_and_json_safe_faces() -> None:
                 landmark_scores=np.zeros(68, np.float32))
     d = json.loads(json.dumps(face.to_dict(), allow_nan=False))
     assert d["landmarks"][0] == [None, None] and d["pose"] is None and d["box"] == [0, 0, 10, 10]
+
+
+def test_many_threads_asking_for_one_option_set_load_it_once(samples: Path, random_model: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """16 threads calling detect_landmarks(model=...) at once build one Landmarker, not 16, and all
+    get its results."""
+    import threading
+
+    import pipnet_sdk.landmarker as L
+
+    loads = []
+    real = L.LandmarkModel
+
+    def slow_load(*a, **k):  # a load that takes a while, as a real one does
+        loads.append(a)
+        threading.Event().wait(0.2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(L, "LandmarkModel", slow_load)
+    monkeypatch.setattr(L, "_custom", type(L._custom)())
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda _: detect_landmarks(img, model=str(random_model)), range(16)))
+    assert len(loads) == 1 and len(L._custom) == 1 and not L._loading
+    assert all(len(r) == len(results[0]) > 0 for r in results)
+    for faces in results[1:]:
+        np.testing.assert_array_equal(np.stack([f.landmarks for f in faces]),
+                                      np.stack([f.landmarks for f in results[0]]))
