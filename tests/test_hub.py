@@ -216,3 +216,45 @@ def test_registry() -> None:
     assert list_models("detector") == ["yunet-n", "yunet-s"]
     assert set(list_models("landmark")) == {"pipnet-fast", "pipnet-r18"}
     assert all(s.name == n and s.repo_id == "pipnet-sdk/models" for n, s in MODELS.items())
+
+
+# -- the CLI on the hub --------------------------------------------------------------------------
+
+CLI_CHILD = r"""
+import dataclasses, json, sys
+from pipnet_sdk import registry
+spec = registry.MODELS["yunet-s"]  # as if published: the local hub serves it at the pinned commit
+registry.MODELS["yunet-s"] = dataclasses.replace(spec, repo_id=sys.argv[1], revision=sys.argv[2])
+from pipnet_sdk.cli import main
+sys.exit(main(json.loads(sys.argv[3])))
+"""
+
+
+def run_cli(argv: list[str], endpoint: str, hf_home: Path, **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("HF_", "HUGGINGFACE_", "PIPNET_MODELS_DIR", "TEST_"))}
+    base.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
+                HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONPATH=str(ROOT), **env)
+    return subprocess.run([sys.executable, "-c", CLI_CHILD, REPO_ID, COMMIT, json.dumps(argv)], env=base,
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+
+
+def test_cli_download_then_detect_offline(local_hub: LocalHub, payload: tuple[bytes, str], tmp_path: Path,
+                                          shared_dir: Path) -> None:
+    """`pipnet models download` fetches a published detector into the cache and says where; with
+    the server stopped and HF_HUB_OFFLINE=1, `pipnet detect --detector` then runs from that copy;
+    `models info` reports it as downloaded."""
+    r = run_cli(["models", "download", "yunet-s"], local_hub.url, tmp_path)
+    assert r.returncode == 0, r.stderr
+    path = Path(r.stdout.split(": ", 1)[1].split(" (")[0])
+    assert "in the Hugging Face cache" in r.stdout and hashlib.sha256(path.read_bytes()).hexdigest() == payload[1]
+    local_hub.stop()
+    out = tmp_path / "faces.json"
+    r = run_cli(["detect", str(shared_dir / "data" / "samples" / "group_2.jpg"), "--detector", "yunet-s",
+                 "--json", str(out), "-q"], local_hub.url, tmp_path, HF_HUB_OFFLINE="1")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(out.read_text())
+    assert d["detector"] == "yunet-s" and len(d["images"][0]["faces"]) == 4
+    r = run_cli(["models", "info", "yunet-s"], local_hub.url, tmp_path, HF_HUB_OFFLINE="1")
+    local = [line for line in r.stdout.splitlines() if line.startswith("local")]
+    assert r.returncode == 0 and len(local) == 1 and str(path) in local[0], r.stdout
