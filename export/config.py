@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-#: the keys of the config's sub-dicts (None: any key of DEFAULTS, for a restart)
+#: the keys of the config's sub-dicts ("augment"'s are AugmentConfig's fields; a restart's, any of DEFAULTS)
 SUB_KEYS: dict[str, set[str]] = {
     "crop": {"scale", "shift_y"},
     "stc": {"grids", "rounds", "epochs", "lr", "teacher", "unlabeled"},

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,14 +349,16 @@ def save_checkpoints(run: Run, out: Path, epoch: int, best: float, nme_now: floa
     state = {"model": run.model.state_dict(), "opt": run.opt.state_dict(), "epoch": epoch, "best": best,
              "rng": run.gen.get_state(), "torch_rng": global_rng_state(), "config": run.cfg, "meta": run.meta,
              "averaged": averaged}
-    names = ["last"]
-    if nme_now < best or not has_val:
+    improved = nme_now < best or not has_val
+    if improved:
         best = nme_now if has_val else best
         state["best"] = best
-        names.insert(0, "best")
-    for name in names:  # through a temporary file: a kill mid-write never leaves a broken checkpoint
-        torch.save(state, out / f"{name}.tmp")
-        os.replace(out / f"{name}.tmp", out / f"{name}.pt")
+    # serialised once, through temporary files: a kill mid-write never leaves a broken checkpoint
+    torch.save(state, out / "last.tmp")
+    if improved:
+        shutil.copyfile(out / "last.tmp", out / "best.tmp")
+        os.replace(out / "best.tmp", out / "best.pt")
+    os.replace(out / "last.tmp", out / "last.pt")
     return best
 
 

@@ -43,30 +43,45 @@ def _tiny_progress(items: Iterable[Any], total: int | None, unit: str) -> Iterat
     sys.stderr.write(f"\r{n}/{total or '?'} {unit}s\n")
 
 
-def _same_file(a: Path, b: str | os.PathLike) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+def _is_one_of(path: Path, inputs: Iterable[str | os.PathLike]) -> bool:
+    """Whether the existing file ``path`` is one of ``inputs`` (the same device and inode)."""
+    st = path.stat()
+    for i in inputs:
+        try:
+            other = os.stat(i)
+        except OSError:
+            continue
+        if (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
 
 
-def _probe(folder: Path, what: str, shown: Path) -> None:
-    """Create a temporary file in ``folder`` (making the missing folders, then removing the ones
-    made, so that a run stopped later by another usage error leaves nothing behind)."""
+@contextlib.contextmanager
+def folders_for_a_probe(folder: Path) -> Iterator[Path]:
+    """``folder``, with its missing folders made for the time of a check and removed after it, so
+    that a run stopped later by another usage error leaves nothing behind (OSError if they cannot
+    be made)."""
     made: list[Path] = []
     try:
         for d in reversed([folder, *folder.parents]):
             if not d.exists():
                 d.mkdir()
                 made.append(d)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pipnet-", suffix=".check"):
-            pass
-    except OSError as e:
-        raise ValueError(f"cannot write {what} {shown}: {e.strerror or e}") from None
+        yield folder
     finally:
         for d in reversed(made):
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def _probe(folder: Path, what: str, shown: Path) -> None:
+    """ValueError unless a file can be created in ``folder`` (see folders_for_a_probe)."""
+    try:
+        with folders_for_a_probe(folder), \
+                tempfile.NamedTemporaryFile(dir=folder, prefix=".pipnet-", suffix=".check"):
+            pass
+    except OSError as e:
+        raise ValueError(f"cannot write {what} {shown}: {e.strerror or e}") from None
 
 
 def check_writable(target: str | os.PathLike, what: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
@@ -76,7 +91,7 @@ def check_writable(target: str | os.PathLike, what: str, inputs: Iterable[str | 
     p = Path(target)
     if p.is_dir():
         raise ValueError(f"{what} {p} is a folder, not a file")
-    if p.exists() and any(_same_file(p, i) for i in inputs):
+    if p.exists() and _is_one_of(p, inputs):
         raise ValueError(f"{what} {p} is one of the inputs: it would be overwritten")
     _probe(p.parent, what, p)
     return p

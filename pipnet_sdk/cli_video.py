@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._cli_common import (_positive_int, _progress, check_distinct, check_writable, make_parent,
-                          native_stderr_silenced)
+from ._cli_common import (_positive_int, _progress, check_distinct, check_writable, folders_for_a_probe,
+                          make_parent, native_stderr_silenced)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -62,19 +62,16 @@ def open_video_writer(path: Path, fps: float, size: tuple[int, int]) -> Any:
 def check_video_writable(path: Path, fps: float, size: tuple[int, int]) -> None:
     """ValueError now, before any work, unless OpenCV can write a video at ``path`` (its extension
     names a container it has): tried on a temporary file beside it, removed after."""
-    made = [d for d in [path.parent, *path.parent.parents] if not d.exists()]  # deepest first
-    probe = make_parent(path).parent / f".pipnet-{os.getpid()}.probe{path.suffix}"
     try:
-        with native_stderr_silenced():  # OpenCV's warnings about an unknown extension
+        with folders_for_a_probe(path.parent) as folder, native_stderr_silenced():  # OpenCV's warnings
+            probe = folder / f".pipnet-{os.getpid()}.probe{path.suffix}"
             writer = open_video_writer(probe, fps, size)
             ok = writer.isOpened()
             writer.release()
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-        for d in made:  # the folders made for the probe; the run makes them again when it writes
             with contextlib.suppress(OSError):
-                d.rmdir()
+                probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write the video {path}: {e.strerror or e}") from None
     if not ok:
         raise ValueError(f"cannot write the video {path} (unknown extension or codec? .mp4 and .avi work)")
 

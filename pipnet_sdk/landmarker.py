@@ -26,30 +26,32 @@ DEFAULT_MODEL = "pipnet-fast"
 DEFAULT_DETECTOR = "yunet-n"
 
 
+def _rows(values: Any, width: int, dtype: type, layout: str) -> np.ndarray:
+    """values as an (F, width) finite array: one row may come as a flat (width,) array, no row as
+    any empty array. ``layout`` names the columns in the errors."""
+    a = np.asarray(values, dtype=dtype)
+    if a.size == 0:
+        return a.reshape(0, width)
+    if a.ndim == 1 and a.size == width:
+        a = a[None]
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ValueError(f"expected shape (F, {width}) as {layout}; got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"NaN or inf in the {layout} values")
+    return a
+
+
 def _check_boxes(boxes: Any) -> np.ndarray:
-    b = np.asarray(boxes, dtype=np.float32)
-    if b.size == 0:  # no face: (0, 4) whatever empty shape came in
-        return b.reshape(0, 4)
-    if b.ndim == 1 and b.size == 4:
-        b = b[None]
-    if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (F, 4) as x1, y1, x2, y2; got {b.shape}")
-    if not np.isfinite(b).all():
-        raise ValueError("boxes contain NaN or inf")
+    b = _rows(boxes, 4, np.float32, "boxes x1, y1, x2, y2")
     if len(b) and ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
         raise ValueError("every box needs x2 > x1 and y2 > y1")
     return b
 
 
 def _check_squares(squares: Any) -> np.ndarray:
-    q = np.asarray(squares, dtype=np.float64)
-    q = q.reshape(0, 3) if q.size == 0 else q
-    if q.ndim == 1 and q.size == 3:
-        q = q[None]
-    if q.ndim != 2 or q.shape[1] != 3:
-        raise ValueError(f"squares must have shape (F, 3) as cx, cy, side; got {q.shape}")
-    if not np.isfinite(q).all() or (q[:, 2] <= 0).any():
-        raise ValueError("squares need finite centres and sides > 0")
+    q = _rows(squares, 3, np.float64, "squares cx, cy, side")
+    if (q[:, 2] <= 0).any():
+        raise ValueError("squares need sides > 0")
     return q
 
 
@@ -230,15 +232,19 @@ def _landmarker_for(options: dict) -> Landmarker:
     if not options:
         return default_landmarker()
     key = tuple(sorted((k, repr(v)) for k, v in options.items()))
-    with _default_lock:
+
+    def cached() -> Landmarker | None:  # call with _default_lock held
         if key in _custom:
             _custom.move_to_end(key)
+        return _custom.get(key)
+
+    with _default_lock:
+        if cached():
             return _custom[key]
         key_lock = _loading.setdefault(key, threading.Lock())
     with key_lock:  # one load per option set, even when many threads ask at once; other sets go on
         with _default_lock:
-            if key in _custom:
-                _custom.move_to_end(key)
+            if cached():
                 return _custom[key]
         try:
             made = Landmarker(**options)  # outside the shared lock: loading models takes a while
