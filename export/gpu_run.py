@@ -17,6 +17,12 @@ GPU, bf16 autocast and channels_last, optionally torch.compile, and "max_minutes
 --minutes less the time already spent (the schedule is fitted to what is left). It writes to
 $OUT best.pt and last.pt as weights-only checkpoints (no optimizer state; split into
 NAME.partK.pt files of at most 15 MB when bigger), log.txt and config.json.
+
+A schedule longer than one lent GPU (or one CPU session) is trained in legs instead: the CPU
+runs the recipe with `--stop-after`; `handoff` writes that run's last.pt, weights only, into
+.gpu/resume; `train --resume-from .gpu/resume` goes on with the same schedule for --minutes
+(`--keep-schedule` does the same from the start); `fetch` into the same run folder brings it
+back (it refuses a checkpoint older than the one there), and the recipe's `--resume` goes on.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ from .train import crops_cache_path, prepare, train
 
 PROCESS_START = time.time()  # --minutes counts from here; the reserve covers the imports before it
 DATA = Path(".gpu/data")
+RESUME = Path(".gpu/resume")
 PART_MB = 15.0
 
 
@@ -95,9 +102,12 @@ def load_portable(dest: Path) -> dict[str, Any]:
 
 
 def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, device: str | None = None,
-                    compile_model: bool = False, half: bool = False, progress: bool = True) -> dict[str, Any]:
+                    compile_model: bool = False, half: bool = False, progress: bool = True,
+                    resume_from: Path | None = None, keep_schedule: bool = False) -> dict[str, Any]:
     """Train cfg from the packed crops in data within `minutes` of wall clock (counted from the
-    process start), then write the portable checkpoints, log.txt and config.json into out."""
+    process start), then write the portable checkpoints, log.txt and config.json into out.
+    The schedule is fitted to the minutes, unless keep_schedule or resume_from (a folder with a
+    last.pt to go on from): then it stays the config's and the run stops when the minutes are spent."""
     os.environ["PIPNET_CACHE"] = str(data.resolve())  # the packed crops stand in for ../shared
     crops = crops_cache_path(cfg)
     if not (crops.exists() or crops.with_suffix(".packed.npz").exists()):
@@ -107,34 +117,67 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     spent = (time.time() - PROCESS_START) / 60
     reserve = 0.5  # minutes for imports, the last epoch past the budget and the portable copies
-    cfg = dict(cfg, max_minutes=max(0.1, minutes - spent - reserve))
+    left = max(0.1, minutes - spent - reserve)
+    keep_schedule = keep_schedule or resume_from is not None
+    cfg = dict(cfg, max_minutes=None if keep_schedule else left)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:  # full checkpoints (with optimizer state) stay here
         run = Path(tmp)
-        summary = train(cfg, run, device=device, progress=progress, compile_model=compile_model)
-        for name in ("best", "last"):
-            save_portable(run / f"{name}.pt", out / f"{name}.pt", half)
+        if resume_from is not None:
+            torch.save(load_portable(resume_from / "last.pt"), run / "last.pt")
+        summary = train(cfg, run, resume=resume_from is not None, device=device, progress=progress,
+                        compile_model=compile_model, stop_after=left if keep_schedule else None)
+        for name in ("best", "last"):  # a resumed run has no best.pt when it did not improve
+            if (run / f"{name}.pt").exists():
+                save_portable(run / f"{name}.pt", out / f"{name}.pt", half)
         for name in ("log.txt", "config.json"):
             shutil.copy(run / name, out / name)
     summary["minutes"] = round((time.time() - PROCESS_START) / 60, 2)
     return summary
 
 
+def handoff(run: Path, dest: Path = RESUME) -> list[Path]:
+    """A run folder's last.pt, weights only (split when big), into dest for `train --resume-from`."""
+    if not (run / "last.pt").exists():
+        raise FileNotFoundError(f"no last.pt in {run}")
+    for old in dest.glob("last*.pt"):
+        old.unlink()
+    dest.mkdir(parents=True, exist_ok=True)
+    return save_portable(run / "last.pt", dest / "last.pt")
+
+
 def fetch(returned: Path, run: Path) -> list[Path]:
-    """What a GPU run returned -> a run folder on this machine: best.pt and last.pt (float32
+    """What a GPU run returned -> a run folder on this machine: last.pt and best.pt (float32
     weights, no optimizer state: --resume starts a fresh optimizer at the next epoch),
-    log.txt and config.json."""
+    config.json, and its log.txt (appended to the folder's log). Into a folder that holds a run
+    already (a leg handed off from it), last.pt must be newer than the one there, and best.pt
+    replaces the one there only when it is better."""
+    last = load_portable(returned / "last.pt")
+    here = run / "last.pt"
+    if here.exists():
+        old = torch.load(here, map_location="cpu", weights_only=False)
+        if old["epoch"] >= last["epoch"]:
+            raise ValueError(f"{here} has trained {old['epoch'] + 1} epochs and the returned last.pt "
+                             f"{last['epoch'] + 1}: it would go backwards; fetch into another folder")
+    has_best = (returned / "best.pt").exists() or any(returned.glob("best.part*.pt"))
+    best = load_portable(returned / "best.pt") if has_best else None
+    if best is not None and (run / "best.pt").exists():
+        if torch.load(run / "best.pt", map_location="cpu", weights_only=False)["best"] <= best["best"]:
+            best = None
     run.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in ("best", "last"):
-        torch.save(load_portable(returned / f"{name}.pt"), run / f"{name}.pt")
-        written.append(run / f"{name}.pt")
-    for name in ("log.txt", "config.json"):
-        if (returned / name).exists():
-            shutil.copy(returned / name, run / name)
-            written.append(run / name)
+    for name, ck in (("last", last), ("best", best)):
+        if ck is not None:
+            torch.save(ck, run / f"{name}.pt")
+            written.append(run / f"{name}.pt")
+    if (returned / "config.json").exists():
+        shutil.copy(returned / "config.json", run / "config.json")
+        written.append(run / "config.json")
+    if (returned / "log.txt").exists():
+        with open(run / "log.txt", "a") as log:
+            log.write((returned / "log.txt").read_text())
+        written.append(run / "log.txt")
     return written
-
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,10 +197,18 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--epochs", type=int)
     t.add_argument("--device", help="cuda (default when there is one) or cpu")
     t.add_argument("--compile", action="store_true", help="torch.compile the model's forward pass")
+    t.add_argument("--keep-schedule", action="store_true",
+                   help="train the config's schedule until the minutes are spent (not fitted to them); fetch, then "
+                        "the recipe's --resume goes on")
+    t.add_argument("--resume-from", type=Path, metavar="DIR",
+                   help=f"go on from DIR/last.pt (written by handoff, default {RESUME}), keeping its schedule")
     t.add_argument("--half", action="store_true", help="return fp16 weights (half the size)")
     f = sub.add_parser("fetch", help="turn the returned files into a run folder (CPU)")
     f.add_argument("returned", type=Path, help="folder holding the returned files")
     f.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/fast/teacher")
+    h = sub.add_parser("handoff", help="a run folder's last.pt, weights only, for train --resume-from (CPU)")
+    h.add_argument("run", type=Path, help="run folder, e.g. runs/fast06/teacher")
+    h.add_argument("--to", type=Path, default=RESUME, help=f"where it goes (default {RESUME}); carry its files")
     a = ap.parse_args(argv)
     if a.cmd == "pack":
         paths = pack_data(stage_config(a.config, a.limit), a.data, a.quality, not a.quiet)
@@ -167,7 +218,15 @@ def main(argv: list[str] | None = None) -> None:
                           "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     elif a.cmd == "train":
         cfg = stage_config(a.config, a.limit, a.epochs)
-        print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet)))
+        if a.resume_from is not None and not (a.resume_from / "last.pt").exists() \
+                and not any(a.resume_from.glob("last.part*.pt")):
+            ap.error(f"--resume-from: no last.pt in {a.resume_from} (write it with `handoff`, and carry it)")
+        print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet,
+                                         a.resume_from, a.keep_schedule)))
+    elif a.cmd == "handoff":
+        paths = handoff(a.run, a.to)
+        print(json.dumps({"carry": [str(p) for p in paths],
+                          "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     else:
         print(json.dumps([str(p) for p in fetch(a.returned, a.out)]))
 

@@ -20,11 +20,15 @@ starts from the previous stage's weights and learns from that teacher's pseudo-l
 student starts afresh.
 
     python -m export.recipe --config export/configs/pipnet-r18.json --out runs/r18
+
+A recipe longer than one sitting: `--stop-after MINUTES` stops the stage in progress at an epoch
+end once the minutes are spent (its schedule unchanged), and a later `--resume` goes on from there.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="faces per folder (smoke runs)")
     ap.add_argument("--resume", action="store_true", help="skip finished stages and continue the interrupted one")
     ap.add_argument("--skip-export", action="store_true", help="no final ONNX export")
+    ap.add_argument("--stop-after", dest="stop_after", type=float, metavar="MINUTES",
+                    help="stop at the first epoch end after this many minutes; --resume goes on")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
+    started = time.time()
     cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit})
+    if a.stop_after is not None and (a.stop_after <= 0 or cfg["stc"]):
+        ap.error("--stop-after takes positive minutes, and a recipe without STC (its rounds do not stop midway)")
     check_files(cfg, a.config)  # every file the recipe needs, before any work
     stages = ("teacher",)
     for i, restart in enumerate(cfg["restarts"], 1):
@@ -72,7 +81,25 @@ def main(argv: list[str] | None = None) -> None:
         stages += (f"restart{i}",)
     out = Path(a.out)
     stc = cfg["stc"]
-    report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet)}
+
+    def minutes_left() -> float | None:
+        return None if a.stop_after is None else max(1e-3, a.stop_after - (time.time() - started) / 60)
+
+    def stopped(report: dict[str, Any], stage: str) -> bool:
+        """True, with the report written, when --stop-after ended the stage early."""
+        if not report[stage]["paused"]:
+            return False
+        report["stopped_in"] = stage
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
+        print(f"stopped in stage {stage} at epoch {report[stage]['epoch']} of {report[stage]['epochs']}: "
+              f"run the same command with --resume to go on")
+        return True
+
+    report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet,
+                                               stop_after=minutes_left())}
+    if stopped(report, "teacher"):
+        return
     results = {"teacher": stage_result(out / "teacher", report["teacher"], cfg)}  # stage -> (result, its NME)
     best, best_nme = results["teacher"]
     for i, restart in enumerate(cfg["restarts"], 1):
@@ -83,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         if teacher in results:  # an earlier stage labels the unlabeled faces
             report[f"{teacher}.onnx"] = exported_stage(teacher, results[teacher][0], out, a.resume)
             r_cfg["pseudo_labels"] = dict(r_cfg["pseudo_labels"], teacher=str((out / f"{teacher}.onnx").resolve()))
-        report[name] = train(r_cfg, out / name, a.resume, a.device, not a.quiet)
+        report[name] = train(r_cfg, out / name, a.resume, a.device, not a.quiet, stop_after=minutes_left())
+        if stopped(report, name):
+            return
         results[name] = stage_result(out / name, report[name], r_cfg)
         best, best_nme = results[name]
     if stc:

@@ -20,6 +20,10 @@ by default) inpaints the green marks drawn on the shared LFW images first (expor
 "max_minutes": a time budget for the epochs. The schedule is fitted to it after the first epoch
 (fewer epochs: the cosine ends on time), training stops early if it is spent all the same, and a
 run resumed from a checkpoint with a budget keeps that checkpoint's schedule.
+
+`--stop-after MINUTES` is the other kind of budget, for a schedule longer than one sitting: the
+schedule stays as configured, training stops at the first epoch end past the budget, and
+`--resume` goes on from there (on this machine, or on a lent GPU with `export.gpu_run`).
 """
 from __future__ import annotations
 
@@ -413,10 +417,12 @@ def save_average(run: Run, averaged: dict[str, torch.Tensor], out: Path, epoch: 
 
 def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | None = None,
           progress: bool = True, pseudo: dict[str, np.ndarray] | None = None,
-          compile_model: bool = False) -> dict[str, Any]:
-    """Train and return the final summary; writes out/{log.txt, last.pt, best.pt, config.json}
-    (and averaged.pt with "average_last"). pseudo: pseudo-labeled faces {"images", "points"} in
-    base-crop pixels, trained on after the labeled ones (STC)."""
+          compile_model: bool = False, stop_after: float | None = None) -> dict[str, Any]:
+    """Train and return the final summary ("paused": True when stop_after ended it early);
+    writes out/{log.txt, last.pt, best.pt, config.json} (and averaged.pt with "average_last").
+    pseudo: pseudo-labeled faces {"images", "points"} in base-crop pixels, trained on after the
+    labeled ones (STC). stop_after: minutes, after which the run stops at an epoch end with its
+    schedule unchanged, for a later --resume."""
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     seed_everything(cfg)
@@ -433,7 +439,7 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     (out / "config.json").write_text(json.dumps(run.cfg, indent=2))
     steps = max(1, len(run.batches.images) // cfg["batch_size"])
     summary: dict[str, Any] = {"epoch": start, "best_val_nme": best}
-    epoch, t_start = start, time.time()
+    epoch, t_start, paused = start, time.time(), False
     with open(out / "log.txt", "a") as log:
         log.write(f"# {time.ctime()} device={dev} train={int((~run.batches.is_pseudo).sum())}+"
                   f"{int(run.batches.is_pseudo.sum())} val={len(run.val_images)} start={start}\n")
@@ -456,9 +462,15 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
             epoch += 1
             if apply_time_budget(run, out, log, epoch, secs, time.time() - t_start):
                 break
+            if stop_after is not None and epoch < run.cfg["epochs"] and time.time() - t_start > stop_after * 60:
+                log.write(f"# stopped after {stop_after:g} min at epoch {epoch} of {run.cfg['epochs']}; "
+                          f"--resume goes on\n")
+                paused = True
+                break
         if averaged and epoch == run.cfg["epochs"]:
             summary["averaged_val_nme"] = save_average(run, averaged, out, epoch - 1)
             log.write(json.dumps({"averaged_last": cfg["average_last"], "nme": round(summary["averaged_val_nme"], 3)}) + "\n")
+    summary.update(epochs=run.cfg["epochs"], paused=paused)
     return summary
 
 
@@ -473,11 +485,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="use at most this many faces per folder (smoke runs)")
     ap.add_argument("--batch-size", dest="batch_size", type=int, help="override the config's batch size")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--stop-after", dest="stop_after", type=float, metavar="MINUTES",
+                    help="stop at the first epoch end after this many minutes, keeping the schedule (--resume goes on)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
+    if a.stop_after is not None and a.stop_after <= 0:
+        ap.error("--stop-after must be positive")
     cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size, "threads": a.threads})
     check_files(cfg, a.config or "config")
-    print(json.dumps(train(cfg, Path(a.out), a.resume, a.device, not a.quiet)))
+    print(json.dumps(train(cfg, Path(a.out), a.resume, a.device, not a.quiet, stop_after=a.stop_after)))
 
 
 if __name__ == "__main__":

@@ -534,8 +534,52 @@ def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, sh
     monkeypatch.chdir(ROOT)
     recipe.main(["--config", str(conf), "--out", str(run), "--limit", "12", "--resume", "--skip-export", "--quiet"])
     report = json.loads((run / "report.json").read_text())
-    assert report["teacher"] == {"epoch": 2, "best_val_nme": last["best"]} and report["restart1"]["epoch"] == 1
+    assert report["teacher"] == {"epoch": 2, "best_val_nme": last["best"], "epochs": 2, "paused": False}
+    assert report["restart1"]["epoch"] == 1
     assert json.loads((run / "restart1" / "config.json").read_text())["init"] == str(run / "teacher" / "best.pt")
+
+
+def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """A schedule longer than one sitting: the recipe's --stop-after pauses the first stage at an
+    epoch end, handoff gives its weights to a GPU run (here --device cpu, no shared data) that goes
+    on with the same schedule (not fitted to its minutes), fetch brings that back into the same
+    folder (and refuses to go backwards), and the recipe's --resume finishes from there."""
+    from export import gpu_run, recipe
+    from export.config import load_config
+    from export.train import lr_at
+
+    cfg = {"name": "tiny", "width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
+           "epochs": 5, "val_fraction": 0.2, "labeled": ["data/300w/train"], "restarts": [{"lr": 1e-3, "epochs": 1}]}
+    conf, data, returned, run, hand = (tmp_path / n for n in ("tiny.json", "data", "OUT", "run", "resume"))
+    conf.write_text(json.dumps(cfg))
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    common = ["--config", str(conf), "--out", str(run), "--limit", "12", "--skip-export", "--quiet"]
+    recipe.main([*common, "--stop-after", "0.0001"])
+    report = json.loads((run / "report.json").read_text())
+    assert report["stopped_in"] == "teacher" and report["teacher"]["paused"]
+    assert report["teacher"]["epoch"] == 1 and report["teacher"]["epochs"] == 5 and "restart1" not in report
+    assert "stopped after" in (run / "teacher" / "log.txt").read_text()
+    gpu_run.main(["pack", "--config", str(conf), "--data", str(data), "--limit", "12", "--quiet"])
+    gpu_run.main(["handoff", str(run / "teacher"), "--to", str(hand)])
+    assert "opt" not in torch.load(hand / "last.pt", weights_only=False)
+    monkeypatch.setenv("PIPNET_SHARED", str(tmp_path / "nowhere"))
+    gpu_run.main(["train", "--config", str(conf), "--data", str(data), "--limit", "12", "--out", str(returned),
+                  "--minutes", "3", "--device", "cpu", "--resume-from", str(hand), "--quiet"])
+    lines = [json.loads(x) for x in (returned / "log.txt").read_text().splitlines() if x.startswith("{")]
+    assert [x["epoch"] for x in lines] == [2, 3, 4, 5]  # the rest of the 5-epoch schedule, not fitted to 3 minutes
+    assert lines[0]["lr"] == round(lr_at(load_config(str(conf), {}), 2), 7)
+    assert json.loads((returned / "config.json").read_text())["max_minutes"] is None
+    gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
+    assert torch.load(run / "teacher" / "last.pt", weights_only=False)["epoch"] == 4
+    assert (run / "teacher" / "log.txt").read_text().count("start=") == 2  # both legs' logs
+    with pytest.raises(ValueError, match="backwards"):
+        gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    recipe.main([*common, "--resume"])
+    report = json.loads((run / "report.json").read_text())
+    assert report["teacher"]["epoch"] == 5 and report["restart1"]["epoch"] == 1 and "stopped_in" not in report
 
 
 def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
