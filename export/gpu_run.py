@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -40,7 +42,7 @@ import torch
 from .config import load_config
 from .pack import pack
 from .pseudo import onnx_pseudo_labels, onnx_pseudo_labels_path
-from .train import crops_cache_path, prepare, train
+from .train import crops_cache_path, lock_holder, prepare, train
 
 PROCESS_START = time.time()  # --minutes counts from here; the reserve covers the imports before it
 DATA = Path(".gpu/data")
@@ -127,7 +129,7 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
             torch.save(load_portable(resume_from / "last.pt"), run / "last.pt")
         summary = train(cfg, run, resume=resume_from is not None, device=device, progress=progress,
                         compile_model=compile_model, stop_after=left if keep_schedule else None)
-        for name in ("best", "last"):  # a resumed run has no best.pt when it did not improve
+        for name in ("best", "last", "averaged"):  # a resumed run has no best.pt when it did not improve
             if (run / f"{name}.pt").exists():
                 save_portable(run / f"{name}.pt", out / f"{name}.pt", half)
         for name in ("log.txt", "config.json"):
@@ -136,10 +138,33 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     return summary
 
 
+def check_not_training(run: Path) -> None:
+    """Refuse a run folder that a live training process is writing (its next epoch would
+    replace what handoff reads or fetch writes)."""
+    holder = lock_holder(run)
+    if holder is not None:
+        raise RuntimeError(f"a training process (pid {holder}) is writing {run}: stop it first (with "
+                           f"--stop-after it stops by itself at an epoch end)")
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save through a temporary file: an interrupted write never leaves a broken checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def leg_start(log: Path) -> int | None:
+    """The epoch a returned leg started from (its log's first "start=" header), if it says."""
+    found = re.search(r"^#.* start=(\d+)$", log.read_text(), re.M) if log.exists() else None
+    return int(found.group(1)) if found else None
+
+
 def handoff(run: Path, dest: Path = RESUME) -> list[Path]:
     """A run folder's last.pt, weights only (split when big), into dest for `train --resume-from`."""
     if not (run / "last.pt").exists():
         raise FileNotFoundError(f"no last.pt in {run}")
+    check_not_training(run)
     for old in dest.glob("last*.pt"):
         old.unlink()
     dest.mkdir(parents=True, exist_ok=True)
@@ -149,26 +174,34 @@ def handoff(run: Path, dest: Path = RESUME) -> list[Path]:
 def fetch(returned: Path, run: Path) -> list[Path]:
     """What a GPU run returned -> a run folder on this machine: last.pt and best.pt (float32
     weights, no optimizer state: --resume starts a fresh optimizer at the next epoch),
-    config.json, and its log.txt (appended to the folder's log). Into a folder that holds a run
-    already (a leg handed off from it), last.pt must be newer than the one there, and best.pt
-    replaces the one there only when it is better."""
+    averaged.pt if any, config.json, and its log.txt (appended to the folder's log). Into a
+    folder that holds a run already (a leg handed off from it), last.pt must be newer than the
+    one there, and best.pt replaces the one there only when it is better (or when there is no
+    validation split: then the newer is the best)."""
+    check_not_training(run)
     last = load_portable(returned / "last.pt")
     here = run / "last.pt"
     if here.exists():
-        old = torch.load(here, map_location="cpu", weights_only=False)
-        if old["epoch"] >= last["epoch"]:
-            raise ValueError(f"{here} has trained {old['epoch'] + 1} epochs and the returned last.pt "
-                             f"{last['epoch'] + 1}: it would go backwards; fetch into another folder")
-    has_best = (returned / "best.pt").exists() or any(returned.glob("best.part*.pt"))
-    best = load_portable(returned / "best.pt") if has_best else None
+        old = torch.load(here, map_location="cpu", weights_only=False)["epoch"]
+        if old >= last["epoch"]:
+            raise ValueError(f"{here} has trained {old + 1} epochs and the returned last.pt {last['epoch'] + 1}: "
+                             f"it is not newer; fetch into another folder")
+        start = leg_start(returned / "log.txt")
+        if start is not None and old + 1 > start:
+            print(f"note: {run} had trained {old + 1} epochs, the returned leg went on from epoch {start}: "
+                  f"the folder's epochs {start + 1}-{old + 1} are replaced")
+    has = {n: (returned / f"{n}.pt").exists() or any(returned.glob(f"{n}.part*.pt")) for n in ("best", "averaged")}
+    best = load_portable(returned / "best.pt") if has["best"] else None
     if best is not None and (run / "best.pt").exists():
-        if torch.load(run / "best.pt", map_location="cpu", weights_only=False)["best"] <= best["best"]:
+        old_best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["best"]
+        if math.isfinite(old_best) and old_best <= best["best"]:
             best = None
+    averaged = load_portable(returned / "averaged.pt") if has["averaged"] else None
     run.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, ck in (("last", last), ("best", best)):
+    for name, ck in (("last", last), ("best", best), ("averaged", averaged)):
         if ck is not None:
-            torch.save(ck, run / f"{name}.pt")
+            save_atomic(ck, run / f"{name}.pt")
             written.append(run / f"{name}.pt")
     if (returned / "config.json").exists():
         shutil.copy(returned / "config.json", run / "config.json")
@@ -201,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="train the config's schedule until the minutes are spent (not fitted to them); fetch, then "
                         "the recipe's --resume goes on")
     t.add_argument("--resume-from", type=Path, metavar="DIR",
-                   help=f"go on from DIR/last.pt (written by handoff, default {RESUME}), keeping its schedule")
+                   help=f"go on from DIR/last.pt (handoff writes it into {RESUME}), keeping its schedule")
     t.add_argument("--half", action="store_true", help="return fp16 weights (half the size)")
     f = sub.add_parser("fetch", help="turn the returned files into a run folder (CPU)")
     f.add_argument("returned", type=Path, help="folder holding the returned files")
@@ -221,11 +254,14 @@ def main(argv: list[str] | None = None) -> None:
         if a.resume_from is not None and not (a.resume_from / "last.pt").exists() \
                 and not any(a.resume_from.glob("last.part*.pt")):
             ap.error(f"--resume-from: no last.pt in {a.resume_from} (write it with `handoff`, and carry it)")
+        if a.half and (a.resume_from is not None or a.keep_schedule):
+            ap.error("--half returns fp16 weights, which the next leg would train on: not with --resume-from "
+                     "or --keep-schedule")
         print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet,
                                          a.resume_from, a.keep_schedule)))
     elif a.cmd == "handoff":
         paths = handoff(a.run, a.to)
-        print(json.dumps({"carry": [str(p) for p in paths],
+        print(json.dumps({"carry": [os.path.relpath(p) for p in paths],
                           "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     else:
         print(json.dumps([str(p) for p in fetch(a.returned, a.out)]))

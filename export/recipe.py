@@ -72,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     started = time.time()
     cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit})
-    if a.stop_after is not None and (a.stop_after <= 0 or cfg["stc"]):
-        ap.error("--stop-after takes positive minutes, and a recipe without STC (its rounds do not stop midway)")
+    if a.stop_after is not None and a.stop_after <= 0:
+        ap.error("--stop-after must be positive")
+    if a.stop_after is not None and cfg["stc"]:
+        ap.error("--stop-after: this recipe has STC, whose rounds cannot pause; run it without --stop-after")
     check_files(cfg, a.config)  # every file the recipe needs, before any work
     stages = ("teacher",)
     for i, restart in enumerate(cfg["restarts"], 1):

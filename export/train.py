@@ -34,9 +34,10 @@ import os
 import random
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 import torch
@@ -210,13 +211,47 @@ def seed_everything(cfg: dict[str, Any]) -> None:
     np.random.seed(cfg["seed"])
 
 
-def starting_checkpoints(cfg: dict[str, Any], last: Path, resume: bool, dev: torch.device
+def starting_checkpoints(cfg: dict[str, Any], last: Path, resume: bool
                          ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(this run's last.pt when resuming, else None; cfg["init"]'s checkpoint when starting afresh
     from another run's weights, else None)."""
-    resumed = torch.load(last, map_location=dev, weights_only=False) if resume and last.exists() else None
-    init = torch.load(cfg["init"], map_location=dev, weights_only=False) if cfg["init"] and resumed is None else None
+    # on the CPU: the generator states must stay CPU tensors; load_state_dict moves the rest
+    resumed = torch.load(last, map_location="cpu", weights_only=False) if resume and last.exists() else None
+    init = torch.load(cfg["init"], map_location="cpu", weights_only=False) if cfg["init"] and resumed is None else None
     return resumed, init
+
+
+LOCK = "train.lock"
+
+
+def lock_holder(out: Path) -> int | None:
+    """The process id of a live training process writing the run folder out (on this machine),
+    else None: a lock left by a killed process does not count."""
+    try:
+        pid = int((out / LOCK).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+@contextmanager
+def writer_lock(out: Path) -> Iterator[None]:
+    """Hold out/train.lock while training writes out, so that gpu_run's fetch and handoff do not
+    act on a folder whose checkpoints are about to be replaced."""
+    holder = lock_holder(out)
+    if holder is not None and holder != os.getpid():
+        raise RuntimeError(f"{out} is being trained by process {holder}; stop it first")
+    (out / LOCK).write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        (out / LOCK).unlink(missing_ok=True)
 
 
 def keep_neighbors(data: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -286,7 +321,14 @@ def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, to
         run.gen.manual_seed(run.cfg["seed"] + resumed["epoch"] + 1)
     if resumed["config"].get("max_minutes"):
         run.cfg = dict(run.cfg, epochs=resumed["config"]["epochs"])
-    return resumed["epoch"] + 1, resumed["best"], resumed.get("averaged", {})
+    start = resumed["epoch"] + 1
+    averaged = {name: v.to(run.dev) for name, v in (resumed.get("averaged") or {}).items()}
+    k = run.cfg["average_last"]
+    if k and start > run.cfg["epochs"] - k and not averaged:
+        raise ValueError(f"the checkpoint is at epoch {start} of {run.cfg['epochs']}, inside the last {k} epochs "
+                         f"that \"average_last\" averages, and holds no average (a weights-only copy): resume "
+                         f"from the full checkpoint, or end a leg before the averaging starts")
+    return start, resumed["best"], averaged
 
 
 def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -424,10 +466,20 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     labeled ones (STC). stop_after: minutes, after which the run stops at an epoch end with its
     schedule unchanged, for a later --resume."""
     out.mkdir(parents=True, exist_ok=True)
+    if not resume and (out / "last.pt").exists():
+        raise FileExistsError(f"{out} holds a run already (last.pt): resume it (--resume), or give another "
+                              f"folder to start afresh")
+    with writer_lock(out):
+        return train_stage(cfg, out, resume, device, progress, pseudo, compile_model, stop_after)
+
+
+def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None, progress: bool,
+                pseudo: dict[str, np.ndarray] | None, compile_model: bool, stop_after: float | None) -> dict[str, Any]:
+    """train's work, with the folder checked and locked."""
     dev = pick_device(device)
     seed_everything(cfg)
     data = prepare(cfg, progress)
-    resumed, init = starting_checkpoints(cfg, out / "last.pt", resume, dev)
+    resumed, init = starting_checkpoints(cfg, out / "last.pt", resume)
     if resumed or init:
         keep_neighbors(data, (resumed or init)["meta"])
     run = setup(cfg, data, pseudo, dev, progress, compile_model)

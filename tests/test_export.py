@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -564,22 +566,69 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     gpu_run.main(["pack", "--config", str(conf), "--data", str(data), "--limit", "12", "--quiet"])
     gpu_run.main(["handoff", str(run / "teacher"), "--to", str(hand)])
     assert "opt" not in torch.load(hand / "last.pt", weights_only=False)
+    with pytest.raises(FileExistsError, match="--resume"):  # the same command without --resume keeps the run
+        recipe.main(common)
     monkeypatch.setenv("PIPNET_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(gpu_run, "PROCESS_START", time.time())  # --minutes counts from the command's start
     gpu_run.main(["train", "--config", str(conf), "--data", str(data), "--limit", "12", "--out", str(returned),
                   "--minutes", "3", "--device", "cpu", "--resume-from", str(hand), "--quiet"])
     lines = [json.loads(x) for x in (returned / "log.txt").read_text().splitlines() if x.startswith("{")]
     assert [x["epoch"] for x in lines] == [2, 3, 4, 5]  # the rest of the 5-epoch schedule, not fitted to 3 minutes
     assert lines[0]["lr"] == round(lr_at(load_config(str(conf), {}), 2), 7)
     assert json.loads((returned / "config.json").read_text())["max_minutes"] is None
+    (run / "teacher" / "train.lock").write_text(str(os.getpid()))  # a live process training that folder
+    with pytest.raises(RuntimeError, match="stop it first"):
+        gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
+    (run / "teacher" / "train.lock").unlink()
     gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
     assert torch.load(run / "teacher" / "last.pt", weights_only=False)["epoch"] == 4
     assert (run / "teacher" / "log.txt").read_text().count("start=") == 2  # both legs' logs
-    with pytest.raises(ValueError, match="backwards"):
+    with pytest.raises(ValueError, match="not newer"):
         gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     recipe.main([*common, "--resume"])
     report = json.loads((run / "report.json").read_text())
     assert report["teacher"]["epoch"] == 5 and report["restart1"]["epoch"] == 1 and "stopped_in" not in report
+
+
+def test_fetch_keeps_the_better_best_and_with_no_validation_the_newer(tmp_path: Path) -> None:
+    """fetch into a folder a leg was handed off from: the returned best.pt replaces the folder's
+    only when its validation NME is lower, or when there is no validation (NME inf: the newest
+    epoch is the best)."""
+    from export import gpu_run
+
+    def ckpt(epoch: int, best: float) -> dict:
+        return {"model": {"w": torch.full((2,), float(epoch))}, "config": {}, "meta": {}, "epoch": epoch, "best": best}
+
+    for here_best, back_best, taken in ((3.5, 3.6, False), (3.5, 3.4, True), (math.inf, math.inf, True)):
+        run, back = tmp_path / f"run{back_best}", tmp_path / f"back{back_best}"
+        run.mkdir(), back.mkdir()
+        for folder, epoch, best in ((run, 9, here_best), (back, 19, back_best)):
+            torch.save(ckpt(epoch, best), folder / "last.pt")
+            torch.save(ckpt(epoch, best), folder / "best.pt")
+        gpu_run.fetch(back, run)
+        assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 19
+        assert torch.load(run / "best.pt", weights_only=False)["epoch"] == (19 if taken else 9)
+
+
+def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused() -> None:
+    """"average_last" needs the running average: a leg resumed from weights alone (a handoff)
+    inside the averaged epochs is refused with a message, before it is an hour in; before the
+    window it goes on."""
+    from types import SimpleNamespace
+
+    from export.train import restore
+
+    model = torch.nn.Linear(2, 2)
+    cfg = {"epochs": 10, "average_last": 3, "seed": 0}
+    for epoch, ok in ((5, True), (6, True), (7, False)):  # epochs 7, 8, 9 (0-based) are averaged
+        run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), cfg=dict(cfg), dev=torch.device("cpu"))
+        resumed = {"model": model.state_dict(), "epoch": epoch, "best": 3.5, "config": {}}
+        if ok:
+            assert restore(run, resumed)[0] == epoch + 1
+        else:
+            with pytest.raises(ValueError, match="average_last"):
+                restore(run, resumed)
 
 
 def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
