@@ -90,10 +90,15 @@ def save_portable(ckpt: Path, dest: Path, half: bool = False, max_mb: float = PA
     return paths
 
 
+def portable_paths(dest: Path) -> list[Path]:
+    """The files save_portable wrote for dest: dest itself, or its parts in order ([] if none)."""
+    return [dest] if dest.exists() else sorted(dest.parent.glob(f"{dest.stem}.part*.pt"),
+                                                 key=lambda p: int(p.stem.rpartition("part")[2]))
+
+
 def load_portable(dest: Path) -> dict[str, Any]:
     """What save_portable wrote to dest, as one checkpoint with float32 weights."""
-    paths = [dest] if dest.exists() else sorted(dest.parent.glob(f"{dest.stem}.part*.pt"),
-                                                  key=lambda p: int(p.stem.rpartition("part")[2]))
+    paths = portable_paths(dest)
     if not paths:
         raise FileNotFoundError(f"neither {dest} nor {dest.stem}.part*.pt in {dest.parent}")
     ck = torch.load(paths[0], map_location="cpu", weights_only=False)
@@ -190,13 +195,12 @@ def fetch(returned: Path, run: Path) -> list[Path]:
         if start is not None and old + 1 > start:
             print(f"note: {run} had trained {old + 1} epochs, the returned leg went on from epoch {start}: "
                   f"the folder's epochs {start + 1}-{old + 1} are replaced")
-    has = {n: (returned / f"{n}.pt").exists() or any(returned.glob(f"{n}.part*.pt")) for n in ("best", "averaged")}
-    best = load_portable(returned / "best.pt") if has["best"] else None
+    best = load_portable(returned / "best.pt") if portable_paths(returned / "best.pt") else None
     if best is not None and (run / "best.pt").exists():
         old_best = torch.load(run / "best.pt", map_location="cpu", weights_only=False)["best"]
         if math.isfinite(old_best) and old_best <= best["best"]:
             best = None
-    averaged = load_portable(returned / "averaged.pt") if has["averaged"] else None
+    averaged = load_portable(returned / "averaged.pt") if portable_paths(returned / "averaged.pt") else None
     run.mkdir(parents=True, exist_ok=True)
     written = []
     for name, ck in (("last", last), ("best", best), ("averaged", averaged)):
@@ -251,8 +255,7 @@ def main(argv: list[str] | None = None) -> None:
                           "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     elif a.cmd == "train":
         cfg = stage_config(a.config, a.limit, a.epochs)
-        if a.resume_from is not None and not (a.resume_from / "last.pt").exists() \
-                and not any(a.resume_from.glob("last.part*.pt")):
+        if a.resume_from is not None and not portable_paths(a.resume_from / "last.pt"):
             ap.error(f"--resume-from: no last.pt in {a.resume_from} (write it with `handoff`, and carry it)")
         if a.half and (a.resume_from is not None or a.keep_schedule):
             ap.error("--half returns fp16 weights, which the next leg would train on: not with --resume-from "

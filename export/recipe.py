@@ -56,6 +56,12 @@ def exported_stage(name: str, result: Path, out: Path, resume: bool) -> dict[str
     return export_and_check(result, out / f"{name}.fp32.onnx", onnx)
 
 
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """OUT/report.json, and the same on stdout."""
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m export.recipe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         if not report[stage]["paused"]:
             return False
         report["stopped_in"] = stage
-        (out / "report.json").write_text(json.dumps(report, indent=2))
-        print(json.dumps(report, indent=2))
+        write_report(out, report)
         print(f"stopped in stage {stage} at epoch {report[stage]['epoch']} of {report[stage]['epochs']}: "
               f"run the same command with --resume to go on")
         return True
@@ -131,8 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     report["chosen"] = str(best)
     if not a.skip_export:
         report["onnx"] = export_and_check(best, out / f"{cfg['name']}.fp32.onnx", out / f"{cfg['name']}.int8.onnx")
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(out, report)
 
 
 if __name__ == "__main__":

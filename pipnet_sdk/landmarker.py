@@ -239,13 +239,13 @@ def _landmarker_for(options: dict) -> Landmarker:
         return _custom.get(key)
 
     with _default_lock:
-        if cached():
-            return _custom[key]
+        if (hit := cached()) is not None:
+            return hit
         key_lock = _loading.setdefault(key, threading.Lock())
     with key_lock:  # one load per option set, even when many threads ask at once; other sets go on
         with _default_lock:
-            if cached():
-                return _custom[key]
+            if (hit := cached()) is not None:
+                return hit
         try:
             made = Landmarker(**options)  # outside the shared lock: loading models takes a while
             with _default_lock:
