@@ -546,6 +546,9 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     epoch end, handoff gives its weights to a GPU run (here --device cpu, no shared data) that goes
     on with the same schedule (not fitted to its minutes), fetch brings that back into the same
     folder (and refuses to go backwards), and the recipe's --resume finishes from there."""
+    from types import SimpleNamespace
+
+    import export.train
     from export import gpu_run, recipe
     from export.config import load_config
     from export.train import lr_at
@@ -558,7 +561,10 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(ROOT)
     common = ["--config", str(conf), "--out", str(run), "--limit", "12", "--skip-export", "--quiet"]
-    recipe.main([*common, "--stop-after", "0.0001"])
+    clock = iter(range(0, 10**6, 10))  # training's clock: 10 s a reading, so the pause does not hang on the CPU's speed
+    with monkeypatch.context() as m:
+        m.setattr(export.train, "time", SimpleNamespace(time=lambda: next(clock), ctime=time.ctime))
+        recipe.main([*common, "--stop-after", "0.0001"])
     report = json.loads((run / "report.json").read_text())
     assert report["stopped_in"] == "teacher" and report["teacher"]["paused"]
     assert report["teacher"]["epoch"] == 1 and report["teacher"]["epochs"] == 5 and "restart1" not in report
