@@ -306,10 +306,30 @@ def setup(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarra
                AugmentConfig(**cfg["augment"]), torch.Generator().manual_seed(cfg["seed"]), meta)
 
 
+#: what a resumed run must share with the run that wrote its checkpoint: the learning-rate
+#: schedule, the optimizer, the averaging window, and what a batch is cut from
+SCHEDULE_KEYS = ("epochs", "lr", "schedule", "milestones", "warmup_epochs", "batch_size", "optimizer",
+                 "weight_decay", "average_last", "input_size", "labeled", "augment")
+
+
+def check_same_schedule(saved: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """ValueError when cfg differs from a checkpoint's config in SCHEDULE_KEYS (the epochs of a
+    schedule fitted to a time budget excepted: the checkpoint's are kept). Going on with another
+    learning rate or epoch count would silently train a schedule that neither config describes."""
+    keys = [k for k in SCHEDULE_KEYS if k in saved and k in cfg and not (k == "epochs" and saved.get("max_minutes"))]
+    differ = [k for k in keys if saved[k] != cfg[k]]
+    if differ:
+        what = ", ".join(f"{k}: {saved[k]!r} there, {cfg[k]!r} here" for k in differ)
+        raise ValueError(f"the checkpoint was trained with another schedule or data ({what}): resume with its "
+                         f"config, or start a new run folder from it with \"init\"")
+
+
 def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, torch.Tensor]]:
     """Continue from a last.pt: weights, optimizer and generator state (when it has them: a
     weights-only checkpoint starts a fresh optimizer), and a schedule that a time budget
-    shortened. Returns (first epoch to train, best NME so far, running weight average)."""
+    shortened. The config must match the checkpoint's (check_same_schedule). Returns (first epoch
+    to train, best NME so far, running weight average)."""
+    check_same_schedule(resumed["config"], run.cfg)
     run.model.load_state_dict(resumed["model"])
     if resumed.get("opt"):
         run.opt.load_state_dict(resumed["opt"])

@@ -286,8 +286,9 @@ def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, sha
     tuned = load_config(None, {**common, "labeled": ["data/300w/train"], "init": str(tmp_path / "base" / "best.pt"),
                                "lr": 1e-4})
     assert not np.array_equal(prepare(tuned, progress=False)["neighbors"], prepare(base, progress=False)["neighbors"])
-    train(tuned, tmp_path / "tuned", device="cpu", progress=False)
-    train({**tuned, "epochs": 2}, tmp_path / "tuned", resume=True, device="cpu", progress=False)
+    tuned["epochs"] = 2
+    train(tuned, tmp_path / "tuned", device="cpu", progress=False, stop_after=1e-9)  # paused after its first epoch
+    train(tuned, tmp_path / "tuned", resume=True, device="cpu", progress=False)
     metas = [torch.load(p, weights_only=False) for p in (tmp_path / "base" / "best.pt", tmp_path / "tuned" / "last.pt")]
     assert metas[1]["epoch"] == 1  # resumed: the second epoch ran
     for key in ("neighbor_indices", "mean_face"):
@@ -635,6 +636,34 @@ def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused() -> N
         else:
             with pytest.raises(ValueError, match="average_last"):
                 restore(run, resumed)
+
+
+def test_a_resume_with_another_schedule_is_refused() -> None:
+    """A leg resumed with a config whose schedule differs from its checkpoint's (another learning
+    rate, epoch count or augmentation) is refused with the keys named, before any epoch; the same
+    config goes on, and so does a schedule that a time budget fitted (its epochs are the
+    checkpoint's)."""
+    from types import SimpleNamespace
+
+    from export.config import load_config
+    from export.train import restore
+
+    model = torch.nn.Linear(2, 2)
+    saved = load_config(None, {"epochs": 600, "lr": 2e-3, "augment": {"p_blur": 0.3}})
+
+    def resume(saved_cfg: dict, **changes) -> SimpleNamespace:
+        run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"),
+                              cfg=dict(saved, **changes))
+        restore(run, {"model": model.state_dict(), "epoch": 120, "best": 4.0, "config": saved_cfg})
+        return run
+
+    assert resume(saved).cfg["epochs"] == 600
+    for changes, named in (({"lr": 1e-3}, "lr: 0.002 there, 0.001 here"), ({"epochs": 300}, "epochs"),
+                           ({"augment": {}}, "augment")):
+        with pytest.raises(ValueError, match=named):
+            resume(saved, **changes)
+    fitted = dict(saved, epochs=135, max_minutes=8.0)  # a GPU run fitted 135 epochs into its minutes
+    assert resume(fitted, epochs=600).cfg["epochs"] == 135
 
 
 def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
