@@ -15,14 +15,15 @@ most 8 files of at most 16 MiB from $OUT. So:
 "restarts" and "stc"), with the packed crops as its cache, the batches cut and augmented on the
 GPU, bf16 autocast and channels_last, optionally torch.compile, and "max_minutes" set from
 --minutes less the time already spent (the schedule is fitted to what is left). It writes to
-$OUT best.pt and last.pt as weights-only checkpoints (no optimizer state; split into
+$OUT best.pt and last.pt as portable checkpoints (weights, no generator states; split into
 NAME.partK.pt files of at most 15 MB when bigger), log.txt and config.json.
 
 A schedule longer than one lent GPU (or one CPU session) is trained in legs instead: the CPU
-runs the recipe with `--stop-after`; `handoff` writes that run's last.pt, weights only, into
-.gpu/resume; `train --resume-from .gpu/resume` goes on with the same schedule for --minutes
-(`--keep-schedule` does the same from the start); `fetch` into the same run folder brings it
-back (it refuses a checkpoint older than the one there), and the recipe's `--resume` goes on.
+runs the recipe with `--stop-after`; `handoff` writes that run's last.pt (weights, and AdamW's
+state in last.opt.pt) into .gpu/resume; `train --resume-from .gpu/resume` goes on with the same
+schedule and optimizer state for --minutes (`--keep-schedule` does the same from the start) and
+returns last.pt with its optimizer state as well; `fetch` into the same run folder brings it back
+(it refuses a checkpoint older than the one there), and the recipe's `--resume` goes on.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ PROCESS_START = time.time()  # --minutes counts from here; the reserve covers th
 DATA = Path(".gpu/data")
 RESUME = Path(".gpu/resume")
 PART_MB = 15.0
+MAX_FILES = 8  # the run tool returns at most 8 files from $OUT
 
 
 def stage_config(path: str, limit: int | None = None, epochs: int | None = None) -> dict[str, Any]:
@@ -69,21 +71,18 @@ def pack_data(cfg: dict[str, Any], data: Path, quality: int = 85, progress: bool
     return [pack(c, quality, data / c.with_suffix(".packed.npz").name) for c in caches]
 
 
-def save_portable(ckpt: Path, dest: Path, half: bool = False, max_mb: float = PART_MB) -> list[Path]:
-    """A checkpoint's weights (fp16 with half), config, meta, epoch and best NME, without the
-    optimizer state: dest when it fits in max_mb, else dest.part0.pt, dest.part1.pt, ..."""
-    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
-    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in ck["model"].items()}
+def save_split(tensors: dict[str, torch.Tensor], head: dict[str, Any], dest: Path, max_mb: float = PART_MB) -> list[Path]:
+    """tensors, with head (small, picklable) in the first file: dest when they fit in max_mb, else
+    dest.part0.pt, dest.part1.pt, ... (the run tool returns files of at most 16 MiB)."""
     parts: list[dict[str, torch.Tensor]] = [{}]
     size = 0
-    for k, v in weights.items():
+    for k, v in tensors.items():
         n = v.numel() * v.element_size()
-        if parts[-1] and size + n > max_mb * 1e6 - 1e6:  # 1 MB for config, meta and pickling
+        if parts[-1] and size + n > max_mb * 1e6 - 1e6:  # 1 MB for the head and pickling
             parts.append({})
             size = 0
         parts[-1][k] = v
         size += n
-    head = {"config": ck["config"], "meta": ck["meta"], "epoch": ck["epoch"], "best": ck["best"]}
     paths = [dest] if len(parts) == 1 else [dest.with_suffix(f".part{i}.pt") for i in range(len(parts))]
     for i, (path, part) in enumerate(zip(paths, parts)):
         torch.save({"model": part, **(head if i == 0 else {})}, path)
@@ -91,20 +90,62 @@ def save_portable(ckpt: Path, dest: Path, half: bool = False, max_mb: float = PA
 
 
 def portable_paths(dest: Path) -> list[Path]:
-    """The files save_portable wrote for dest: dest itself, or its parts in order ([] if none)."""
+    """The files save_split wrote for dest: dest itself, or its parts in order ([] if none)."""
     return [dest] if dest.exists() else sorted(dest.parent.glob(f"{dest.stem}.part*.pt"),
                                                  key=lambda p: int(p.stem.rpartition("part")[2]))
 
 
-def load_portable(dest: Path) -> dict[str, Any]:
-    """What save_portable wrote to dest, as one checkpoint with float32 weights."""
+def load_split(dest: Path) -> dict[str, Any]:
+    """What save_split wrote to dest: the head, with all the tensors under "model"."""
     paths = portable_paths(dest)
     if not paths:
         raise FileNotFoundError(f"neither {dest} nor {dest.stem}.part*.pt in {dest.parent}")
     ck = torch.load(paths[0], map_location="cpu", weights_only=False)
     for p in paths[1:]:
         ck["model"].update(torch.load(p, map_location="cpu", weights_only=False)["model"])
+    return ck
+
+
+def optimizer_path(dest: Path) -> Path:
+    """Where save_portable puts the optimizer state of the checkpoint dest (last.pt -> last.opt.pt)."""
+    return dest.with_name(f"{dest.stem}.opt.pt")
+
+
+def save_portable(ckpt: Path, dest: Path, half: bool = False, max_mb: float = PART_MB,
+                  optimizer: bool = False) -> list[Path]:
+    """A checkpoint's weights (fp16 with half), config, meta, epoch and best NME into dest (split
+    into parts when bigger than max_mb); with optimizer, its optimizer state into
+    optimizer_path(dest), split the same way, AdamW's moments in bfloat16 (as big as the weights
+    then, not twice: a 0.4 % rounding of a running average, and bfloat16 keeps float32's range, so
+    no second moment underflows). Generator states and the running weight average stay behind."""
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    weights = {k: v.half() if half and v.is_floating_point() else v for k, v in ck["model"].items()}
+    head = {"config": ck["config"], "meta": ck["meta"], "epoch": ck["epoch"], "best": ck["best"]}
+    paths = save_split(weights, head, dest, max_mb)
+    if optimizer and ck.get("opt"):
+        state = ck["opt"]["state"]
+        moments = {f"{i}.{name}": v.bfloat16() if name != "step" and v.is_floating_point() else v
+                   for i, s in state.items() for name, v in s.items()}
+        paths += save_split(moments, {"param_groups": ck["opt"]["param_groups"], "epoch": ck["epoch"]},
+                            optimizer_path(dest), max_mb)
+    return paths
+
+
+def load_portable(dest: Path) -> dict[str, Any]:
+    """What save_portable wrote to dest, as one checkpoint with float32 weights, and with "opt"
+    when the optimizer state was saved beside it (of the same epoch, else ValueError)."""
+    ck = load_split(dest)
     ck["model"] = {k: v.float() if v.is_floating_point() else v for k, v in ck["model"].items()}
+    if portable_paths(optimizer_path(dest)):
+        saved = load_split(optimizer_path(dest))
+        if saved["epoch"] != ck["epoch"]:
+            raise ValueError(f"{optimizer_path(dest)} is of epoch {saved['epoch'] + 1}, {dest} of epoch "
+                             f"{ck['epoch'] + 1}: a stale optimizer state; remove it or hand off again")
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, v in saved["model"].items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = v.float() if v.is_floating_point() else v
+        ck["opt"] = {"state": state, "param_groups": saved["param_groups"]}
     return ck
 
 
@@ -114,7 +155,8 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     """Train cfg from the packed crops in data within `minutes` of wall clock (counted from the
     process start), then write the portable checkpoints, log.txt and config.json into out.
     The schedule is fitted to the minutes, unless keep_schedule or resume_from (a folder with a
-    last.pt to go on from): then it stays the config's and the run stops when the minutes are spent."""
+    last.pt to go on from): then it stays the config's, the run stops when the minutes are spent,
+    and last.pt's optimizer state returns too (return_within_limit)."""
     os.environ["PIPNET_CACHE"] = str(data.resolve())  # the packed crops stand in for ../shared
     crops = crops_cache_path(cfg)
     if not (crops.exists() or crops.with_suffix(".packed.npz").exists()):
@@ -134,13 +176,29 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
             torch.save(load_portable(resume_from / "last.pt"), run / "last.pt")
         summary = train(cfg, run, resume=resume_from is not None, device=device, progress=progress,
                         compile_model=compile_model, stop_after=left if keep_schedule else None)
-        for name in ("best", "last", "averaged"):  # a resumed run has no best.pt when it did not improve
-            if (run / f"{name}.pt").exists():
-                save_portable(run / f"{name}.pt", out / f"{name}.pt", half)
         for name in ("log.txt", "config.json"):
             shutil.copy(run / name, out / name)
+        written = []
+        for name in ("best", "averaged", "last"):  # a resumed run has no best.pt when it did not improve
+            if (run / f"{name}.pt").exists():
+                written += save_portable(run / f"{name}.pt", out / f"{name}.pt", half,
+                                        optimizer=keep_schedule and name == "last")
+    summary["optimizer_returned"] = keep_schedule and return_within_limit(out, written)
     summary["minutes"] = round((time.time() - PROCESS_START) / 60, 2)
     return summary
+
+
+def return_within_limit(out: Path, written: list[Path]) -> bool:
+    """Keep last.pt's optimizer state among the returned files if they stay within the run tool's
+    MAX_FILES; else remove it (the next leg then starts a fresh optimizer). True when it is kept."""
+    opt = [p for p in written if p.name.startswith("last.opt")]
+    if opt and len(list(out.iterdir())) > MAX_FILES:
+        print(f"note: the optimizer state ({len(opt)} files) is left out: with it {len(list(out.iterdir()))} "
+              f"files would return, and the run tool returns {MAX_FILES}")
+        for p in opt:
+            p.unlink()
+        return False
+    return bool(opt)
 
 
 def check_not_training(run: Path) -> None:
@@ -165,20 +223,23 @@ def leg_start(log: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def handoff(run: Path, dest: Path = RESUME) -> list[Path]:
-    """A run folder's last.pt, weights only (split when big), into dest for `train --resume-from`."""
+def handoff(run: Path, dest: Path = RESUME, optimizer: bool = True) -> list[Path]:
+    """A run folder's last.pt (split when big) into dest for `train --resume-from`: its weights,
+    and with optimizer its optimizer state, so that the next leg goes on with AdamW's moments
+    instead of starting them afresh (as much again to carry)."""
     if not (run / "last.pt").exists():
         raise FileNotFoundError(f"no last.pt in {run}")
     check_not_training(run)
     for old in dest.glob("last*.pt"):
         old.unlink()
     dest.mkdir(parents=True, exist_ok=True)
-    return save_portable(run / "last.pt", dest / "last.pt")
+    return save_portable(run / "last.pt", dest / "last.pt", optimizer=optimizer)
 
 
 def fetch(returned: Path, run: Path) -> list[Path]:
     """What a GPU run returned -> a run folder on this machine: last.pt and best.pt (float32
-    weights, no optimizer state: --resume starts a fresh optimizer at the next epoch),
+    weights; last.pt with the optimizer state when the leg returned it, else --resume starts a
+    fresh optimizer),
     averaged.pt if any, config.json, and its log.txt (appended to the folder's log). Into a
     folder that holds a run already (a leg handed off from it), last.pt must be newer than the
     one there, and best.pt replaces the one there only when it is better (or when there is no
@@ -243,9 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     f = sub.add_parser("fetch", help="turn the returned files into a run folder (CPU)")
     f.add_argument("returned", type=Path, help="folder holding the returned files")
     f.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/fast/teacher")
-    h = sub.add_parser("handoff", help="a run folder's last.pt, weights only, for train --resume-from (CPU)")
+    h = sub.add_parser("handoff", help="a run folder's last.pt, with its optimizer state, for train --resume-from (CPU)")
     h.add_argument("run", type=Path, help="run folder, e.g. runs/fast06/teacher")
     h.add_argument("--to", type=Path, default=RESUME, help=f"where it goes (default {RESUME}); carry its files")
+    h.add_argument("--weights-only", action="store_true",
+                   help="leave the optimizer state out (half the size to carry; the next leg starts a fresh AdamW)")
     a = ap.parse_args(argv)
     if a.cmd == "pack":
         paths = pack_data(stage_config(a.config, a.limit), a.data, a.quality, not a.quiet)
@@ -263,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet,
                                          a.resume_from, a.keep_schedule)))
     elif a.cmd == "handoff":
-        paths = handoff(a.run, a.to)
+        paths = handoff(a.run, a.to, not a.weights_only)
         print(json.dumps({"carry": [os.path.relpath(p) for p in paths],
                           "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     else:

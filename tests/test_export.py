@@ -572,7 +572,12 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     assert "stopped after" in (run / "teacher" / "log.txt").read_text()
     gpu_run.main(["pack", "--config", str(conf), "--data", str(data), "--limit", "12", "--quiet"])
     gpu_run.main(["handoff", str(run / "teacher"), "--to", str(hand)])
-    assert "opt" not in torch.load(hand / "last.pt", weights_only=False)
+    assert "opt" not in torch.load(hand / "last.pt", weights_only=False)  # AdamW's state travels beside it
+    handed = gpu_run.load_portable(hand / "last.pt")["opt"]
+    cpu_leg = torch.load(run / "teacher" / "last.pt", weights_only=False)["opt"]
+    assert handed["param_groups"] == cpu_leg["param_groups"] and handed["state"].keys() == cpu_leg["state"].keys()
+    assert all(torch.equal(v, cpu_leg["state"][i][k].bfloat16().float()) for i, s in handed["state"].items()
+               for k, v in s.items())  # the moments travel in bfloat16
     with pytest.raises(FileExistsError, match="--resume"):  # the same command without --resume keeps the run
         recipe.main(common)
     monkeypatch.setenv("PIPNET_SHARED", str(tmp_path / "nowhere"))
@@ -587,8 +592,13 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     with pytest.raises(RuntimeError, match="stop it first"):
         gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
     (run / "teacher" / "train.lock").unlink()
+    assert {p.name for p in returned.iterdir()} - {"best.pt"} == {"config.json", "last.opt.pt", "last.pt", "log.txt"}
     gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
-    assert torch.load(run / "teacher" / "last.pt", weights_only=False)["epoch"] == 4
+    fetched = torch.load(run / "teacher" / "last.pt", weights_only=False)
+    assert fetched["epoch"] == 4
+    # one AdamW went through both legs: its step count is every step of the 5 epochs (a fresh
+    # optimizer at the handoff would have counted only the GPU leg's)
+    assert {float(s["step"]) for s in fetched["opt"]["state"].values()} == {5.0 * (10 // 8)}
     assert (run / "teacher" / "log.txt").read_text().count("start=") == 2  # both legs' logs
     with pytest.raises(ValueError, match="not newer"):
         gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
@@ -616,6 +626,41 @@ def test_fetch_keeps_the_better_best_and_with_no_validation_the_newer(tmp_path: 
         gpu_run.fetch(back, run)
         assert torch.load(run / "last.pt", weights_only=False)["epoch"] == 19
         assert torch.load(run / "best.pt", weights_only=False)["epoch"] == (19 if taken else 9)
+
+
+def test_the_optimizer_state_travels_split_within_the_run_tools_limits(tmp_path: Path) -> None:
+    """AdamW's state beside a portable checkpoint: split into parts like the weights, read back
+    (its moments rounded to bfloat16, the size of the weights), refused when it is of another epoch than the weights beside it, and left out of a
+    GPU leg's returned files (with a note) when they would pass the run tool's 8."""
+    from export import gpu_run
+
+    model = torch.nn.Sequential(torch.nn.Linear(400, 400), torch.nn.Linear(400, 68))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(4, 400)).square().mean().backward()
+    opt.step()
+    full = {"model": model.state_dict(), "opt": opt.state_dict(), "config": {}, "meta": {}, "epoch": 7, "best": 3.5}
+    torch.save(full, tmp_path / "full.pt")
+    out = tmp_path / "OUT"
+    out.mkdir()
+    written = gpu_run.save_portable(tmp_path / "full.pt", out / "last.pt", max_mb=1.6, optimizer=True)
+    assert [p.name for p in written] == ["last.part0.pt", "last.part1.pt", "last.opt.part0.pt", "last.opt.part1.pt"]
+    back = gpu_run.load_portable(out / "last.pt")["opt"]
+    assert back["param_groups"] == full["opt"]["param_groups"]
+    assert all(torch.equal(v, full["opt"]["state"][i][k].bfloat16().float()) for i, s in back["state"].items()
+               for k, v in s.items())  # the moments in bfloat16, step counts exact
+    assert all(v.dtype == torch.float32 for s in back["state"].values() for v in s.values())
+    (out / "log.txt").write_text("")
+    assert gpu_run.return_within_limit(out, written)  # 5 files
+    for i in range(4):
+        (out / f"best.part{i}.pt").write_text("")
+    assert not gpu_run.return_within_limit(out, written)  # 9 with it: left out, the weights stay
+    assert sorted(p.name for p in out.glob("last*")) == ["last.part0.pt", "last.part1.pt"]
+    assert "opt" not in gpu_run.load_portable(out / "last.pt")
+    gpu_run.save_portable(tmp_path / "full.pt", out / "last.pt", max_mb=1.6, optimizer=True)
+    torch.save(dict(full, epoch=8), tmp_path / "newer.pt")
+    gpu_run.save_portable(tmp_path / "newer.pt", out / "last.pt", max_mb=1.6)  # weights moved on, optimizer not
+    with pytest.raises(ValueError, match="stale optimizer state"):
+        gpu_run.load_portable(out / "last.pt")
 
 
 def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused() -> None:
