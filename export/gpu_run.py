@@ -239,8 +239,8 @@ def handoff(run: Path, dest: Path = RESUME, optimizer: bool = True) -> list[Path
 def fetch(returned: Path, run: Path) -> list[Path]:
     """What a GPU run returned -> a run folder on this machine: last.pt and best.pt (float32
     weights; last.pt with the optimizer state when the leg returned it, else --resume starts a
-    fresh optimizer),
-    averaged.pt if any, config.json, and its log.txt (appended to the folder's log). Into a
+    fresh optimizer), averaged.pt if any, config.json, and its log.txt (appended to the folder's
+    log). Into a
     folder that holds a run already (a leg handed off from it), last.pt must be newer than the
     one there, and best.pt replaces the one there only when it is better (or when there is no
     validation split: then the newer is the best)."""
