@@ -43,7 +43,7 @@ import torch
 from .config import load_config
 from .pack import pack
 from .pseudo import onnx_pseudo_labels, onnx_pseudo_labels_path
-from .train import crops_cache_path, lock_holder, prepare, train
+from .train import check_same_schedule, crops_cache_path, lock_holder, prepare, train
 
 PROCESS_START = time.time()  # --minutes counts from here; the reserve covers the imports before it
 DATA = Path(".gpu/data")
@@ -85,7 +85,7 @@ def save_split(tensors: dict[str, torch.Tensor], head: dict[str, Any], dest: Pat
         size += n
     paths = [dest] if len(parts) == 1 else [dest.with_suffix(f".part{i}.pt") for i in range(len(parts))]
     for i, (path, part) in enumerate(zip(paths, parts)):
-        torch.save({"model": part, **(head if i == 0 else {})}, path)
+        torch.save({"model": part, **(dict(head, parts=len(parts)) if i == 0 else {})}, path)
     return paths
 
 
@@ -101,6 +101,10 @@ def load_split(dest: Path) -> dict[str, Any]:
     if not paths:
         raise FileNotFoundError(f"neither {dest} nor {dest.stem}.part*.pt in {dest.parent}")
     ck = torch.load(paths[0], map_location="cpu", weights_only=False)
+    expected = ck.pop("parts", len(paths))  # files written before "parts" was recorded: not checked
+    if len(paths) != expected:
+        raise ValueError(f"{dest}: {len(paths)} of its {expected} parts are here; the others did not arrive "
+                         f"(carry or return all of them)")
     for p in paths[1:]:
         ck["model"].update(torch.load(p, map_location="cpu", weights_only=False)["model"])
     return ck
@@ -120,7 +124,8 @@ def save_portable(ckpt: Path, dest: Path, half: bool = False, max_mb: float = PA
     no second moment underflows). Generator states and the running weight average stay behind."""
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     weights = {k: v.half() if half and v.is_floating_point() else v for k, v in ck["model"].items()}
-    head = {"config": ck["config"], "meta": ck["meta"], "epoch": ck["epoch"], "best": ck["best"]}
+    head = {"config": ck["config"], "meta": ck["meta"], "epoch": ck["epoch"], "best": ck["best"],
+            "fitted": ck.get("fitted", False)}
     paths = save_split(weights, head, dest, max_mb)
     if optimizer and ck.get("opt"):
         state = ck["opt"]["state"]
@@ -140,7 +145,7 @@ def load_portable(dest: Path) -> dict[str, Any]:
         saved = load_split(optimizer_path(dest))
         if saved["epoch"] != ck["epoch"]:
             raise ValueError(f"{optimizer_path(dest)} is of epoch {saved['epoch'] + 1}, {dest} of epoch "
-                             f"{ck['epoch'] + 1}: a stale optimizer state; remove it or hand off again")
+                             f"{ck['epoch'] + 1}: a stale optimizer state (remove it, or write both again)")
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, v in saved["model"].items():
             i, name = key.split(".", 1)
@@ -156,7 +161,10 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     process start), then write the portable checkpoints, log.txt and config.json into out.
     The schedule is fitted to the minutes, unless keep_schedule or resume_from (a folder with a
     last.pt to go on from): then it stays the config's, the run stops when the minutes are spent,
-    and last.pt's optimizer state returns too (return_within_limit)."""
+    and last.pt's optimizer state returns too (trim_to_limit)."""
+    resumed = load_portable(resume_from / "last.pt") if resume_from is not None else None
+    if resumed is not None:
+        check_same_schedule(resumed, cfg)  # before any device time goes into the crops and the model
     os.environ["PIPNET_CACHE"] = str(data.resolve())  # the packed crops stand in for ../shared
     crops = crops_cache_path(cfg)
     if not (crops.exists() or crops.with_suffix(".packed.npz").exists()):
@@ -172,8 +180,8 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:  # full checkpoints (with optimizer state) stay here
         run = Path(tmp)
-        if resume_from is not None:
-            torch.save(load_portable(resume_from / "last.pt"), run / "last.pt")
+        if resumed is not None:
+            torch.save(resumed, run / "last.pt")
         summary = train(cfg, run, resume=resume_from is not None, device=device, progress=progress,
                         compile_model=compile_model, stop_after=left if keep_schedule else None)
         for name in ("log.txt", "config.json"):
@@ -183,22 +191,31 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
             if (run / f"{name}.pt").exists():
                 written += save_portable(run / f"{name}.pt", out / f"{name}.pt", half,
                                         optimizer=keep_schedule and name == "last")
-    summary["optimizer_returned"] = keep_schedule and return_within_limit(out, written)
+    summary["left_out"] = trim_to_limit(out, written)
+    summary["optimizer_returned"] = any(p.name.startswith("last.opt") and p.exists() for p in written)
     summary["minutes"] = round((time.time() - PROCESS_START) / 60, 2)
     return summary
 
 
-def return_within_limit(out: Path, written: list[Path]) -> bool:
-    """Keep last.pt's optimizer state among the returned files if they stay within the run tool's
-    MAX_FILES; else remove it (the next leg then starts a fresh optimizer). True when it is kept."""
-    opt = [p for p in written if p.name.startswith("last.opt")]
-    if opt and len(list(out.iterdir())) > MAX_FILES:
-        print(f"note: the optimizer state ({len(opt)} files) is left out: with it {len(list(out.iterdir()))} "
-              f"files would return, and the run tool returns {MAX_FILES}")
-        for p in opt:
+def trim_to_limit(out: Path, written: list[Path]) -> list[str]:
+    """Keep the returned files within the run tool's MAX_FILES: when out holds more, leave out
+    last.pt's optimizer state first (the next leg then starts a fresh optimizer), then best.pt
+    (fetch keeps the folder's); last.pt, the log and the config always return. Says what it left
+    out, and returns those names."""
+    dropped: list[str] = []
+    for prefix in ("last.opt", "best"):
+        if len(list(out.iterdir())) <= MAX_FILES:
+            break
+        files = [p for p in written if p.name.startswith(prefix) and p.exists()]
+        for p in files:
             p.unlink()
-        return False
-    return bool(opt)
+            dropped.append(p.name)
+    if dropped:
+        print(f"note: left out {', '.join(dropped)}: the run tool returns at most {MAX_FILES} files")
+    if len(list(out.iterdir())) > MAX_FILES:
+        print(f"warning: last.pt alone is in {len(list(out.glob('last.part*.pt')))} parts: with the log and "
+              f"config more than {MAX_FILES} files; the run tool will not return them all")
+    return dropped
 
 
 def check_not_training(run: Path) -> None:
@@ -246,6 +263,11 @@ def fetch(returned: Path, run: Path) -> list[Path]:
     validation split: then the newer is the best)."""
     check_not_training(run)
     last = load_portable(returned / "last.pt")
+    window, epochs, done = last["config"].get("average_last"), last["config"].get("epochs"), last["epoch"] + 1
+    if window and epochs and epochs - window < done < epochs:
+        raise ValueError(f"the returned leg stopped at epoch {done} of {epochs}, inside the last {window} epochs "
+                         f"that \"average_last\" averages; the running average does not travel, so no leg could "
+                         f"go on from it: {run} is left as it was (end GPU legs before that window)")
     here = run / "last.pt"
     if here.exists():
         old = torch.load(here, map_location="cpu", weights_only=False)["epoch"]

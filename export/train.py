@@ -195,6 +195,7 @@ class Run:
     aug: AugmentConfig
     gen: torch.Generator  # the batch order and augmentation draws
     meta: dict[str, Any]  # mean face and neighbour indices, saved with every checkpoint
+    fitted: bool = False  # a time budget set cfg["epochs"] (now or in a run this one resumes)
 
 
 def pick_device(device: str | None) -> torch.device:
@@ -306,30 +307,36 @@ def setup(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarra
                AugmentConfig(**cfg["augment"]), torch.Generator().manual_seed(cfg["seed"]), meta)
 
 
-#: what a resumed run must share with the run that wrote its checkpoint: the learning-rate
-#: schedule, the optimizer, the averaging window, and what a batch is cut from
-SCHEDULE_KEYS = ("epochs", "lr", "schedule", "milestones", "warmup_epochs", "batch_size", "optimizer",
-                 "weight_decay", "average_last", "input_size", "labeled", "augment")
+#: config keys a resumed run may change: names, threads, precision, and the keys that say where a
+#: stage starts or what follows it; every other key (the model, the schedule, the optimizer, the
+#: data and its split, the loss) must be the checkpoint's
+MAY_CHANGE_ON_RESUME = ("name", "version", "threads", "bf16", "max_minutes", "init", "restarts", "stc")
 
 
-def check_same_schedule(saved: dict[str, Any], cfg: dict[str, Any]) -> None:
-    """ValueError when cfg differs from a checkpoint's config in SCHEDULE_KEYS (the epochs of a
-    schedule fitted to a time budget excepted: the checkpoint's are kept). Going on with another
-    learning rate or epoch count would silently train a schedule that neither config describes."""
-    keys = [k for k in SCHEDULE_KEYS if k in saved and k in cfg and not (k == "epochs" and saved.get("max_minutes"))]
-    differ = [k for k in keys if saved[k] != cfg[k]]
+def schedule_fitted(ck: dict[str, Any]) -> bool:
+    """Whether a time budget fitted the checkpoint's epochs (then a resume keeps them)."""
+    return bool(ck["config"].get("max_minutes") or ck.get("fitted"))
+
+
+def check_same_schedule(ck: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """ValueError when cfg differs from the checkpoint's config in a key outside
+    MAY_CHANGE_ON_RESUME (epochs excepted when a time budget fitted them: the checkpoint's are
+    kept). Going on with another learning rate, epoch count or data would silently train a run
+    that neither config describes."""
+    saved = ck["config"]
+    skip = set(MAY_CHANGE_ON_RESUME) | ({"epochs"} if schedule_fitted(ck) else set())
+    differ = [k for k in saved if k in cfg and k not in skip and saved[k] != cfg[k]]
     if differ:
         what = ", ".join(f"{k}: {saved[k]!r} there, {cfg[k]!r} here" for k in differ)
-        raise ValueError(f"the checkpoint was trained with another schedule or data ({what}): resume with its "
-                         f"config, or start a new run folder from it with \"init\"")
+        raise ValueError(f"the checkpoint was trained with another config ({what}): resume with its config, "
+                         f"or start a new run folder from it with \"init\"")
 
 
 def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, torch.Tensor]]:
     """Continue from a last.pt: weights, optimizer and generator state (when it has them: a
     weights-only checkpoint starts a fresh optimizer), and a schedule that a time budget
-    shortened. The config must match the checkpoint's (check_same_schedule). Returns (first epoch
+    shortened (train_stage has checked the config against the checkpoint's). Returns (first epoch
     to train, best NME so far, running weight average)."""
-    check_same_schedule(resumed["config"], run.cfg)
     run.model.load_state_dict(resumed["model"])
     if resumed.get("opt"):
         run.opt.load_state_dict(resumed["opt"])
@@ -339,8 +346,9 @@ def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, to
         run.gen.set_state(resumed["rng"])
     else:
         run.gen.manual_seed(run.cfg["seed"] + resumed["epoch"] + 1)
-    if resumed["config"].get("max_minutes"):
+    if schedule_fitted(resumed):
         run.cfg = dict(run.cfg, epochs=resumed["config"]["epochs"])
+        run.fitted = True
     start = resumed["epoch"] + 1
     averaged = {name: v.to(run.dev) for name, v in (resumed.get("averaged") or {}).items()}
     k = run.cfg["average_last"]
@@ -414,7 +422,7 @@ def save_checkpoints(run: Run, out: Path, epoch: int, best: float, nme_now: floa
     has_val = len(run.val_images) > 0
     state = {"model": run.model.state_dict(), "opt": run.opt.state_dict(), "epoch": epoch, "best": best,
              "rng": run.gen.get_state(), "torch_rng": global_rng_state(), "config": run.cfg, "meta": run.meta,
-             "averaged": averaged}
+             "averaged": averaged, "fitted": run.fitted}
     improved = nme_now < best or not has_val
     if improved:
         best = nme_now if has_val else best
@@ -459,6 +467,7 @@ def apply_time_budget(run: Run, out: Path, log: TextIO, epochs_done: int, epoch_
     fit = int(budget * 60 / max(epoch_seconds, 1e-3))
     if epochs_done == 1 and fit < run.cfg["epochs"]:
         run.cfg = dict(run.cfg, epochs=max(2, fit))
+        run.fitted = True
         log.write(f"# time budget {budget} min: epochs set to {run.cfg['epochs']}\n")
         (out / "config.json").write_text(json.dumps(run.cfg, indent=2))
     if epochs_done < run.cfg["epochs"] and elapsed > budget * 60:
@@ -498,8 +507,10 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
     """train's work, with the folder checked and locked."""
     dev = pick_device(device)
     seed_everything(cfg)
-    data = prepare(cfg, progress)
     resumed, init = starting_checkpoints(cfg, out / "last.pt", resume)
+    if resumed is not None:
+        check_same_schedule(resumed, cfg)  # before the crops are cut or loaded
+    data = prepare(cfg, progress)
     if resumed or init:
         keep_neighbors(data, (resumed or init)["meta"])
     run = setup(cfg, data, pseudo, dev, progress, compile_model)

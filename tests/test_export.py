@@ -630,8 +630,9 @@ def test_fetch_keeps_the_better_best_and_with_no_validation_the_newer(tmp_path: 
 
 def test_the_optimizer_state_travels_split_within_the_run_tools_limits(tmp_path: Path) -> None:
     """AdamW's state beside a portable checkpoint: split into parts like the weights, read back
-    (its moments rounded to bfloat16, the size of the weights), refused when it is of another epoch than the weights beside it, and left out of a
-    GPU leg's returned files (with a note) when they would pass the run tool's 8."""
+    (its moments rounded to bfloat16: the size of the weights), refused when it is of another
+    epoch than the weights beside it or a part is missing, and left out of a GPU leg's returned
+    files, then best.pt too, when they would pass the run tool's 8."""
     from export import gpu_run
 
     model = torch.nn.Sequential(torch.nn.Linear(400, 400), torch.nn.Linear(400, 68))
@@ -650,25 +651,36 @@ def test_the_optimizer_state_travels_split_within_the_run_tools_limits(tmp_path:
                for k, v in s.items())  # the moments in bfloat16, step counts exact
     assert all(v.dtype == torch.float32 for s in back["state"].values() for v in s.values())
     (out / "log.txt").write_text("")
-    assert gpu_run.return_within_limit(out, written)  # 5 files
-    for i in range(4):
-        (out / f"best.part{i}.pt").write_text("")
-    assert not gpu_run.return_within_limit(out, written)  # 9 with it: left out, the weights stay
+    assert gpu_run.trim_to_limit(out, written) == []  # 5 files
+    best = [out / f"best.part{i}.pt" for i in range(4)]
+    for p in best:
+        p.write_text("")
+    assert gpu_run.trim_to_limit(out, written + best) == ["last.opt.part0.pt", "last.opt.part1.pt"]  # 9 with it
     assert sorted(p.name for p in out.glob("last*")) == ["last.part0.pt", "last.part1.pt"]
+    for i in range(4, 7):
+        best.append(out / f"best.part{i}.pt")
+        best[-1].write_text("")
+    assert len(gpu_run.trim_to_limit(out, written + best)) == 7  # then best.pt: fetch keeps the folder's
+    assert sorted(p.name for p in out.iterdir()) == ["last.part0.pt", "last.part1.pt", "log.txt"]
     assert "opt" not in gpu_run.load_portable(out / "last.pt")
     gpu_run.save_portable(tmp_path / "full.pt", out / "last.pt", max_mb=1.6, optimizer=True)
     torch.save(dict(full, epoch=8), tmp_path / "newer.pt")
     gpu_run.save_portable(tmp_path / "newer.pt", out / "last.pt", max_mb=1.6)  # weights moved on, optimizer not
     with pytest.raises(ValueError, match="stale optimizer state"):
         gpu_run.load_portable(out / "last.pt")
+    (out / "last.part1.pt").unlink()  # a part that did not arrive
+    with pytest.raises(ValueError, match="1 of its 2 parts"):
+        gpu_run.load_portable(out / "last.pt")
 
 
-def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused() -> None:
+def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused(tmp_path: Path) -> None:
     """"average_last" needs the running average: a leg resumed from weights alone (a handoff)
     inside the averaged epochs is refused with a message, before it is an hour in; before the
-    window it goes on."""
+    window it goes on. fetch refuses a GPU leg that stopped inside the window, leaving the
+    folder's resumable last.pt as it was."""
     from types import SimpleNamespace
 
+    from export import gpu_run
     from export.train import restore
 
     model = torch.nn.Linear(2, 2)
@@ -681,34 +693,43 @@ def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused() -> N
         else:
             with pytest.raises(ValueError, match="average_last"):
                 restore(run, resumed)
+    here, back = tmp_path / "run", tmp_path / "OUT"
+    here.mkdir(), back.mkdir()
+    torch.save({"model": model.state_dict(), "epoch": 5, "best": 3.5, "config": cfg, "meta": {}}, here / "last.pt")
+    torch.save({"model": model.state_dict(), "epoch": 7, "best": 3.5, "config": cfg, "meta": {}}, back / "last.pt")
+    with pytest.raises(ValueError, match="inside the last 3 epochs"):
+        gpu_run.fetch(back, here)
+    assert torch.load(here / "last.pt", weights_only=False)["epoch"] == 5
 
 
 def test_a_resume_with_another_schedule_is_refused() -> None:
-    """A leg resumed with a config whose schedule differs from its checkpoint's (another learning
-    rate, epoch count or augmentation) is refused with the keys named, before any epoch; the same
-    config goes on, and so does a schedule that a time budget fitted (its epochs are the
-    checkpoint's)."""
+    """A leg resumed with a config that differs from its checkpoint's (another learning rate,
+    epoch count, augmentation or validation split) is refused with the keys named; the same
+    config goes on, and so does a schedule that a time budget fitted, leg after leg (its epochs
+    are the checkpoint's)."""
     from types import SimpleNamespace
 
     from export.config import load_config
-    from export.train import restore
+    from export.train import check_same_schedule, restore
 
-    model = torch.nn.Linear(2, 2)
-    saved = load_config(None, {"epochs": 600, "lr": 2e-3, "augment": {"p_blur": 0.3}})
-
-    def resume(saved_cfg: dict, **changes) -> SimpleNamespace:
-        run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"),
-                              cfg=dict(saved, **changes))
-        restore(run, {"model": model.state_dict(), "epoch": 120, "best": 4.0, "config": saved_cfg})
-        return run
-
-    assert resume(saved).cfg["epochs"] == 600
+    cfg = load_config(None, {"epochs": 600, "lr": 2e-3, "augment": {"p_blur": 0.3}})
+    check_same_schedule({"config": cfg}, dict(cfg, threads=2, name="other"))
     for changes, named in (({"lr": 1e-3}, "lr: 0.002 there, 0.001 here"), ({"epochs": 300}, "epochs"),
-                           ({"augment": {}}, "augment")):
+                           ({"augment": {}}, "augment"), ({"val_fraction": 0.2}, "val_fraction")):
         with pytest.raises(ValueError, match=named):
-            resume(saved, **changes)
-    fitted = dict(saved, epochs=135, max_minutes=8.0)  # a GPU run fitted 135 epochs into its minutes
-    assert resume(fitted, epochs=600).cfg["epochs"] == 135
+            check_same_schedule({"config": cfg}, dict(cfg, **changes))
+    model = torch.nn.Linear(2, 2)
+    ck = {"model": model.state_dict(), "epoch": 120, "best": 4.0,
+          "config": dict(cfg, epochs=135, max_minutes=8.0)}  # a GPU run fitted 135 epochs into its minutes
+    for leg in range(3):  # then CPU legs, each resumed from the one before, with the config's 600
+        check_same_schedule(ck, cfg)
+        run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"), cfg=dict(cfg),
+                              fitted=False)
+        restore(run, ck)
+        assert run.cfg["epochs"] == 135 and run.fitted
+        ck = dict(ck, config=run.cfg, fitted=run.fitted)  # what save_checkpoints writes
+    with pytest.raises(ValueError, match="epochs"):  # unfitted, 135 epochs are not the config's 600
+        check_same_schedule(dict(ck, fitted=False), cfg)
 
 
 def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
