@@ -43,7 +43,7 @@ import torch
 from .config import load_config
 from .pack import pack
 from .pseudo import onnx_pseudo_labels, onnx_pseudo_labels_path
-from .train import check_same_schedule, crops_cache_path, lock_holder, prepare, train
+from .train import check_resumable_config, crops_cache_path, lock_holder, prepare, train
 
 PROCESS_START = time.time()  # --minutes counts from here; the reserve covers the imports before it
 DATA = Path(".gpu/data")
@@ -164,7 +164,7 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     and last.pt's optimizer state returns too (trim_to_limit)."""
     resumed = load_portable(resume_from / "last.pt") if resume_from is not None else None
     if resumed is not None:
-        check_same_schedule(resumed, cfg)  # before any device time goes into the crops and the model
+        check_resumable_config(resumed, cfg)  # before any device time goes into the crops and the model
     os.environ["PIPNET_CACHE"] = str(data.resolve())  # the packed crops stand in for ../shared
     crops = crops_cache_path(cfg)
     if not (crops.exists() or crops.with_suffix(".packed.npz").exists()):

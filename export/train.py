@@ -318,7 +318,7 @@ def schedule_fitted(ck: dict[str, Any]) -> bool:
     return bool(ck["config"].get("max_minutes") or ck.get("fitted"))
 
 
-def check_same_schedule(ck: dict[str, Any], cfg: dict[str, Any]) -> None:
+def check_resumable_config(ck: dict[str, Any], cfg: dict[str, Any]) -> None:
     """ValueError when cfg differs from the checkpoint's config in a key outside
     MAY_CHANGE_ON_RESUME (epochs excepted when a time budget fitted them: the checkpoint's are
     kept). Going on with another learning rate, epoch count or data would silently train a run
@@ -509,7 +509,7 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
     seed_everything(cfg)
     resumed, init = starting_checkpoints(cfg, out / "last.pt", resume)
     if resumed is not None:
-        check_same_schedule(resumed, cfg)  # before the crops are cut or loaded
+        check_resumable_config(resumed, cfg)  # before the crops are cut or loaded
     data = prepare(cfg, progress)
     if resumed or init:
         keep_neighbors(data, (resumed or init)["meta"])

@@ -710,26 +710,26 @@ def test_a_resume_with_another_schedule_is_refused() -> None:
     from types import SimpleNamespace
 
     from export.config import load_config
-    from export.train import check_same_schedule, restore
+    from export.train import check_resumable_config, restore
 
     cfg = load_config(None, {"epochs": 600, "lr": 2e-3, "augment": {"p_blur": 0.3}})
-    check_same_schedule({"config": cfg}, dict(cfg, threads=2, name="other"))
+    check_resumable_config({"config": cfg}, dict(cfg, threads=2, name="other"))
     for changes, named in (({"lr": 1e-3}, "lr: 0.002 there, 0.001 here"), ({"epochs": 300}, "epochs"),
                            ({"augment": {}}, "augment"), ({"val_fraction": 0.2}, "val_fraction")):
         with pytest.raises(ValueError, match=named):
-            check_same_schedule({"config": cfg}, dict(cfg, **changes))
+            check_resumable_config({"config": cfg}, dict(cfg, **changes))
     model = torch.nn.Linear(2, 2)
     ck = {"model": model.state_dict(), "epoch": 120, "best": 4.0,
           "config": dict(cfg, epochs=135, max_minutes=8.0)}  # a GPU run fitted 135 epochs into its minutes
     for leg in range(3):  # then CPU legs, each resumed from the one before, with the config's 600
-        check_same_schedule(ck, cfg)
+        check_resumable_config(ck, cfg)
         run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"), cfg=dict(cfg),
                               fitted=False)
         restore(run, ck)
         assert run.cfg["epochs"] == 135 and run.fitted
         ck = dict(ck, config=run.cfg, fitted=run.fitted)  # what save_checkpoints writes
     with pytest.raises(ValueError, match="epochs"):  # unfitted, 135 epochs are not the config's 600
-        check_same_schedule(dict(ck, fitted=False), cfg)
+        check_resumable_config(dict(ck, fitted=False), cfg)
 
 
 def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
