@@ -43,7 +43,7 @@ import torch
 from .config import load_config
 from .pack import pack
 from .pseudo import onnx_pseudo_labels, onnx_pseudo_labels_path
-from .train import check_resumable_config, crops_cache_path, lock_holder, prepare, train
+from .train import crops_cache_path, lock_holder, prepare, train
 
 PROCESS_START = time.time()  # --minutes counts from here; the reserve covers the imports before it
 DATA = Path(".gpu/data")
@@ -162,9 +162,6 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     The schedule is fitted to the minutes, unless keep_schedule or resume_from (a folder with a
     last.pt to go on from): then it stays the config's, the run stops when the minutes are spent,
     and last.pt's optimizer state returns too (trim_to_limit)."""
-    resumed = load_portable(resume_from / "last.pt") if resume_from is not None else None
-    if resumed is not None:
-        check_resumable_config(resumed, cfg)  # before any device time goes into the crops and the model
     os.environ["PIPNET_CACHE"] = str(data.resolve())  # the packed crops stand in for ../shared
     crops = crops_cache_path(cfg)
     if not (crops.exists() or crops.with_suffix(".packed.npz").exists()):
@@ -180,34 +177,31 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:  # full checkpoints (with optimizer state) stay here
         run = Path(tmp)
-        if resumed is not None:
-            torch.save(resumed, run / "last.pt")
+        if resume_from is not None:  # train checks its config before any crops reach the device
+            torch.save(load_portable(resume_from / "last.pt"), run / "last.pt")
         summary = train(cfg, run, resume=resume_from is not None, device=device, progress=progress,
                         compile_model=compile_model, stop_after=left if keep_schedule else None)
         for name in ("log.txt", "config.json"):
             shutil.copy(run / name, out / name)
-        written = []
         for name in ("best", "averaged", "last"):  # a resumed run has no best.pt when it did not improve
             if (run / f"{name}.pt").exists():
-                written += save_portable(run / f"{name}.pt", out / f"{name}.pt", half,
-                                        optimizer=keep_schedule and name == "last")
-    summary["left_out"] = trim_to_limit(out, written)
-    summary["optimizer_returned"] = any(p.name.startswith("last.opt") and p.exists() for p in written)
+                save_portable(run / f"{name}.pt", out / f"{name}.pt", half, optimizer=keep_schedule and name == "last")
+    summary["left_out"] = trim_to_limit(out)
+    summary["optimizer_returned"] = bool(portable_paths(optimizer_path(out / "last.pt")))
     summary["minutes"] = round((time.time() - PROCESS_START) / 60, 2)
     return summary
 
 
-def trim_to_limit(out: Path, written: list[Path]) -> list[str]:
+def trim_to_limit(out: Path) -> list[str]:
     """Keep the returned files within the run tool's MAX_FILES: when out holds more, leave out
     last.pt's optimizer state first (the next leg then starts a fresh optimizer), then best.pt
     (fetch keeps the folder's); last.pt, the log and the config always return. Says what it left
     out, and returns those names."""
     dropped: list[str] = []
-    for prefix in ("last.opt", "best"):
+    for dest in (optimizer_path(out / "last.pt"), out / "best.pt"):
         if len(list(out.iterdir())) <= MAX_FILES:
             break
-        files = [p for p in written if p.name.startswith(prefix) and p.exists()]
-        for p in files:
+        for p in portable_paths(dest):
             p.unlink()
             dropped.append(p.name)
     if dropped:

@@ -651,16 +651,16 @@ def test_the_optimizer_state_travels_split_within_the_run_tools_limits(tmp_path:
                for k, v in s.items())  # the moments in bfloat16, step counts exact
     assert all(v.dtype == torch.float32 for s in back["state"].values() for v in s.values())
     (out / "log.txt").write_text("")
-    assert gpu_run.trim_to_limit(out, written) == []  # 5 files
+    assert gpu_run.trim_to_limit(out) == []  # 5 files
     best = [out / f"best.part{i}.pt" for i in range(4)]
     for p in best:
         p.write_text("")
-    assert gpu_run.trim_to_limit(out, written + best) == ["last.opt.part0.pt", "last.opt.part1.pt"]  # 9 with it
+    assert gpu_run.trim_to_limit(out) == ["last.opt.part0.pt", "last.opt.part1.pt"]  # 9 with it
     assert sorted(p.name for p in out.glob("last*")) == ["last.part0.pt", "last.part1.pt"]
     for i in range(4, 7):
         best.append(out / f"best.part{i}.pt")
         best[-1].write_text("")
-    assert len(gpu_run.trim_to_limit(out, written + best)) == 7  # then best.pt: fetch keeps the folder's
+    assert len(gpu_run.trim_to_limit(out)) == 7  # then best.pt: fetch keeps the folder's
     assert sorted(p.name for p in out.iterdir()) == ["last.part0.pt", "last.part1.pt", "log.txt"]
     assert "opt" not in gpu_run.load_portable(out / "last.pt")
     gpu_run.save_portable(tmp_path / "full.pt", out / "last.pt", max_mb=1.6, optimizer=True)
