@@ -151,3 +151,9 @@ def test_targets() -> None:
     }
     res = {"occlusion_eye": {"m": result(3, 0, np.nan, np.nan), "dlib": result(0, 0, np.nan, np.nan)}}
     assert [c["result"] for c in rb.targets(res, ["m"])] == ["SKIP"]
+    # the clean accuracy targets of the shipped names, on the faces every system finds
+    res = {"clean": {"pipnet-fast": result(554, 530, 0.0299, 0.0), "pipnet-r18": result(554, 530, 0.0290, 0.0),
+                     "dlib": result(530, 530, 0.026, 0.0)}}
+    got = {c["target"]: (c["result"], c["measured"]) for c in rb.targets(res, ["pipnet-fast", "pipnet-r18"])}
+    assert got == {"clean: pipnet-fast NME <= 3.00 %": ("PASS", "2.99 % on 530 faces all systems find"),
+                   "clean: pipnet-r18 NME <= 2.85 %": ("FAIL", "2.90 % on 530 faces all systems find")}
