@@ -23,6 +23,7 @@ from .onnx_meta import file_metadata, save_with_metadata, set_metadata
 from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .checkpoint import load_checkpoint
 from .config import DEFAULTS, build_model, load_config
+from .evaluate import nme_per_face
 from .model import MEAN, STD, PIPNet
 from .pseudo import pseudo_label_settings
 from .schemes import get_scheme
@@ -164,13 +165,17 @@ def val_crops(cfg: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
     return crops, p.numpy()
 
 
-def val_nme_onnx(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: tuple[int, int]) -> float:
-    """Mean NME (%) of an ONNX model through the SDK on un-jittered validation crops."""
+def val_nme_per_face(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: tuple[int, int]) -> np.ndarray:
+    """NME (%) of each crop, an ONNX model run through the SDK."""
     from pipnet_sdk.landmark_model import LandmarkModel
 
     pred, _ = LandmarkModel(path).run_crops(crops)
-    err = np.linalg.norm(pred - points, axis=-1).mean(-1)
-    return float((err / np.linalg.norm(points[:, norm[0]] - points[:, norm[1]], axis=-1)).mean() * 100)
+    return nme_per_face(pred, points, norm) * 100
+
+
+def val_nme_onnx(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: tuple[int, int]) -> float:
+    """Mean NME (%) of an ONNX model through the SDK on un-jittered validation crops."""
+    return float(val_nme_per_face(path, crops, points, norm).mean())
 
 
 def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | Path | None = None,

@@ -869,3 +869,32 @@ def test_recipe_checks_the_files_it_needs_before_any_work(tmp_path: Path, monkey
         conf.write_text(json.dumps(extra))
         with pytest.raises(FileNotFoundError, match=words):
             R.main(["--config", str(conf), "--out", str(tmp_path / "run"), "--quiet"])
+
+
+def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
+    """export.compare on real validation faces: blur costs the shipped model accuracy, a file
+    no better than the shipped one does not ship, each clause of the rule decides, and files of
+    another input size are refused."""
+    from export.compare import blurred, compare, judge, report
+    from export.config import load_config
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(ROOT / "export" / "configs" / "pipnet-fast-0.6.json",
+                      {"labeled": ["data/300w/train"], "limit": 40, "val_fraction": 0.5})
+    fast, r18 = (str(ROOT / "pipnet_sdk" / "models" / f"{m}.onnx") for m in ("pipnet-fast", "pipnet-r18"))
+    r = compare(fast, fast, cfg, limit=12, timing_crops=4)
+    assert r["faces"] == 12 and r["paired_clean"] == (0.0, 0.0) and r["paired_blurred"] == (0.0, 0.0)
+    assert r["nme_blurred"][fast] > r["nme_clean"][fast] > 0
+    assert not r["verdict"]["ships"] and not r["verdict"]["clean: better by more than one SE"]
+    assert "DOES NOT SHIP" in report(r)
+    crops = np.full((2, 32, 32, 3), 0, np.uint8)
+    crops[:, :, 16:] = 255
+    soft = blurred(crops)
+    assert soft.shape == crops.shape and 0 < soft[0, 16, 15, 0] < 255 and (soft[:, :, :8] == 0).all()
+    assert judge((-0.03, 0.02), (0.01, 0.02), 1.01)["ships"]
+    assert not judge((-0.01, 0.02), (0.0, 0.02), 1.0)["ships"]  # inside one SE: no gain
+    assert not judge((-0.03, 0.02), (0.05, 0.02), 1.0)["ships"]  # worse under blur
+    assert not judge((-0.03, 0.02), (0.0, 0.02), 1.06)["ships"]  # slower
+    with pytest.raises(ValueError, match="input size"):
+        compare(fast, r18, cfg)

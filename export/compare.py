@@ -1,0 +1,135 @@
+"""Should a new model file replace the shipped one? Paired validation NME, clean and motion-blurred,
+and the landmark stage's speed, of two ONNX files in one run, judged by the shipping rule.
+
+    python -m export.compare SHIPPED.onnx NEW.onnx --config CONFIG.json [--json out.json]
+
+Both files run through the SDK (``pipnet_sdk.LandmarkModel``) on the same un-jittered validation
+crops of CONFIG's split, and on a motion-blurred copy of each crop (6-18 px, random direction,
+seeded). Differences are per face (NEW minus SHIPPED), with the standard error of their mean.
+Speed: the landmark stage on a cut crop (normalise, forward, decode; cutting costs the same at one
+input size), one thread, batch 1, the two files interleaved crop by crop; the median per file.
+
+The rule (docs/experiments.md, set before the 0.6 run ended): NEW ships if it beats SHIPPED on clean
+faces by more than one paired SE, loses at most one SE on blurred faces, and its landmark stage
+takes at most 5 % longer. Only then is the test set read, once, by the benchmarks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .augment import motion_blur
+from .config import load_config
+from .schemes import get_scheme
+from .to_onnx import val_crops, val_nme_per_face
+
+MAX_SLOWDOWN = 1.05
+BLUR_PX = (6.0, 18.0)
+
+
+def blurred(crops: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Each uint8 crop under a linear motion blur of random length in BLUR_PX and direction."""
+    rng = np.random.RandomState(seed)  # the draws of the 0.5.2 and 0.6 comparisons in docs/experiments.md
+    out = []
+    for c in crops:
+        x = torch.from_numpy(c.astype(np.float32)).permute(2, 0, 1)[None]
+        length, angle = BLUR_PX[0] + (BLUR_PX[1] - BLUR_PX[0]) * rng.rand(), math.pi * rng.rand()
+        out.append(motion_blur(x, length, angle)[0].permute(1, 2, 0).round().clamp(0, 255).byte().numpy())
+    return np.stack(out)
+
+
+def paired(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
+    """Mean per-face difference (new - old) and its standard error."""
+    d = np.asarray(new, np.float64) - np.asarray(old, np.float64)
+    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+
+
+def landmark_ms(paths: list[str], crops: np.ndarray, repeats: int = 3) -> list[float]:
+    """Median ms per crop of each file (1 thread, batch 1), the files interleaved crop by crop."""
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    models = [LandmarkModel(p, threads=1) for p in paths]
+    for m in models:  # warm up
+        m.run_crops(crops[:4], batch_size=1)
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(repeats):
+        for c in crops:
+            for m, t in zip(models, times):
+                start = time.perf_counter()
+                m.run_crops(c[None], batch_size=1)
+                t.append(time.perf_counter() - start)
+    return [float(np.median(t) * 1000) for t in times]
+
+
+def judge(clean: tuple[float, float], blur: tuple[float, float], slowdown: float) -> dict[str, bool]:
+    """The shipping rule, one verdict per clause and overall."""
+    v = {"clean: better by more than one SE": clean[0] < -clean[1],
+         "blurred: worse by at most one SE": blur[0] <= blur[1],
+         f"landmark stage at most {MAX_SLOWDOWN:g}x": slowdown <= MAX_SLOWDOWN}
+    return {**v, "ships": all(v.values())}
+
+
+def compare(shipped: str, new: str, cfg: dict[str, Any], limit: int = 10_000, seed: int = 0,
+            timing_crops: int = 64) -> dict[str, Any]:
+    """Paired validation NME (clean, blurred), speed and the verdict for two ONNX files."""
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    sizes = {p: LandmarkModel(p).spec.input_size for p in (shipped, new)}
+    if len(set(sizes.values())) != 1 or cfg["input_size"] not in sizes.values():
+        raise ValueError(f"the files and the config must share one input size: {sizes}, "
+                         f"config {cfg['input_size']}")
+    crops, pts = val_crops(cfg, limit)
+    soft = blurred(crops, seed)
+    norm = get_scheme(cfg["scheme"]).norm
+    nme = {p: (val_nme_per_face(p, crops, pts, norm), val_nme_per_face(p, soft, pts, norm)) for p in (shipped, new)}
+    clean, blur = paired(nme[new][0], nme[shipped][0]), paired(nme[new][1], nme[shipped][1])
+    ms = landmark_ms([shipped, new], crops[:timing_crops])
+    return {"faces": len(crops), "shipped": shipped, "new": new,
+            "nme_clean": {p: float(v[0].mean()) for p, v in nme.items()},
+            "nme_blurred": {p: float(v[1].mean()) for p, v in nme.items()},
+            "paired_clean": clean, "paired_blurred": blur,
+            "ms_per_face": dict(zip((shipped, new), ms)), "slowdown": ms[1] / ms[0],
+            "verdict": judge(clean, blur, ms[1] / ms[0])}
+
+
+def report(r: dict[str, Any]) -> str:
+    """The comparison as lines of text."""
+    a, b = r["shipped"], r["new"]
+    lines = [f"{r['faces']} validation faces; NME % (inter-ocular), new - shipped per face, +- one SE"]
+    for label, key in (("clean", "clean"), ("motion-blurred", "blurred")):
+        d, se = r[f"paired_{key}"]
+        lines.append(f"{label:>15}: shipped {r[f'nme_{key}'][a]:.3f}, new {r[f'nme_{key}'][b]:.3f}, "
+                     f"difference {d:+.3f} +- {se:.3f}")
+    lines.append(f"{'landmark stage':>15}: shipped {r['ms_per_face'][a]:.2f} ms, new {r['ms_per_face'][b]:.2f} ms "
+                 f"per face ({r['slowdown']:.3f}x; 1 thread, batch 1, interleaved)")
+    lines += [f"{'PASS' if ok else 'FAIL'}: {k}" for k, ok in r["verdict"].items() if k != "ships"]
+    lines.append(("SHIPS" if r["verdict"]["ships"] else "DOES NOT SHIP") + f": {b} against {a}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export.compare", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("shipped")
+    ap.add_argument("new")
+    ap.add_argument("--config", required=True, help="training config whose validation split is used")
+    ap.add_argument("--limit", type=int, default=10_000, help="at most this many validation faces")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the blur draws")
+    ap.add_argument("--json", help="also write the figures here")
+    a = ap.parse_args(argv)
+    r = compare(a.shipped, a.new, load_config(a.config, {}), a.limit, a.seed)
+    print(report(r))
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=2))
+    return 0 if r["verdict"]["ships"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
