@@ -898,3 +898,26 @@ def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: P
     assert not judge((-0.03, 0.02), (0.0, 0.02), 1.06)["ships"]  # slower
     with pytest.raises(ValueError, match="input size"):
         compare(fast, r18, cfg)
+
+
+def test_the_learning_curve_reads_resumed_logs_and_draws_the_stages(tmp_path: Path) -> None:
+    """export.curve: an epoch a resumed leg logged again counts once (its later record),
+    comment lines are skipped, the running median follows the trend, and the picture is drawn."""
+    import cv2
+
+    from export.curve import plot_curve, read_log, running_median
+
+    run = tmp_path / "teacher"
+    run.mkdir()
+    lines = ["# started", *[json.dumps({"epoch": e, "nme": 5.0 - e * 0.1, "lr": 1e-3}) for e in (1, 2, 3)],
+             "# stopped after 1 min at epoch 3; --resume goes on",
+             json.dumps({"epoch": 3, "nme": 4.5, "lr": 9e-4}), json.dumps({"epoch": 4, "nme": 4.4, "lr": 8e-4})]
+    (run / "log.txt").write_text("\n".join(lines) + "\n")
+    records = read_log(run)
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and records[2]["nme"] == 4.5
+    np.testing.assert_allclose(running_median(np.array([1.0, 9.0, 2.0, 3.0, 4.0]), 3), [5.0, 2.0, 3.0, 3.0, 3.5])
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        read_log(tmp_path / "missing")
+    png = plot_curve({"teacher": records, "restart1": [{"epoch": 1, "nme": 4.2, "lr": 5e-4}]}, tmp_path / "c.png")
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 300 and img.std() > 10
