@@ -8,6 +8,8 @@ crops of CONFIG's split, and on a motion-blurred copy of each crop (6-18 px, ran
 seeded). Differences are per face (NEW minus SHIPPED), with the standard error of their mean.
 Speed: the landmark stage on a cut crop (normalise, forward, decode; cutting costs the same at one
 input size), one thread, batch 1, the two files interleaved crop by crop; the median per file.
+Run it with the CPU otherwise idle: beside a training run (and under nice), two files of the same
+graph timed 0.93x and 0.73-0.80x of each other; idle, 1.01x.
 
 The rule (docs/experiments.md, set before the 0.6 run ended): NEW ships if it beats SHIPPED on clean
 faces by more than one paired SE, loses at most one SE on blurred faces, and its landmark stage
