@@ -83,10 +83,15 @@ def compare(shipped: str, new: str, cfg: dict[str, Any], limit: int = 10_000, se
     """Paired validation NME (clean, blurred), speed and the verdict for two ONNX files."""
     from pipnet_sdk.landmark_model import LandmarkModel
 
-    sizes = {p: LandmarkModel(p).spec.input_size for p in (shipped, new)}
-    if len(set(sizes.values())) != 1 or cfg["input_size"] not in sizes.values():
-        raise ValueError(f"the files and the config must share one input size: {sizes}, "
-                         f"config {cfg['input_size']}")
+    def framing(spec: Any) -> tuple:
+        return spec.input_size, round(spec.crop_scale, 4), round(spec.crop_shift_y, 4), spec.num_landmarks
+
+    want = (cfg["input_size"], round(cfg["crop"]["scale"], 4), round(cfg["crop"]["shift_y"], 4),
+            get_scheme(cfg["scheme"]).num_points)
+    have = {p: framing(LandmarkModel(p).spec) for p in (shipped, new)}
+    if any(h != want for h in have.values()):  # the crops are cut once, as the config frames them
+        raise ValueError("the files and the config must share one input size, crop and landmark scheme "
+                         f"(size, scale, shift_y, points): config {want}, " + ", ".join(f"{p} {h}" for p, h in have.items()))
     crops, pts = val_crops(cfg, limit)
     soft = blurred(crops, seed)
     norm = get_scheme(cfg["scheme"]).norm

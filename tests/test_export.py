@@ -896,8 +896,10 @@ def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: P
     assert not judge((-0.01, 0.02), (0.0, 0.02), 1.0)["ships"]  # inside one SE: no gain
     assert not judge((-0.03, 0.02), (0.05, 0.02), 1.0)["ships"]  # worse under blur
     assert not judge((-0.03, 0.02), (0.0, 0.02), 1.06)["ships"]  # slower
-    with pytest.raises(ValueError, match="input size"):
+    with pytest.raises(ValueError, match="input size, crop"):
         compare(fast, r18, cfg)
+    with pytest.raises(ValueError, match="input size, crop"):  # crops framed otherwise than the files
+        compare(fast, fast, dict(cfg, crop={"scale": 1.3, "shift_y": 0.12}))
 
 
 def test_the_learning_curve_reads_resumed_logs_and_draws_the_stages(tmp_path: Path) -> None:
