@@ -54,7 +54,8 @@ def paired(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:
 
 
 def landmark_ms(paths: list[str], crops: np.ndarray, repeats: int = 3) -> list[float]:
-    """Median ms per crop of each file (1 thread, batch 1), the files interleaved crop by crop."""
+    """Median ms per crop of each file (1 thread, batch 1), the files interleaved crop by crop,
+    which goes first alternating."""
     from pipnet_sdk.landmark_model import LandmarkModel
 
     models = [LandmarkModel(p, threads=1) for p in paths]
@@ -62,11 +63,11 @@ def landmark_ms(paths: list[str], crops: np.ndarray, repeats: int = 3) -> list[f
         m.run_crops(crops[:4], batch_size=1)
     times: list[list[float]] = [[] for _ in models]
     for _ in range(repeats):
-        for c in crops:
-            for m, t in zip(models, times):
+        for i, c in enumerate(crops):
+            for k in range(len(models))[:: 1 if i % 2 == 0 else -1]:
                 start = time.perf_counter()
-                m.run_crops(c[None], batch_size=1)
-                t.append(time.perf_counter() - start)
+                models[k].run_crops(c[None], batch_size=1)
+                times[k].append(time.perf_counter() - start)
     return [float(np.median(t) * 1000) for t in times]
 
 
