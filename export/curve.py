@@ -45,21 +45,21 @@ def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9)
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     lr_ax = ax.twinx()
-    start = 0
+    start, lows = 0, []
     for i, (name, records) in enumerate(stages.items()):
         x = start + np.array([r["epoch"] for r in records])
         nme = np.array([r.get("nme", np.nan) for r in records], float)
         color = f"C{i}"
         ax.plot(x, nme, ".", color=color, alpha=0.3, markersize=3)
         best = int(np.nanargmin(nme)) if np.isfinite(nme).any() else None
+        if best is not None:
+            lows.append(nme[best])
         label = name + (f" (best {nme[best]:.2f} % at epoch {int(x[best] - start)})" if best is not None else "")
         ax.plot(x, running_median(nme, window), "-", color=color, label=label)
         lr_ax.plot(x, [r["lr"] for r in records], "--", color=color, alpha=0.5, linewidth=1)
         if start:
             ax.axvline(start + 0.5, color="grey", linewidth=0.8)
         start = int(x[-1]) if len(x) else start
-    lows = [np.nanmin(r) for r in ([x.get("nme", np.nan) for x in recs] for recs in stages.values())
-            if np.isfinite(np.array(r, float)).any()]
     if lows:  # the first epochs' errors are far above the rest: keep the scale for the tail
         ax.set_ylim(0.95 * min(lows), 1.5 * min(lows))
     lr_ax.set_ylim(bottom=0)
