@@ -22,7 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "score_weight": 10.0, "offset_weight": 1.0,
     "teacher": None, "distill_weight": 0.5, "pseudo_labels": None, "clean_unlabeled": True,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
-    "stc": None, "max_minutes": None, "init": None, "restarts": [], "average_last": 0,
+    "stc": None, "max_minutes": None, "init": None, "pretrained": None, "pretrained_path": None,
+    "trunk_lr_scale": 1.0, "restarts": [], "average_last": 0,
 }
 
 
@@ -47,6 +48,8 @@ def check_config(cfg: dict[str, Any], where: str = "config", epochs_given: bool 
     for key, allowed in CHOICES.items():
         if key in cfg and cfg[key] not in allowed:
             raise ValueError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
+    if cfg.get("pretrained") not in (None, "imagenet"):
+        raise ValueError(f"{where}: pretrained must be \"imagenet\" or null, got {cfg['pretrained']!r}")
     subs = {**SUB_KEYS, "augment": set(AugmentConfig.__dataclass_fields__)}
     for key, allowed in subs.items():
         value = cfg.get(key)
@@ -75,6 +78,10 @@ def check_files(cfg: dict[str, Any], where: str = "config", stages: tuple[str, .
     pseudo = (cfg.get("pseudo_labels") or {}).get("teacher")
     if pseudo is not None and pseudo not in stages:
         named.append(("pseudo_labels teacher", pseudo, lambda p: REPO / p))
+    if cfg.get("pretrained"):
+        from .pretrained import find_weights
+
+        find_weights(cfg["backbone"], cfg.get("pretrained_path"))
     for what, value, to_path in named:
         if value and not to_path(value).is_file():
             hint = f" (nor a stage before this one: {list(stages)})" if what == "pseudo_labels teacher" else ""

@@ -2,6 +2,8 @@
 network's input convention (normalize) and precision (autocast)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -23,10 +25,29 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
+    """Conv (no bias) + BN (+ ReLU6): the unit of the mobile trunks."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act:
-        layers.append(nn.ReLU6(inplace=True) if groups > 1 or k == 1 else nn.ReLU(inplace=True))
+        layers.append(nn.ReLU6(inplace=True))
     return nn.Sequential(*layers)
+
+
+def copy_by_position(groups: list[tuple[str, str]], own: dict[str, torch.Tensor],
+                     src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors of ``src`` renamed into ``own``'s names, group by group: each (own prefix, src
+    prefix) pair must hold the same number of tensors, in the same order, of the same kinds and
+    shapes (ValueError naming the first that differs)."""
+    out: dict[str, torch.Tensor] = {}
+    for own_prefix, src_prefix in groups:
+        mine = [k for k in own if k.startswith(own_prefix)]
+        theirs = [k for k in src if k.startswith(src_prefix)]
+        if len(mine) != len(theirs):
+            raise ValueError(f"{own_prefix!r} has {len(mine)} tensors, the weights' {src_prefix!r} {len(theirs)}")
+        for a, b in zip(mine, theirs):
+            if a.rsplit(".", 1)[-1] != b.rsplit(".", 1)[-1] or own[a].shape != src[b].shape:
+                raise ValueError(f"{a} {tuple(own[a].shape)} does not match the weights' {b} {tuple(src[b].shape)}")
+            out[a] = src[b]
+    return out
 
 
 class BasicBlock(nn.Module):
@@ -73,13 +94,15 @@ class ResNet18(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+    """MobileNetV2's block, and EfficientNet-Lite's (its MBConv has no squeeze-excitation)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, kernel: int = 3) -> None:
         super().__init__()
         hidden = cin * expand
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(conv_bn(cin, hidden, 1))
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False)]
+        layers += [conv_bn(hidden, hidden, kernel, stride, groups=hidden), conv_bn(hidden, cout, 1, act=False)]
         self.body = nn.Sequential(*layers)
         self.residual = stride == 1 and cin == cout
 
@@ -90,7 +113,8 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     """MobileNetV2 trunk (CPU-lean). stride 32: all stages + 1x1 to `last` ch; stride 16 stops
-    after the 96-channel stage (+ 1x1 to `last` ch)."""
+    after the 96-channel stage (+ 1x1 to `last` ch). Its layers are torchvision's, in its order:
+    ``imagenet_state`` maps torchvision's ImageNet file onto them."""
 
     SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
@@ -112,12 +136,79 @@ class MobileNetV2(nn.Module):
         layers.append(conv_bn(cin, last, 1))
         self.features = nn.Sequential(*layers)
         self.out_channels = last
+        self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def imagenet_state(self, src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """torchvision's MobileNetV2 state dict -> this trunk's tensors (all but the last 1x1)."""
+        if self.width != 1.0:
+            raise ValueError("the ImageNet weights are of width 1.0")
+        used = len(self.features) - 1  # the last 1x1 (to `last` channels) is ours
+        groups = [(f"features.{i}.", f"features.{i}.") for i in range(used)]
+        return copy_by_position(groups, {k: v for k, v in self.state_dict().items()}, src)
 
-BACKBONES = {"resnet18": ResNet18, "mobilenetv2": MobileNetV2}
+
+def round_filters(c: float, divisor: int = 8) -> int:
+    """EfficientNet's channel rounding."""
+    new = max(divisor, int(c + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * c else new
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite0..4 trunk (ReLU6, no squeeze-excitation, stem and head not scaled, the
+    first and last stages not deepened). stride 32: all stages + 1x1 to `last` ch; stride 16 stops
+    after the 112-channel stage. ``imagenet_state`` maps the converted TF Lite checkpoints
+    (efficientnet-lite-pytorch's layout) onto it."""
+
+    # expand, kernel, stride, repeats, out channels (EfficientNet-B0's stages)
+    STAGES = [(1, 3, 1, 1, 16), (6, 3, 2, 2, 24), (6, 5, 2, 2, 40), (6, 3, 2, 3, 80), (6, 5, 1, 3, 112),
+              (6, 5, 2, 4, 192), (6, 3, 1, 1, 320)]
+    SCALES = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8)}  # width, depth
+
+    def __init__(self, variant: int = 0, stride: int = 32, width: float = 1.0, last: int = 512) -> None:
+        super().__init__()
+        if stride not in (16, 32):
+            raise ValueError("EfficientNetLite supports stride 16 or 32")
+        if width != 1.0:
+            raise ValueError("EfficientNetLite is scaled by its variant (0-4), not by width")
+        w, d = self.SCALES[variant]
+        cin = 32
+        layers: list[nn.Module] = [conv_bn(3, cin, 3, 2)]
+        stages = self.STAGES if stride == 32 else self.STAGES[:5]
+        for i, (t, k, s, n, c) in enumerate(stages):
+            repeats = n if i in (0, len(self.STAGES) - 1) else math.ceil(d * n)
+            for j in range(repeats):
+                layers.append(InvertedResidual(cin, round_filters(c * w), s if j == 0 else 1, t, k))
+                cin = round_filters(c * w)
+        layers.append(conv_bn(cin, last, 1))
+        self.features = nn.Sequential(*layers)
+        self.out_channels = last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def imagenet_state(self, src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An efficientnet-lite-pytorch state dict -> this trunk's tensors (all but the last 1x1)."""
+        stem = {k: v for k, v in src.items() if k.startswith(("_conv_stem.", "_bn0."))}
+        own = self.state_dict()
+        out = copy_by_position([("features.0.", "")], {k: v for k, v in own.items() if k.startswith("features.0.")}, stem)
+        blocks = len(self.features) - 2
+        groups = [(f"features.{i + 1}.", f"_blocks.{i}.") for i in range(blocks)]
+        return {**out, **copy_by_position(groups, dict(own), src)}
+
+
+def efficientnet_lite(variant: int) -> type[nn.Module]:
+    """The EfficientNetLite class with its variant bound (a BACKBONES entry)."""
+    return type(f"EfficientNetLite{variant}", (EfficientNetLite,),
+                {"__init__": lambda self, stride=32, width=1.0: EfficientNetLite.__init__(self, variant, stride, width)})
+
+
+BACKBONES: dict[str, type[nn.Module]] = {
+    "resnet18": ResNet18, "mobilenetv2": MobileNetV2,
+    **{f"efficientnet_lite{v}": efficientnet_lite(v) for v in range(5)},
+}
 
 
 class PIPNet(nn.Module):

@@ -52,6 +52,7 @@ from .data import (Sample, base_crops, cache_dir, cache_key, detector_boxes, mea
 from .decode import decode, nme
 from .model import PIPNet, autocast, normalize
 from .pack import load_cache
+from .pretrained import load_imagenet
 from .pseudo import onnx_pseudo_labels
 from .schemes import get_scheme
 from .targets import coarse_loss, distill_loss, make_targets, pip_loss
@@ -263,9 +264,16 @@ def keep_neighbors(data: dict[str, Any], meta: dict[str, Any]) -> None:
 
 
 def make_optimizer(cfg: dict[str, Any], model: PIPNet) -> torch.optim.Optimizer:
-    """AdamW or Adam, as cfg["optimizer"] says."""
+    """AdamW or Adam, as cfg["optimizer"] says; the trunk's learning rate scaled by
+    cfg["trunk_lr_scale"] (a second parameter group) when that is not 1."""
     opt = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
-    return opt(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    if cfg["trunk_lr_scale"] == 1.0:
+        return opt(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    trunk = list(model.backbone.parameters())
+    trunk_ids = {id(p) for p in trunk}
+    heads = [p for p in model.parameters() if id(p) not in trunk_ids]
+    groups = [{"params": trunk, "lr_scale": cfg["trunk_lr_scale"]}, {"params": heads, "lr_scale": 1.0}]
+    return opt(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
 def training_faces(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarray] | None,
@@ -310,7 +318,8 @@ def setup(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarra
 #: config keys a resumed run may change: names, threads, precision, and the keys that say where a
 #: stage starts or what follows it; every other key (the model, the schedule, the optimizer, the
 #: data and its split, the loss) must be the checkpoint's
-MAY_CHANGE_ON_RESUME = ("name", "version", "threads", "bf16", "max_minutes", "init", "restarts", "stc")
+MAY_CHANGE_ON_RESUME = ("name", "version", "threads", "bf16", "max_minutes", "init", "pretrained",
+                        "pretrained_path", "restarts", "stc")
 
 
 def schedule_fitted(ck: dict[str, Any]) -> bool:
@@ -395,7 +404,7 @@ def train_epoch(run: Run, epoch: int, steps: int, stage: int | None, progress: b
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
     for step in bar:
         for g in run.opt.param_groups:
-            g["lr"] = lr_at(cfg, epoch + step / steps)
+            g["lr"] = lr_at(cfg, epoch + step / steps) * g.get("lr_scale", 1.0)
         loss, parts = batch_loss(run, perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]], stage)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -517,6 +526,8 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
     start, best, averaged = 0, float("inf"), {}
     if init is not None:
         load_init(run.model, init["model"], progress)
+    elif resumed is None and cfg["pretrained"]:
+        load_imagenet(run.model, cfg["backbone"], cfg["pretrained_path"], progress)
     if resumed is not None:
         start, best, averaged = restore(run, resumed)
     (out / "config.json").write_text(json.dumps(run.cfg, indent=2))
