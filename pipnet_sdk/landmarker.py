@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -17,7 +18,7 @@ import numpy as np
 
 from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
 from .detect import YuNet
-from .hub import resolve
+from .hub import resolve, sha256_file
 from .images import check_color, is_pil_image, load_image
 from .landmark_model import LandmarkModel
 from .types import Face
@@ -102,6 +103,20 @@ class Landmarker:
     @property
     def num_landmarks(self) -> int:
         return self.model.spec.num_landmarks
+
+    def provenance(self) -> dict[str, Any]:
+        """What makes this Landmarker's results, for result files: ``{"pipnet_sdk": version,
+        "model": {"name", "version", "sha256"}, "detector": {"name", "sha256"}}`` (a custom
+        detector: its class name, sha256 None). Hashes are read once per file."""
+        from . import __version__
+
+        spec = self.model.spec
+        path = getattr(self.detector, "path", None)
+        detector = {"name": os.path.basename(path) if path else type(self.detector).__name__,
+                    "sha256": _file_sha256(path) if path else None}
+        return {"pipnet_sdk": __version__,
+                "model": {"name": spec.name, "version": spec.version, "sha256": _file_sha256(self.model.path)},
+                "detector": detector}
 
     def with_detector_options(self, **options: Any) -> "Landmarker":
         """A Landmarker sharing this one's models, with other YuNet options (``YuNet.OPTIONS``:
@@ -197,6 +212,11 @@ class Landmarker:
         marks = self.landmarks_for_images(imgs, [self.squares(b) for b, _ in dets])
         return [faces_from(boxes, scores, pts, ls, im.shape)
                 for im, (boxes, scores), (pts, ls) in zip(imgs, dets, marks)]
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str) -> str:
+    return sha256_file(path)
 
 
 def faces_from(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, point_scores: np.ndarray,
