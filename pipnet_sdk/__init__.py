@@ -7,15 +7,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ChecksumError", "Face", "HeadPose", "Landmarker", "ModelFormatError", "ModelNotFoundError",
-           "VideoLandmarker", "align", "align_many", "detect_landmarks", "draw", "list_models"]
+__all__ = ["ChecksumError", "Face", "HeadPose", "ImageError", "Landmarker", "ModelFormatError",
+           "ModelNotFoundError", "PipnetError", "VideoLandmarker", "align", "align_many",
+           "detect_landmarks", "draw", "list_models"]
 
 _WHERE = {
-    "ChecksumError": ".hub",
+    "ChecksumError": ".errors",
     "Face": ".types",
     "HeadPose": ".geometry",
-    "ModelFormatError": ".runtime",
-    "ModelNotFoundError": ".hub",
+    "ImageError": ".errors",
+    "ModelFormatError": ".errors",
+    "ModelNotFoundError": ".errors",
+    "PipnetError": ".errors",
     "align": ".geometry",
     "align_many": ".geometry",
     "Landmarker": ".landmarker",

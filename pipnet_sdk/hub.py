@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
+from .errors import ChecksumError, ModelNotFoundError
 from .registry import MODELS, ModelSpec, list_models
 
 __all__ = [
@@ -38,14 +39,6 @@ PACKAGED_DIR = Path(__file__).resolve().parent / "models"
 ModelRef = Union[str, "os.PathLike[str]", ModelSpec]
 
 _verified: set[tuple[str, str, int, int]] = set()  # (path, sha256, size, mtime_ns) already checked
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """No usable file for a model name or path."""
-
-
-class ChecksumError(ValueError):
-    """A model file's sha256 differs from the one pinned in the registry."""
 
 
 #: A landmark model file carries its own digest in its pipnet metadata: the sha256 of the file's

@@ -23,6 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import ImageError
+
 #: Image file name extensions the SDK's commands and integrations read from folders (OpenCV decodes them).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 ACCEPTED = (
@@ -45,15 +47,15 @@ def _read_file(path: str | os.PathLike) -> np.ndarray:
     if not os.path.exists(p):
         raise FileNotFoundError(f"image file not found: {p}")
     if os.path.isdir(p):
-        raise ValueError(f"{p} is a directory, not an image file")
+        raise ImageError(f"{p} is a directory, not an image file")
     data = np.fromfile(p, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None or img.size == 0:
-        raise ValueError(f"cannot read {p} as an image (not an image file, or a format OpenCV cannot decode)")
+        raise ImageError(f"cannot read {p} as an image (not an image file, or a format OpenCV cannot decode)")
     return np.ascontiguousarray(img)
 
 
-def _dtype_error(a: np.ndarray) -> ValueError:
+def _dtype_error(a: np.ndarray) -> ImageError:
     hint = ""
     if a.dtype == np.bool_:
         hint = "; for a mask use (mask * 255).astype(np.uint8)"
@@ -64,18 +66,18 @@ def _dtype_error(a: np.ndarray) -> ValueError:
         hint = "; for 16-bit images use (img >> 8).astype(np.uint8) (or shift by bits - 8)"
     elif np.issubdtype(a.dtype, np.integer):
         hint = "; use img.clip(0, 255).astype(np.uint8) if the values are 0-255"
-    return ValueError(f"image arrays must have dtype uint8, got {a.dtype}{hint}")
+    return ImageError(f"image arrays must have dtype uint8, got {a.dtype}{hint}")
 
 
 def _from_array(a: np.ndarray, color: str) -> np.ndarray:
     if a.dtype != np.uint8:
         raise _dtype_error(a)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise ValueError(
+        raise ImageError(
             f"image array has shape {a.shape}; accepted: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
         )
     if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ValueError(f"image is empty (shape {a.shape})")
+        raise ImageError(f"image is empty (shape {a.shape})")
     if a.ndim == 2 or a.shape[2] == 1:
         return cv2.cvtColor(np.ascontiguousarray(a.reshape(a.shape[:2])), cv2.COLOR_GRAY2BGR)
     if a.shape[2] == 4:
@@ -94,12 +96,12 @@ def is_pil_image(image: Any) -> bool:
 
 def _from_pil(image: Any) -> np.ndarray:
     if image.mode in _PIL_WIDE_MODES:
-        raise ValueError(
+        raise ImageError(
             f"PIL image mode {image.mode!r} holds more than 8 bits per pixel; convert it to an "
             "8-bit mode ('L' or 'RGB') with the scaling your data needs"
         )
     if image.width == 0 or image.height == 0:
-        raise ValueError(f"image is empty (size {image.size})")
+        raise ImageError(f"image is empty (size {image.size})")
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     return np.ascontiguousarray(rgb[..., ::-1])
 

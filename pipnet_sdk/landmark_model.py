@@ -59,7 +59,8 @@ class LandmarkSpec:
         if d["format"] == 2:
             raise ModelFormatError(
                 f"{source} is a format-2 file (neighbour averaging inside the graph), which this SDK no "
-                "longer reads: convert it with `python -m export.upgrade FILE --out NEW`"
+                "longer reads: use a current model (`pipnet models`), or upgrade the file with the "
+                "training tools of the pipnet-sdk source repository (export/, not part of the wheel)"
             )
         if d["format"] not in OUTPUTS:
             raise ModelFormatError(
@@ -88,7 +89,8 @@ def read_spec(session, source: str) -> LandmarkSpec:
     if META_KEY not in props:
         raise ModelFormatError(
             f"{source} has no '{META_KEY}' metadata: it is not a pipnet-sdk landmark model "
-            "(export one with `python -m export.to_onnx`)"
+            "(`pipnet models` lists the usable ones; new ones are exported by the training tools of "
+            "the pipnet-sdk source repository)"
         )
     spec = LandmarkSpec.from_json(props[META_KEY], source)
     names = [o.name for o in session.get_outputs()]
@@ -127,7 +129,8 @@ class LandmarkModel:
             check_file_digest(data, str(self.spec.extra[DIGEST_KEY]), self.path)
         else:
             warnings.warn(f"{self.path} carries no digest ({DIGEST_KEY}), so damage to it cannot be "
-                          "detected; re-export it with export.to_onnx", UserWarning, stacklevel=3)
+                          "detected; re-export or upgrade it with the training tools of the pipnet-sdk "
+                          "source repository (export/, not part of the wheel)", UserWarning, stacklevel=3)
         self.input_name = self.session.get_inputs()[0].name
         self.use_neighbors = use_neighbors
         flip = self.spec.extra.get("flip")

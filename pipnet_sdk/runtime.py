@@ -6,9 +6,9 @@ from typing import Sequence
 
 import onnxruntime as ort
 
+from .errors import ModelFormatError
 
-class ModelFormatError(ValueError):
-    """The file is not a model this SDK can use."""
+__all__ = ["ModelFormatError", "check_providers", "make_session"]
 
 
 def check_providers(providers: Sequence | str | None) -> list:

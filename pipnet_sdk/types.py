@@ -12,6 +12,13 @@ if TYPE_CHECKING:
     from .geometry import HeadPose
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal shape and values, NaN equal to NaN."""
+    a, b = np.asarray(a), np.asarray(b)
+    numeric = np.issubdtype(a.dtype, np.number) and np.issubdtype(b.dtype, np.number)
+    return bool(np.array_equal(a, b, equal_nan=numeric))
+
+
 @dataclass
 class Face:
     """One face: box x1, y1, x2, y2 and landmarks in pixels of the input image,
@@ -19,7 +26,12 @@ class Face:
 
     ``five_points``, ``pose``, ``eye_openness`` and ``mouth_openness`` (see
     :mod:`pipnet_sdk.geometry`) are computed on first read and cached: they cost nothing unless
-    read, and do not follow later changes to ``landmarks``. None unless there are 68 points."""
+    read, and do not follow later changes to ``landmarks``. None unless there are 68 points.
+
+    Two faces are equal when all their fields are (arrays compared by value, NaN equal to NaN),
+    so ``face in faces`` and ``faces.remove(face)`` work; like other mutable values, a Face is not
+    hashable (key a dict by position or by ``id(face)``). ``repr`` is one line: box, score, number
+    of points, track id if any, and the pose once it has been read."""
 
     box: np.ndarray  # (4,) float32
     score: float
@@ -55,6 +67,27 @@ class Face:
         from .geometry import mouth_openness
 
         return mouth_openness(self.landmarks)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Face):
+            return NotImplemented
+        return self is other or (
+            self.track_id == other.track_id and self.image_size == other.image_size
+            and all(_same(getattr(self, k), getattr(other, k))
+                    for k in ("box", "score", "landmarks", "landmark_scores"))
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
+
+    def __repr__(self) -> str:
+        box = ", ".join(f"{float(v):.1f}" for v in np.asarray(self.box).ravel())
+        parts = [f"box=[{box}]", f"score={float(self.score):.3f}", f"{len(self.landmarks)} points"]
+        if self.track_id is not None:
+            parts.append(f"track_id={self.track_id}")
+        pose = self.__dict__.get("pose")  # only if already computed: repr must not cost a solve
+        if pose is not None:
+            parts.append("pose=(yaw={:.1f}, pitch={:.1f}, roll={:.1f})".format(*pose))
+        return f"Face({', '.join(parts)})"
 
     def to_dict(self) -> dict:
         """The face as plain JSON types; a NaN or infinite value (hand-made faces only) is None."""

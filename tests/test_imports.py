@@ -3,6 +3,9 @@ inside functions too: a cycle that only a lazy import hides still ties the modul
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +81,16 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if cycle:
                 return cycle
     return None
+
+
+def test_import_and_error_types_are_cheap() -> None:
+    """`import pipnet_sdk` and its error types load no numpy, OpenCV, onnxruntime or hub client."""
+    code = ("import sys, pipnet_sdk as p\n"
+            "names = [p.PipnetError, p.ModelFormatError, p.ModelNotFoundError, p.ChecksumError, p.ImageError]\n"
+            "print([m for m in ('numpy', 'cv2', 'onnxruntime', 'huggingface_hub') if m in sys.modules])")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_no_import_cycles() -> None:
