@@ -83,7 +83,8 @@ def _declared_size(head: bytes) -> tuple[int, int] | None:
     the header does not say (the decoded size is checked then)."""
     try:
         if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-            return struct.unpack_from(">II", head, 16)
+            w, h = struct.unpack_from(">II", head, 16)
+            return w, h
         if head[:2] == b"\xff\xd8":
             i = 2
             while head[i] == 0xFF:
@@ -99,7 +100,7 @@ def _declared_size(head: bytes) -> tuple[int, int] | None:
         if head[:4] in (b"II*\x00", b"MM\x00*"):
             e = "<" if head[:2] == b"II" else ">"
             ifd = struct.unpack_from(e + "I", head, 4)[0]
-            size = {}
+            size: dict[int, int] = {}
             for k in range(struct.unpack_from(e + "H", head, ifd)[0]):
                 tag, kind = struct.unpack_from(e + "HH", head, ifd + 2 + 12 * k)
                 if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
@@ -109,7 +110,8 @@ def _declared_size(head: bytes) -> tuple[int, int] | None:
             w, h = struct.unpack_from("<ii", head, 18)
             return abs(w), abs(h)
         if head[:6] in (b"GIF87a", b"GIF89a"):
-            return struct.unpack_from("<HH", head, 6)
+            w, h = struct.unpack_from("<HH", head, 6)
+            return w, h
     except (IndexError, struct.error):  # a header cut short: the decoder will say what is wrong
         return None
     return None

@@ -98,7 +98,7 @@ class Face:
         def pairs(points: Any) -> list:
             return [[num(x, 2), num(y, 2)] for x, y in points]
 
-        d = {
+        d: dict[str, Any] = {
             "box": [num(v, 2) for v in self.box],
             "score": num(self.score, 4),
             "landmarks": pairs(self.landmarks),

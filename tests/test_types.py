@@ -33,9 +33,9 @@ def test_face_equality_by_value() -> None:
     faces.remove(same)
     assert faces == [other]
     assert a != _face(track_id=4) and a != "a face"
-    nan = _face()
-    nan.landmarks[0] = np.nan
-    assert nan == nan and nan != a
+    nan, nan_too = _face(), _face()
+    nan.landmarks[0] = nan_too.landmarks[0] = np.nan
+    assert nan == nan_too and nan != a
     with pytest.raises(TypeError, match="unhashable"):
         hash(a)
 
