@@ -26,9 +26,19 @@ def shrink_sizes(stage: dict[str, Any], stride: int, base: dict[str, Any]) -> di
 
 
 def shrunk(cfg: dict[str, Any], r18_out: Path) -> dict[str, Any]:
-    """cfg on a tiny network (width 0.25) and crops, batches of 8, a validation split big enough
-    to calibrate int8 on 12 faces a folder, and pipnet-r18's run folder at r18_out."""
-    small = shrink_sizes(dict(cfg, width=0.25, batch_size=8, val_fraction=0.25), cfg["stride"], cfg)
+    """cfg on a tiny network (width 0.25; an ImageNet-initialised trunk keeps its width and starts
+    from its weights when they are installed) and crops, batches of 8, a validation split big
+    enough to calibrate int8 on 12 faces a folder, and pipnet-r18's run folder at r18_out."""
+    from export.pretrained import find_weights
+
+    tiny: dict[str, Any] = {"width": 0.25}
+    if cfg.get("pretrained"):
+        try:
+            find_weights(cfg["backbone"], cfg.get("pretrained_path"))
+            tiny = {}
+        except FileNotFoundError:
+            tiny = {"pretrained": None}
+    small = shrink_sizes(dict(cfg, **tiny, batch_size=8, val_fraction=0.25), cfg["stride"], cfg)
     small["restarts"] = [shrink_sizes(r, cfg["stride"], small) for r in cfg.get("restarts", [])]
     if cfg.get("stc", {}).get("teacher", "").startswith(R18_RUN):
         small["stc"] = dict(cfg["stc"], teacher=str(r18_out / cfg["stc"]["teacher"][len(R18_RUN):]))
