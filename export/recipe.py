@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     check_files(cfg, a.config)  # every file the recipe needs, before any work
     stages = ("teacher",)
     for i, restart in enumerate(cfg["restarts"], 1):
-        check_files(dict(cfg, init=None, stc=None, **restart), f"{a.config}: restart{i}", stages)
+        check_files({**cfg, "init": None, "stc": None, **restart}, f"{a.config}: restart{i}", stages)
         stages += (f"restart{i}",)
     out = Path(a.out)
     stc = cfg["stc"]
@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     best, best_nme = results["teacher"]
     for i, restart in enumerate(cfg["restarts"], 1):
         name = f"restart{i}"
-        r_cfg = dict(cfg, **restart, stc=None, init=str(best), max_minutes=None)
+        # a restart has its own time budget only if it names one
+        r_cfg = {**cfg, "max_minutes": None, **restart, "stc": None, "init": str(best)}
         r_cfg["epochs"] = a.epochs or restart["epochs"]
         teacher = (r_cfg["pseudo_labels"] or {}).get("teacher")
         if teacher in results:  # an earlier stage labels the unlabeled faces

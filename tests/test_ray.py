@@ -132,7 +132,7 @@ def test_landmark_dataset_paths(ray_runtime, options, image_paths, bad_file, ref
         check_row(rows[p], reference[p])
         assert rows[p]["width"] > 0 and rows[p]["height"] > 0
     assert rows[missing]["error"].startswith("FileNotFoundError")
-    assert rows[bad_file]["error"].startswith("ValueError")
+    assert rows[bad_file]["error"].startswith("ImageError: cannot read")
 
     folder = Path(bad_file).parent  # a folder: read_binary_files inside the helper
     for p in image_paths[:6]:

@@ -55,11 +55,10 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Sequence
 
-import cv2
 import numpy as np
 
 from ..images import IMAGE_EXTENSIONS as _SUFFIXES
-from ..images import load_image
+from ..images import decode_image, load_image
 from ..landmarker import Landmarker
 
 __all__ = ["IMAGE_EXTENSIONS", "LandmarkPredictor", "landmark_dataset", "output_schema", "read_image_files"]
@@ -92,17 +91,6 @@ def output_schema(num_landmarks: int):
         ("mouth_openness", pa.list_(f32)),
         ("error", pa.string()),
     ])
-
-
-def _decode_bytes(data: Any, path: str | None = None) -> np.ndarray:
-    """Encoded file contents -> BGR uint8, the same decoding as ``load_image(path)``."""
-    buf = np.frombuffer(memoryview(data), dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None or img.size == 0:
-        what = path if path is not None else "the bytes"
-        raise ValueError(f"cannot read {what} as an image (not an image file, or a format "
-                         "OpenCV cannot decode)")
-    return np.ascontiguousarray(img)
 
 
 def _columns(batch: Any) -> dict[str, Any]:
@@ -181,7 +169,7 @@ class LandmarkPredictor:
         if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
             value = value.item()
         if isinstance(value, (bytes, bytearray, memoryview)):
-            return _decode_bytes(value, path)
+            return decode_image(value, path if path is not None else "the bytes")
         return load_image(value, color=self.color)
 
     # -- the call -----------------------------------------------------------------------------
