@@ -7,12 +7,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["ChecksumError", "Face", "HeadPose", "ImageError", "Landmarker", "ModelFormatError",
+__all__ = ["ChecksumError", "Detector", "Face", "HeadPose", "ImageError", "Landmarker", "ModelFormatError",
            "ModelNotFoundError", "PipnetError", "VideoLandmarker", "align", "align_many",
            "detect_landmarks", "draw", "list_models"]
 
 _WHERE = {
     "ChecksumError": ".errors",
+    "Detector": ".detect",
     "Face": ".types",
     "HeadPose": ".geometry",
     "ImageError": ".errors",
@@ -30,14 +31,30 @@ _WHERE = {
 
 
 def _version() -> str:
-    """The installed distribution's version (pyproject.toml's); "0+unknown" in a source checkout
-    that was never installed."""
+    """The installed distribution's version (pyproject.toml's, the one source of it); in a source
+    checkout that was never installed, the version pyproject.toml beside the package states, else
+    "0+unknown"."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("pipnet-sdk")
     except PackageNotFoundError:
+        return _source_version()
+
+
+def _source_version() -> str:
+    import re
+    from pathlib import Path
+
+    try:
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
         return "0+unknown"
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[)", text + "\n[", re.M | re.S)
+    found = project and re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.M)
+    if not found or not re.search(r'^name\s*=\s*"pipnet-sdk"', project.group(1), re.M):
+        return "0+unknown"
+    return found.group(1)
 
 
 def __getattr__(name: str) -> Any:

@@ -23,18 +23,6 @@ from ._cli_common import (_positive_int, _progress, check_distinct, check_folder
                           make_parent, write_atomic)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "IMAGE_EXTENSIONS":  # moved to pipnet_sdk.images (one list for the whole package)
-        import warnings
-
-        from .images import IMAGE_EXTENSIONS
-
-        warnings.warn("pipnet_sdk.cli.IMAGE_EXTENSIONS is deprecated: use pipnet_sdk.images.IMAGE_EXTENSIONS",
-                      DeprecationWarning, stacklevel=2)
-        return IMAGE_EXTENSIONS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class UsageError(Exception):
     """A user mistake: reported as one line, exit code 2."""
 

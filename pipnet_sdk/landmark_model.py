@@ -10,7 +10,6 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .crop import crop_faces, squares_from_boxes, to_image
 from .decode import candidates_from_maps, merge, vote_matrix
 from .hub import DIGEST_KEY, check_file_digest
 from .runtime import ModelFormatError, make_session
@@ -184,30 +183,3 @@ class LandmarkModel:
         if len(pts) == 1:  # one batch: no copy
             return pts[0], scs[0]
         return np.concatenate(pts), np.concatenate(scs)
-
-    # ------------------------------------------------------------------ deprecated (image side)
-    def squares(self, boxes: np.ndarray) -> np.ndarray:
-        """Deprecated: use ``Landmarker.squares``."""
-        _deprecated("squares", "squares")
-        return squares_from_boxes(boxes, self.spec.crop_scale, self.spec.crop_shift_y)
-
-    def run_squares(self, image: np.ndarray, squares: np.ndarray,
-                    batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Deprecated: use ``Landmarker.landmarks_in_squares``."""
-        _deprecated("run_squares", "landmarks_in_squares")
-        return self._in_image(image, squares, batch_size)
-
-    def run_images(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray],
-                   batch_size: int = 32) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Deprecated: use ``Landmarker.landmarks_for_images``."""
-        _deprecated("run_images", "landmarks_for_images")
-        return [self._in_image(im, sq, batch_size) for im, sq in zip(images, squares)]
-
-    def _in_image(self, image: np.ndarray, squares: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        points, scores = self.run_crops(crop_faces(image, squares, self.spec.input_size), batch_size)
-        return to_image(points, squares), scores
-
-
-def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"LandmarkModel.{old} is deprecated and will be removed: the image side belongs to "
-                  f"Landmarker now (Landmarker.{new})", DeprecationWarning, stacklevel=3)

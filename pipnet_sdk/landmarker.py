@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to_image
-from .detect import YuNet
+from .detect import Detector, YuNet
 from .hub import resolve, sha256_file
 from .images import check_color, is_pil_image, load_image
 from .landmark_model import LandmarkModel
@@ -71,7 +71,7 @@ class Landmarker:
     """
 
     def __init__(
-        self, model: str | os.PathLike | None = None, detector: Any = None,
+        self, model: str | os.PathLike | None = None, detector: str | os.PathLike | Detector | None = None,
         providers: Sequence | None = None, threads: int | None = None,
         use_neighbors: bool = True, flip_test: bool = False, test_crops: int = 1, batch_size: int = 32,
         color: str = "bgr", **detector_options: Any,

@@ -245,20 +245,47 @@ def test_models_tell_what_is_packaged(capsys, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_help_and_version(capsys) -> None:
+    import pipnet_sdk
+
     assert main(["--help"]) == 0
     assert "detect" in capsys.readouterr().out
     assert main(["detect", "--help"]) == 0
     assert "--score-threshold" in capsys.readouterr().out
     assert main(["--version"]) == 0
-    assert "pipnet-sdk" in capsys.readouterr().out
+    assert capsys.readouterr().out.strip() == f"pipnet-sdk {pipnet_sdk.__version__}"
 
 
-def test_moved_image_extensions_still_importable_with_a_warning() -> None:
+def test_version_is_pyprojects(capsys) -> None:
+    """One version: pyproject.toml's, read back from the installed metadata (`pipnet --version`,
+    pipnet_sdk.__version__, Landmarker.provenance) or, never installed, from pyproject.toml."""
+    import importlib.metadata
+    import re
+
+    import pipnet_sdk
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    version = re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+    assert pipnet_sdk._version() == version, "stale install: run pip install -e . again"
+    assert pipnet_sdk._source_version() == version
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"pipnet-sdk {version}"
+    with pytest.MonkeyPatch.context() as mp:
+        def missing(name: str) -> str:
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        mp.setattr(importlib.metadata, "version", missing)
+        assert pipnet_sdk._version() == version  # a source checkout never installed
+
+
+def test_image_extensions_live_in_images_only() -> None:
+    """pipnet_sdk.cli.IMAGE_EXTENSIONS (a deprecated alias kept before the first release) is gone:
+    the one list is pipnet_sdk.images.IMAGE_EXTENSIONS."""
     import pipnet_sdk.cli as cli
     from pipnet_sdk.images import IMAGE_EXTENSIONS
 
-    with pytest.warns(DeprecationWarning, match="pipnet_sdk.images"):
-        assert cli.IMAGE_EXTENSIONS == IMAGE_EXTENSIONS
+    assert ".jpg" in IMAGE_EXTENSIONS
+    with pytest.raises(AttributeError):
+        cli.IMAGE_EXTENSIONS  # noqa: B018
 
 
 def test_outputs_never_overwrite_an_input(models_dir: Path, samples: Path, tmp_path: Path, capsys,

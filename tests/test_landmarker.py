@@ -157,6 +157,35 @@ def test_custom_detector(random_model: Path, lm: Landmarker, images) -> None:
         Landmarker(model=random_model, detector=det, score_threshold=0.5)
 
 
+def test_detector_protocol(random_model: Path, yunet_path: Path) -> None:
+    """pipnet_sdk.Detector states the plug-in contract: YuNet and any object with detect() are
+    Detectors (runtime-checkable); importing it loads no NumPy, OpenCV or onnxruntime."""
+    import pipnet_sdk
+    from pipnet_sdk.detect import Detector
+
+    assert pipnet_sdk.Detector is Detector and "Detector" in pipnet_sdk.__all__
+    assert isinstance(YuNet(yunet_path), Detector) and isinstance(FixedDetector([]), Detector)
+    assert not isinstance(object(), Detector)
+    code = ("import sys\nfrom pipnet_sdk import Detector\nfrom pipnet_sdk.detect import Detector as D\n"
+            "print([m for m in ('numpy', 'cv2', 'onnxruntime') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
+
+
+def test_provenance_names_the_package_version_and_the_files(random_model: Path, yunet_path: Path) -> None:
+    import pipnet_sdk
+    from pipnet_sdk.hub import sha256_file
+
+    p = Landmarker(model=random_model, detector=yunet_path, threads=1).provenance()
+    assert p["pipnet_sdk"] == pipnet_sdk.__version__ == pipnet_sdk._version() != "0+unknown"
+    assert p["model"]["sha256"] == sha256_file(random_model) and p["model"]["name"]
+    assert p["detector"] == {"name": yunet_path.name, "sha256": sha256_file(yunet_path)}
+    custom = Landmarker(model=random_model, detector=FixedDetector([]), threads=1).provenance()
+    assert custom["detector"] == {"name": "FixedDetector", "sha256": None}
+    json.dumps(p)
+
+
 def _onnx_identity(path: Path, metadata: dict | None = None) -> Path:
     import onnx
     from onnx import TensorProto, helper
@@ -384,21 +413,12 @@ def test_detect_landmarks_options_do_not_reload_models(samples: Path, models_dir
         detect_landmarks(img, score_threshold=1.5)
 
 
-def test_old_landmark_model_methods_still_work_with_a_warning(samples: Path, models_dir: Path) -> None:
-    """LandmarkModel's image-side methods moved to Landmarker; the old names stay for a while,
-    deprecated, and give the same landmarks."""
+def test_landmark_model_is_the_network_only(models_dir: Path) -> None:
+    """The image side belongs to Landmarker: LandmarkModel has no squares/run_squares/run_images
+    (deprecated names of a package that was never released, removed) and takes no test_crops."""
     lm = Landmarker(threads=1)
-    img = cv2.imread(str(samples / "group_2.jpg"))
-    boxes, _ = lm.detect_boxes(img)
-    with pytest.warns(DeprecationWarning, match="Landmarker.squares"):
-        squares = lm.model.squares(boxes)
-    np.testing.assert_array_equal(squares, lm.squares(boxes))
-    with pytest.warns(DeprecationWarning, match="landmarks_in_squares"):
-        points, scores = lm.model.run_squares(img, squares)
-    np.testing.assert_array_equal(points, lm.landmarks_in_squares(img, squares)[0])
-    with pytest.warns(DeprecationWarning, match="landmarks_for_images"):
-        (again, _), = lm.model.run_images([img], [squares])
-    np.testing.assert_array_equal(again, points)
+    for old in ("squares", "run_squares", "run_images"):
+        assert not hasattr(lm.model, old)
     with pytest.raises(TypeError, match="Landmarker"):
         type(lm.model)(lm.model.path, test_crops=3)
 
