@@ -74,6 +74,17 @@ from export.data import landmark_box, read_pts_folder, shared_dir  # noqa: E402 
 
 SIZE = 640
 CANVAS = (640, 480)  # w, h of the small-face canvas
+#: --proto rows: the SDK's YuNet (one thread) with other options; model n or s, then YuNet's options
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "n640-fast": ("n", {"size": 640}),
+    "n480-fast": ("n", {"size": 480}),
+    "n320-fast": ("n", {"size": 320}),
+    "n320-cascade": ("n", {"size": 320, "fallback_sizes": (640,)}),
+    "n256-cascade": ("n", {"size": 256, "fallback_sizes": (640,)}),
+    "n160-cascade": ("n", {"size": 160, "fallback_sizes": (640,)}),
+    "s320-fast": ("s", {"size": 320}),
+    "s320-cascade": ("s", {"size": 320, "fallback_sizes": (640,)}),
+}
 STATED_FACES = {"group_1.jpg": 2, "group_2.jpg": 4, "group_3.jpg": 4, "group_4.jpg": 6, "no_face.jpg": 0}
 SET_TITLES = {
     "a": "a. 300W common test, 640-px long side",
@@ -249,13 +260,14 @@ class Ours(System):
             det = getattr(self.lm.detector, "path", detector)
             self.label = (f"pipnet-sdk {self._version()}: YuNet ({Path(str(det)).name}, long side {size}) + "
                           f"{self.lm.model.spec.name} {self.lm.model.spec.version}")
-        else:  # the SDK's YuNet with other options (benchmarks/_yunet_fast.py PRESETS)
-            from _yunet_fast import PRESETS, preset
+        else:  # the SDK's YuNet with other options (PRESETS)
+            from pipnet_sdk.detect import YuNet
 
             models = os.environ.get("PIPNET_MODELS_DIR", str(shared_dir() / "models"))
-            self.lm = Landmarker(model=model, detector=preset(proto, models), threads=1)
-            self.name = f"ours[{proto}]"
             m, kw = PRESETS[proto]
+            detector = YuNet(Path(models) / f"yunet_{m}_dynamic.onnx", threads=1, **kw)
+            self.lm = Landmarker(model=model, detector=detector, threads=1)
+            self.name = f"ours[{proto}]"
             self.label = (f"YuNet-{m} with {', '.join(f'{k}={v}' for k, v in kw.items())} "
                           f"+ {self.lm.model.spec.name} {self.lm.model.spec.version}, through the SDK's Landmarker")
         self.image = _Cached(rgb=False)
@@ -588,9 +600,8 @@ def main() -> None:
     ap.add_argument("--detector", default=None, help="ours: detector name or YuNet ONNX path (default yunet-n)")
     ap.add_argument("--model", default=None, help="ours: landmark model name or path (default pipnet-fast)")
     ap.add_argument("--size", type=int, default=SIZE, help="ours: YuNet long side")
-    ap.add_argument("--proto", nargs="*", default=[],
-                    help="extra rows: ours with other detector options, benchmarks/_yunet_fast.py PRESETS "
-                         "(n640-fast n480-fast n320-fast n320-cascade s320-fast s320-cascade)")
+    ap.add_argument("--proto", nargs="*", default=[], choices=sorted(PRESETS), metavar="PRESET",
+                    help=f"extra rows: ours with other detector options, one of PRESETS ({' '.join(PRESETS)})")
     ap.add_argument("--mp-python", default=str(ROOT / ".venv-mp" / "bin" / "python"),
                     help="python of the MediaPipe virtual environment")
     ap.add_argument("--mp-max-faces", type=int, default=20)

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import cpu_line  # noqa: E402
+from export.data import read_pts  # noqa: E402
 from pipnet_sdk.landmarker import Landmarker  # noqa: E402
 from pipnet_sdk.video import OneEuroFilter, VideoLandmarker, _reference  # noqa: E402
 
@@ -56,16 +57,11 @@ JIT_PX, JIT_DEG, JIT_SCALE = 0.05, 0.03, 0.0003  # per-frame random similarity (
 
 
 # ---------------------------------------------------------------------------------- data
-def read_pts(path: str) -> np.ndarray:
-    lines = open(path).read().split("{")[1].split("}")[0].split()
-    return np.array(lines, dtype=np.float64).reshape(-1, 2) - 1.0  # 1-based -> 0-based
-
-
 def images(split: str, shared: Path, count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     files = sorted(glob.glob(str(shared / "data" / "300w" / split / "*" / "*.jpg")))
     rng = np.random.default_rng(seed)
     picked = rng.choice(len(files), size=min(count, len(files)), replace=False)
-    return [(cv2.imread(files[i]), read_pts(files[i][:-4] + ".pts")) for i in sorted(picked)]
+    return [(cv2.imread(files[i]), read_pts(files[i][:-4] + ".pts", np.float64)) for i in sorted(picked)]
 
 
 def sim(angle_deg: float, scale: float, tx: float, ty: float, centre: np.ndarray) -> np.ndarray:

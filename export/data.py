@@ -42,12 +42,14 @@ class Sample:
     points: np.ndarray | None  # (N, 2) pixels, (0, 0) = centre of the top-left pixel; None = unlabeled
 
 
-def read_pts(path: str | Path) -> np.ndarray:
-    """A 300W .pts file -> (N, 2) float32 in 0-based pixel coordinates."""
+def read_pts(path: str | Path, dtype: Any = np.float32) -> np.ndarray:
+    """A 300W .pts file -> (N, 2) in 0-based pixel coordinates (0 = the first pixel's centre), as
+    ``dtype``. The repository's one .pts reader (training, evaluation, benchmarks, tests); this
+    module needs no torch."""
     lines = Path(path).read_text().split("\n")
-    start = next(i for i, l in enumerate(lines) if l.strip() == "{") + 1
-    end = next(i for i, l in enumerate(lines) if l.strip() == "}")
-    pts = np.array([[float(v) for v in l.split()] for l in lines[start:end]], dtype=np.float32)
+    start = next(i for i, line in enumerate(lines) if line.strip() == "{") + 1
+    end = next(i for i, line in enumerate(lines) if line.strip() == "}")
+    pts = np.array([[float(v) for v in line.split()] for line in lines[start:end]], dtype=dtype)
     return pts - 1.0  # iBUG coordinates are 1-based
 
 

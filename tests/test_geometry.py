@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from export.data import read_pts
 from pipnet_sdk import Face, Landmarker, align, align_many, draw
 from pipnet_sdk import geometry
 from pipnet_sdk.geometry import (ARCFACE_112, MEAN_FACE_3D, MIRROR_68, HeadPose, eye_openness,
@@ -22,12 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NUM_FACES = 24
 
 
-def read_pts(path: Path) -> np.ndarray:
-    """300W .pts (1-based) -> (68, 2) in the SDK's pixel convention (0 = first pixel centre)."""
-    text = path.read_text()
-    return np.array(text.split("{")[1].split("}")[0].split(), dtype=np.float64).reshape(-1, 2) - 1
-
-
 @pytest.fixture(scope="module")
 def test_set(shared_dir: Path) -> list[tuple[Path, np.ndarray, tuple[int, int]]]:
     """Every 300W test face: (image path, ground truth, (width, height))."""
@@ -35,7 +30,7 @@ def test_set(shared_dir: Path) -> list[tuple[Path, np.ndarray, tuple[int, int]]]
     for pts in sorted((shared_dir / "data" / "300w" / "test").rglob("*.pts")):
         img = pts.with_suffix(".jpg")
         h, w = cv2.imread(str(img)).shape[:2]
-        out.append((img, read_pts(pts), (w, h)))
+        out.append((img, read_pts(pts, np.float64), (w, h)))
     assert len(out) > 500
     return out
 

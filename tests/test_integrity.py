@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
+from export.data import read_pts
 from pipnet_sdk.crop import crop_faces, to_image
 from pipnet_sdk.hub import PACKAGED_DIR, ChecksumError, resolve
 from pipnet_sdk.landmark_model import LandmarkModel
@@ -77,8 +78,7 @@ def _test_faces(shared_dir: Path, step: int = 9) -> list[tuple[np.ndarray, np.nd
     files = sorted(p for p in (shared_dir / "data" / "300w" / "test").rglob("*") if p.suffix in (".jpg", ".png"))
     out = []
     for f in files[::step]:
-        text = f.with_suffix(".pts").read_text().split("{")[1].split("}")[0]
-        out.append((cv2.imread(str(f)), np.array(text.split(), float).reshape(-1, 2) - 1))
+        out.append((cv2.imread(str(f)), read_pts(f.with_suffix(".pts"), np.float64)))
     return out
 
 
