@@ -123,7 +123,12 @@ def test_interrupted_run_keeps_finished_images(models_dir: Path, samples: Path, 
         return real(self, image, color)
 
     monkeypatch.setattr(L.Landmarker, "detect", dies_on_third)
-    images = [str(samples / f"group_{i}.jpg") for i in (1, 2, 3, 4)]
+    photo, images = cv2.imread(str(samples / "group_2.jpg")), []
+    (tmp_path / "photos").mkdir()
+    versions = (photo, cv2.flip(photo, 1), cv2.resize(photo, (768, 768)), cv2.resize(photo, (640, 640)))
+    for i, version in enumerate(versions):  # four images of 4 faces each
+        images.append(str(tmp_path / "photos" / f"group_{i}.jpg"))
+        cv2.imwrite(images[-1], version)
     code, out, err = run(capsys, "detect", *images, "--json", str(target), "--jsonl", str(lines))
     assert code == 130 and "interrupted" in err
     assert json.loads(target.read_text()) == {"earlier": "run"}
@@ -181,11 +186,12 @@ def test_failed_image_warns(models_dir: Path, tmp_path: Path, capsys) -> None:
                                          "PIPNET_MODELS_DIR"]),
 ])
 def test_user_mistakes_give_one_line(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                     argv: list[str], words: list[str]) -> None:
+                                     request: pytest.FixtureRequest, argv: list[str], words: list[str]) -> None:
     (tmp_path / "empty").mkdir()
     fill = dict(no_face=str(samples / "no_face.jpg"), tmp=str(tmp_path), empty_dir=str(tmp_path / "empty"),
-                missing_onnx=str(tmp_path / "missing.onnx"), packaged=str(ROOT / "pipnet_sdk" / "models"),
-                shared_models=str(samples.parents[1] / "models"))
+                missing_onnx=str(tmp_path / "missing.onnx"), packaged=str(ROOT / "pipnet_sdk" / "models"))
+    if any("{shared_models}" in a for a in argv):  # the FaceBoxes file is in the shared data only
+        fill["shared_models"] = str(request.getfixturevalue("shared_dir") / "models")
     code, out, err = run(capsys, *[a.format(**fill) for a in argv])
     assert code == 2 and out == ""
     assert_one_error_line(err, *words)

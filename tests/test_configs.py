@@ -45,6 +45,7 @@ def shrunk(cfg: dict[str, Any], r18_out: Path) -> dict[str, Any]:
     return small
 
 
+@pytest.mark.slow
 def test_each_shipped_config_runs_its_recipe(tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from export import recipe
 

@@ -54,8 +54,8 @@ def detector(yunet_path: Path) -> YuNet:
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_same_as_opencv_full_size(name: str, samples: Path, yunet_path: Path, detector: YuNet) -> None:
-    img = cv2.imread(str(samples / name))
+def test_same_as_opencv_full_size(name: str, sample_path, yunet_path: Path, detector: YuNet) -> None:
+    img = cv2.imread(str(sample_path(name)))
     detector.size = max(img.shape[:2])  # no resize: both see the very same padded input
     try:
         boxes, scores, kps = detector.detect_with_keypoints(img)
@@ -72,8 +72,8 @@ def test_same_as_opencv_full_size(name: str, samples: Path, yunet_path: Path, de
 
 
 @pytest.mark.parametrize("name", ["group_2.jpg", "group_4.jpg"])
-def test_same_as_opencv_after_resize(name: str, samples: Path, yunet_path: Path, detector: YuNet) -> None:
-    img = cv2.imread(str(samples / name))  # 1024 px or more: our default size 640 shrinks it
+def test_same_as_opencv_after_resize(name: str, sample_path, yunet_path: Path, detector: YuNet) -> None:
+    img = cv2.imread(str(sample_path(name)))  # 1024 px or more: our default size 640 shrinks it
     h, w = img.shape[:2]
     f = 640 / max(h, w)
     small = cv2.resize(img, (round(w * f), round(h * f)), interpolation=cv2.INTER_LINEAR)

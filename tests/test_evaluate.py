@@ -94,11 +94,13 @@ def test_match_needs_iou_above_half() -> None:
     assert match(np.array([[0, 0, 10, 20]], np.float32), gt) == -1  # IoU exactly 0.5 is not > 0.5
 
 
-def test_evaluate_takes_a_detector_by_registry_name(shared_dir: Path) -> None:
-    """--detector yunet-n is the packaged YuNet-n, the same file as the shared data's copy."""
+def test_evaluate_takes_a_detector_by_registry_name() -> None:
+    """--detector yunet-n is the packaged YuNet-n, the file the registry names (the same bytes as
+    the shared data's copy)."""
     from export.evaluate import detector_path
     from pipnet_sdk.hub import sha256_file
+    from pipnet_sdk.registry import MODELS
 
     packaged = detector_path("yunet-n")
     assert packaged.parent.name == "models" and packaged.parent.parent.name == "pipnet_sdk"
-    assert sha256_file(packaged) == sha256_file(shared_dir / "models" / "yunet_n_dynamic.onnx")
+    assert sha256_file(packaged) == MODELS["yunet-n"].sha256

@@ -211,6 +211,7 @@ def test_export_parity(tmp_path: Path, backbone: str) -> None:
     assert r["scores_max_abs"] < 1e-4
 
 
+@pytest.mark.slow
 def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) -> None:
     """The CI run of the whole recipe: teacher, one STC round, ONNX fp32 + int8, in well under a minute."""
     cfg = {"name": "tiny", "width": 0.25, "stride": 16, "input_size": 64, "base_size": 96, "margin": 1.5,
@@ -233,6 +234,7 @@ def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) ->
     assert lm.spec.name == "tiny" and lm.spec.num_landmarks == 68 and lm.spec.crop_scale == 1.2
 
 
+@pytest.mark.slow
 def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, shared_dir: Path) -> None:
     """A warm restart on other data (300W alone), then distillation: a teacher at another input
     size labels the unlabeled faces on its own crops, and the student learns from those labels
@@ -269,6 +271,7 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     assert [l["stc_grid"] for l in log] == [0, 0]  # no coarse stage: full maps from the start
 
 
+@pytest.mark.slow
 def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """The neighbour heads are tied to the neighbour indices they were trained with: fine-tuning
     on other faces (here 300W only, after 300W + ytf68) and resuming that run keep the initial
@@ -295,6 +298,7 @@ def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, sha
         np.testing.assert_array_equal(metas[0]["meta"][key], metas[1]["meta"][key])
 
 
+@pytest.mark.slow
 def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """val_fraction 0 (pipnet-fast's last cycle, on every labeled face): no
     validation, so best.pt is the last epoch, and the export scores the model on the usual
@@ -316,6 +320,7 @@ def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -
     assert report["val_seen_in_training"] and np.isfinite(report["val_nme_int8"])  # 2 epochs: no accuracy yet
 
 
+@pytest.mark.slow
 def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """The 144-px pipnet-fast candidates (model card): weights trained at one input size continue at
     a bigger one (a bigger map on the same stride), with one residual block taken out ("blocks"). The
@@ -350,6 +355,7 @@ def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, sha
               tmp_path / "again", device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_weight_averaging_over_the_last_epochs(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """average_last K: the running mean of the last K epochs' weights goes to averaged.pt."""
     from export.train import average_into, load_config, train
@@ -373,6 +379,7 @@ def test_weight_averaging_over_the_last_epochs(tmp_path: Path, shared_dir: Path,
     assert np.isfinite(summary["averaged_val_nme"]) and avg["meta"] == last["meta"]
 
 
+@pytest.mark.slow
 def test_distillation_from_a_teacher_on_the_same_grid(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """A teacher at twice the input size and twice the stride (the same map) supervises the
     student on the same augmented crops, the student's downscaled from the teacher's."""
@@ -422,6 +429,7 @@ def test_drawn_green_marks_are_removed_from_the_unlabeled_faces(shared_dir: Path
         assert np.array_equal(img[~mask], clean[~mask])
 
 
+@pytest.mark.slow
 def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """"pseudo_labels": the shipped pipnet-fast labels cleaned unlabeled faces through the SDK with
     test-time averaging; the labels land on the faces of the student's crops and join training."""
@@ -447,6 +455,7 @@ def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path
     assert "train=10+6 " in (tmp_path / "run" / "log.txt").read_text()
 
 
+@pytest.mark.slow
 def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
     """export.from_onnx: a format-1 or format-2 file (fp32, or int8 QDQ) back to trainable weights.
     The recovered model computes the file's network in evaluation; its BatchNorm statistics are
@@ -505,6 +514,7 @@ def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
             assert float((a - b).abs().max()) < 0.05 * float(b.abs().max())
 
 
+@pytest.mark.slow
 def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """export.gpu_run as the GPU machine runs it, here with --device cpu: the crops of a few faces
     packed, a first stage trained from the pack alone (no shared data) into small weights-only
@@ -542,6 +552,7 @@ def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, sh
     assert json.loads((run / "restart1" / "config.json").read_text())["init"] == str(run / "teacher" / "best.pt")
 
 
+@pytest.mark.slow
 def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """A schedule longer than one sitting: the recipe's --stop-after pauses the first stage at an
     epoch end, handoff gives its weights to a GPU run (here --device cpu, no shared data) that goes
@@ -805,6 +816,7 @@ def test_motion_blur_runs_along_its_angle() -> None:
 
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_uninterrupted_run(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """A run stopped after its second of four epochs and resumed ends with the same weights as the
     run that was never stopped: the generators of both the crop draws and the pixel noise are
@@ -871,6 +883,7 @@ def test_recipe_checks_the_files_it_needs_before_any_work(tmp_path: Path, monkey
             R.main(["--config", str(conf), "--out", str(tmp_path / "run"), "--quiet"])
 
 
+@pytest.mark.slow
 def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """export.compare on real validation faces: blur costs the shipped model accuracy, a file
     no better than the shipped one does not ship, each clause of the rule decides, and files of

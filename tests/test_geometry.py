@@ -70,6 +70,16 @@ def detected(lm, sample):
     return out
 
 
+@pytest.fixture(scope="module")
+def group_faces(lm, samples: Path):
+    """(image, None, detected face) for the 4 faces of the committed group photo: for the tests
+    that need real faces but no ground truth."""
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    faces = lm.detect(img)
+    assert len(faces) == 4
+    return [(img, None, f) for f in faces]
+
+
 def angle_diff(a: float, b: float) -> float:
     return (a - b + 180) % 360 - 180
 
@@ -182,18 +192,18 @@ def test_pose_rotation_redetected(lm, detected) -> None:
     assert np.mean(errs) < 2.0 and np.percentile(errs, 90) < 4.0 and max(errs) < 8, errs
 
 
-def test_pose_without_image_size(detected) -> None:
+def test_pose_without_image_size(group_faces) -> None:
     """No image size: the camera sits on the face's axis, so the pose is close to the one of
     the face centred in a square image (measured on 554 faces: 0.3-1.7 deg mean, 5 max)."""
     errs = []
-    for _, _, face in detected:
+    for _, _, face in group_faces:
         p = face.landmarks.astype(np.float64)
         side = int(np.linalg.norm(p[0] - p[16]))
         centred = p - p.mean(0) + side
         errs.append(np.subtract(head_pose(p), head_pose(centred, (2 * side + 1, 2 * side + 1))))
     errs = np.abs(errs)
     assert errs.mean() < 2 and errs.max() < 6, errs
-    no_size = Face(np.zeros(4, np.float32), 1.0, detected[0][2].landmarks, np.ones(68, np.float32))
+    no_size = Face(np.zeros(4, np.float32), 1.0, group_faces[0][2].landmarks, np.ones(68, np.float32))
     assert no_size.image_size is None and no_size.pose is not None
 
 
@@ -231,8 +241,8 @@ def test_align_puts_the_eyes_on_the_template(lm, detected) -> None:
     assert warped[:, :2].mean() < 1.0 and warped[:, :2].max() < 2.5, warped
 
 
-def test_align_api(detected) -> None:
-    img, _, face = detected[0]
+def test_align_api(group_faces) -> None:
+    img, _, face = group_faces[0]
     crop = align(img, face)
     np.testing.assert_array_equal(crop, align(img, face.five_points))
     np.testing.assert_array_equal(crop, align(img, face.landmarks))
@@ -243,7 +253,7 @@ def test_align_api(detected) -> None:
     assert np.abs(small.astype(int) - crop).mean() < 12  # same crop, twice the pixels
     mine = align(img, face, size=64, template=ARCFACE_112 * (64 / 112))
     np.testing.assert_array_equal(mine, align(img, face, size=64))
-    faces = [f for _, _, f in detected[:3]]
+    faces = [f for _, _, f in group_faces[:3]]
     many = align_many(img, faces, size=96)
     assert many.shape == (3, 96, 96, 3) and many.dtype == np.uint8
     np.testing.assert_array_equal(many[0], align(img, face, size=96))
@@ -320,8 +330,8 @@ def test_mouth_openness_on_faces(by_state) -> None:
 
 
 # ------------------------------------------------------------------------------ Face fields
-def test_face_fields_and_json(detected) -> None:
-    img, _, face = detected[0]
+def test_face_fields_and_json(group_faces) -> None:
+    img, _, face = group_faces[0]
     assert face.image_size == (img.shape[1], img.shape[0])
     assert isinstance(face.pose, HeadPose)
     assert face.pose == head_pose(face.landmarks, face.image_size)
@@ -338,7 +348,7 @@ def test_face_fields_and_json(detected) -> None:
     assert d["five_points"] is d["pose"] is d["eye_openness"] is d["mouth_openness"] is None
 
 
-def test_fields_are_lazy(models_dir: Path, detected, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fields_are_lazy(models_dir: Path, group_faces, monkeypatch: pytest.MonkeyPatch) -> None:
     """Making Faces (detect, detect_batch, video tracking) computes none of the fields; the
     first read computes one, later reads use the cache."""
     from pipnet_sdk.video import VideoLandmarker
@@ -351,7 +361,7 @@ def test_fields_are_lazy(models_dir: Path, detected, monkeypatch: pytest.MonkeyP
             calls[_name] = calls.get(_name, 0) + 1
             return _real(*a, **k)
         monkeypatch.setattr(geometry, name, counted)
-    img = detected[1][0]
+    img = group_faces[1][0]
     lm = Landmarker(threads=1)
     faces = lm.detect(img) + lm.detect_batch([img, img])[1] + VideoLandmarker(lm).track(img)
     assert len(faces) >= 3 and calls == {}
@@ -366,8 +376,8 @@ def test_fields_are_lazy(models_dir: Path, detected, monkeypatch: pytest.MonkeyP
 
 
 # ------------------------------------------------------------------------------ drawing
-def test_draw_pose(detected) -> None:
-    img, _, face = detected[2]
+def test_draw_pose(group_faces) -> None:
+    img, _, face = group_faces[2]
     plain = draw(img, face)
     axes = draw(img, face, pose=True)
     changed = np.abs(axes.astype(int) - plain).sum(-1) > 0
@@ -384,11 +394,11 @@ def test_draw_pose(detected) -> None:
     np.testing.assert_array_equal(draw(img, few, pose=True), draw(img, few))
 
 
-def test_cli_draw_pose(models_dir: Path, detected, tmp_path: Path, capsys) -> None:
+def test_cli_draw_pose(models_dir: Path, group_faces, tmp_path: Path, capsys) -> None:
     from pipnet_sdk.cli import main
 
     src = tmp_path / "face.png"
-    cv2.imwrite(str(src), detected[0][0])
+    cv2.imwrite(str(src), group_faces[0][0])
     assert main(["detect", str(src), "--draw", "--out", str(tmp_path / "a"), "-q"]) == 0
     assert main(["detect", str(src), "--draw", "--draw-pose", "--out", str(tmp_path / "b"), "-q"]) == 0
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
@@ -441,6 +451,7 @@ def blink_video(path: Path, img: np.ndarray, gt: np.ndarray, starts: list[int], 
     writer.release()
 
 
+@pytest.mark.slow
 def test_blink_example_counts_synthetic_blinks(models_dir: Path, test_set, tmp_path: Path, capsys) -> None:
     """There is no real blink video here: a 300W face (wide open eyes, frontal) gets three
     synthetic blinks. The example counts 3 on it and 0 on the same clip without blinks."""

@@ -199,8 +199,8 @@ def test_env_dir_checksum_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         resolve("yunet-s")
 
 
-def test_env_dir_and_unpublished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_dir: Path) -> None:
-    (tmp_path / "yunet_n_dynamic.onnx").symlink_to(shared_dir / "models" / "yunet_n_dynamic.onnx")
+def test_env_dir_and_unpublished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yunet_path: Path) -> None:
+    (tmp_path / "yunet_n_dynamic.onnx").symlink_to(yunet_path)
     monkeypatch.setenv("PIPNET_MODELS_DIR", str(tmp_path))
     assert resolve("yunet-n", "detector") == tmp_path / "yunet_n_dynamic.onnx"
     assert hub.cached_path("yunet-n") == (tmp_path / "yunet_n_dynamic.onnx", "PIPNET_MODELS_DIR")

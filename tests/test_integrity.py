@@ -112,6 +112,7 @@ def _iod(truth: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name, step", [("pipnet-fast", 9), ("pipnet-r18", 18)])  # ~60 and ~30 faces
+@pytest.mark.slow
 def test_int8_landmarks_do_not_depend_on_the_cpu(shared_dir: Path, name: str, step: int) -> None:
     model, x, squares, truth = _labeled_inputs(name, shared_dir, step)
     assert len(x) >= 25
@@ -144,6 +145,7 @@ np.save(sys.argv[3], np.concatenate([model.decode(model.forward(x[i:i + 1]))[0] 
 @pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
                     reason="needs qemu-user on x86-64 (Debian: apt-get install qemu-user)")
 @pytest.mark.parametrize("name, step", [("pipnet-fast", 36), ("pipnet-r18", 110)])  # ~15 and ~5 faces
+@pytest.mark.slow
 def test_int8_landmarks_on_an_emulated_avx2_cpu(tmp_path: Path, shared_dir: Path, name: str, step: int) -> None:
     """The shipped int8 file under qemu-user emulating an AVX2-only CPU (onnxruntime's AVX2
     VPMADDUBSW kernels, the ones that saturated with 8-bit weights) gives this CPU's landmarks.

@@ -119,6 +119,7 @@ def test_configs_that_ask_for_weights_are_checked_before_any_work(tmp_path: Path
         check_files(cfg)  # found in the installed package
 
 
+@pytest.mark.slow
 def test_a_zero_trunk_learning_rate_trains_the_heads_alone(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """"trunk_lr_scale": 0 leaves every trunk parameter as it started while the heads learn."""
     from export.train import prepare, train

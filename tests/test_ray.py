@@ -22,7 +22,8 @@ from pipnet_sdk.integrations.ray import LandmarkPredictor, landmark_dataset, out
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 12
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray")  # Ray's own notices
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"),  # Ray's own notices
+              pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -94,13 +94,17 @@ class CountingDetector:
 
 
 @pytest.fixture(scope="module")
-def faces_300w(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Two 300W test faces (one face each), scaled to 240 px tall."""
+def two_faces(samples: Path, yunet_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Two faces of the committed group photo, each cut out square (1.5 times its box, no other
+    face in it) and scaled to 240 x 240."""
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    boxes, _ = YuNet(yunet_path).detect(img)
     out = []
-    for name in ("image_0008.jpg", "image_0005.jpg"):
-        img = cv2.imread(str(shared_dir / "data" / "300w" / "test" / "lfpw" / name))
-        f = 240 / img.shape[0]
-        out.append(cv2.resize(img, (round(img.shape[1] * f), 240), interpolation=cv2.INTER_AREA))
+    for x1, y1, x2, y2 in boxes[:2]:
+        half = 0.75 * max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        crop = img[round(cy - half):round(cy + half), round(cx - half):round(cx + half)]
+        out.append(cv2.resize(crop, (240, 240), interpolation=cv2.INTER_AREA))
     return out[0], out[1]
 
 
@@ -125,33 +129,33 @@ def counted(random_model: Path, yunet_path: Path) -> tuple[Landmarker, CountingD
     return Landmarker(model=random_model, detector=det, threads=1), det
 
 
-def test_detect_every_is_honoured(counted, faces_300w) -> None:
+def test_detect_every_is_honoured(counted, two_faces) -> None:
     lm, det = counted
     v = make_video(lm, detect_every=3, smoothing=False)
     flags = []
     for i in range(8):
-        faces = v.track(canvas((faces_300w[0], 40 + 0.5 * i, 40)))
+        faces = v.track(canvas((two_faces[0], 40 + 0.5 * i, 40)))
         flags.append(v.detected)
         assert len(faces) == 1 and faces[0].track_id == 0
     assert flags == [True, False, False, True, False, False, True, False]
     assert det.calls == 3
 
 
-def test_same_face_shifted_keeps_its_id(counted, faces_300w) -> None:
+def test_same_face_shifted_keeps_its_id(counted, two_faces) -> None:
     lm, det = counted
     v = make_video(lm, detect_every=1)
     ids = []
     for i in range(6):
-        faces = v.track(canvas((faces_300w[0], 40 + 2 * i, 40 + i)))
+        faces = v.track(canvas((two_faces[0], 40 + 2 * i, 40 + i)))
         ids.append([f.track_id for f in faces])
     assert ids == [[0]] * 6
     assert det.calls == 6
 
 
-def test_new_face_gets_a_new_id(counted, faces_300w) -> None:
+def test_new_face_gets_a_new_id(counted, two_faces) -> None:
     lm, _ = counted
     v = make_video(lm, detect_every=1)
-    a, b = faces_300w
+    a, b = two_faces
     assert [f.track_id for f in v.track(canvas((a, 40, 40)))] == [0]
     faces = v.track(canvas((a, 41, 40), (b, 400, 40)))
     assert [f.track_id for f in faces] == [0, 1]
@@ -161,29 +165,29 @@ def test_new_face_gets_a_new_id(counted, faces_300w) -> None:
     assert [f.track_id for f in faces] == [0, 1]
 
 
-def test_face_gone_is_dropped_and_redetected(counted, faces_300w) -> None:
+def test_face_gone_is_dropped_and_redetected(counted, two_faces) -> None:
     lm, det = counted
     v = make_video(lm, detect_every=1, max_lost=0)
-    assert [f.track_id for f in v.track(canvas((faces_300w[0], 40, 40)))] == [0]
+    assert [f.track_id for f in v.track(canvas((two_faces[0], 40, 40)))] == [0]
     assert v.track(canvas()) == [] and v.num_tracks == 0
     calls = det.calls
-    faces = v.track(canvas((faces_300w[0], 40, 40)))
+    faces = v.track(canvas((two_faces[0], 40, 40)))
     assert det.calls == calls + 1 and [f.track_id for f in faces] == [1]
 
 
-def test_unmatched_track_survives_max_lost_detect_frames(counted, faces_300w) -> None:
+def test_unmatched_track_survives_max_lost_detect_frames(counted, two_faces) -> None:
     lm, _ = counted
     v = make_video(lm, detect_every=1, max_lost=2, min_score=0.0)
-    v.track(canvas((faces_300w[0], 40, 40)))
+    v.track(canvas((two_faces[0], 40, 40)))
     blank = canvas()
     assert len(v.track(blank)) == 1 and len(v.track(blank)) == 1  # missed 1, 2: kept
     assert v.track(blank) == []  # missed 3 > max_lost
 
 
-def test_reset_starts_over(counted, faces_300w) -> None:
+def test_reset_starts_over(counted, two_faces) -> None:
     lm, det = counted
     v = make_video(lm, detect_every=10)
-    frame = canvas((faces_300w[0], 40, 40))
+    frame = canvas((two_faces[0], 40, 40))
     v.track(frame)
     v.track(frame)
     assert det.calls == 1
@@ -192,10 +196,10 @@ def test_reset_starts_over(counted, faces_300w) -> None:
     assert det.calls == 2 and v.detected and [f.track_id for f in faces] == [0]
 
 
-def test_faces_carry_boxes_and_filtered_landmarks(counted, faces_300w) -> None:
+def test_faces_carry_boxes_and_filtered_landmarks(counted, two_faces) -> None:
     lm, _ = counted
     v = make_video(lm, detect_every=5, smoothing=True)
-    frame = canvas((faces_300w[0], 40, 40))
+    frame = canvas((two_faces[0], 40, 40))
     for _ in range(3):
         faces = v.track(frame, timestamp=None)
     (f,) = faces
@@ -226,12 +230,12 @@ def trained(yunet_path: Path) -> tuple[Landmarker, CountingDetector]:
     return Landmarker(model=path, detector=det, threads=1), det
 
 
-def test_tracking_follows_the_face(trained, faces_300w) -> None:
+def test_tracking_follows_the_face(trained, two_faces) -> None:
     lm, det = trained
     v = make_video(lm, detect_every=100, smoothing=False)
     calls = det.calls
     for i in range(10):
-        frame = canvas((faces_300w[0], 40 + 3 * i, 40 + i))
+        frame = canvas((two_faces[0], 40 + 3 * i, 40 + i))
         faces = v.track(frame)
         ref = lm.detect(frame)[0].landmarks
         iod = np.linalg.norm(ref[36] - ref[45])
@@ -240,14 +244,14 @@ def test_tracking_follows_the_face(trained, faces_300w) -> None:
     assert det.calls - calls == 1 + 10  # one by the tracker, ten by the references
 
 
-def test_face_gone_lost_by_scores(trained, faces_300w) -> None:
+def test_face_gone_lost_by_scores(trained, two_faces) -> None:
     lm, det = trained
     v = make_video(lm, detect_every=100)
-    v.track(canvas((faces_300w[0], 40, 40)))
+    v.track(canvas((two_faces[0], 40, 40)))
     calls = det.calls
     assert v.track(canvas()) == []  # tracked (no detector call) and lost by its scores
     assert det.calls == calls and not v.detected
-    faces = v.track(canvas((faces_300w[0], 40, 40)))
+    faces = v.track(canvas((two_faces[0], 40, 40)))
     assert v.detected and det.calls == calls + 1 and [f.track_id for f in faces] == [1]
 
 
@@ -263,13 +267,13 @@ def _video_args(*argv: str):
 
 
 def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                         faces_300w, capsys) -> None:
+                                         two_faces, capsys) -> None:
     import json
 
     clip = tmp_path / "clip.mp4"
     w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 320))
     for i in range(7):
-        w.write(canvas((faces_300w[0], 40 + 2 * i, 40)))
+        w.write(canvas((two_faces[0], 40 + 2 * i, 40)))
     w.release()
     out, js = tmp_path / "out" / "a.mp4", tmp_path / "a.json"
     args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
@@ -294,14 +298,14 @@ def _clip(path: Path, frames: list[np.ndarray]) -> Path:
 
 
 def test_cli_video_unwritable_output_and_crash(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                               faces_300w, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+                                               two_faces, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     """--out into a place that cannot hold a file is named as such (not blamed on the codec);
     a run that crashes leaves JSON that says so, with the frames it finished."""
     import json
 
     from pipnet_sdk import video as video_module
 
-    clip = _clip(tmp_path / "clip.mp4", [canvas((faces_300w[0], 40 + 2 * i, 40)) for i in range(6)])
+    clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 2 * i, 40)) for i in range(6)])
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     models = ["--model", str(random_model), "--detector", str(yunet_path)]
@@ -343,12 +347,12 @@ def test_cli_video_errors(tmp_path: Path, random_model: Path, capsys) -> None:
     assert len(err) == 2 and all(line.startswith("pipnet: error: ") for line in err)
 
 
-def test_frame_size_change_keeps_tracks(trained, faces_300w) -> None:
+def test_frame_size_change_keeps_tracks(trained, two_faces) -> None:
     """A stream that changes size mid-way (same scene, resized): the first frame at the new size
     has its faces, with their old track ids (the detector runs on that frame)."""
     lm, det = trained
     v = make_video(lm, detect_every=100)
-    frame = canvas((faces_300w[0], 40, 40), (faces_300w[1], 360, 60))
+    frame = canvas((two_faces[0], 40, 40), (two_faces[1], 360, 60))
     ids = [f.track_id for f in v.track(frame)]
     v.track(frame)
     assert ids == [0, 1]
@@ -365,11 +369,11 @@ def test_frame_size_change_keeps_tracks(trained, faces_300w) -> None:
         assert [f.track_id for f in v.track(cv2.resize(frame, size, interpolation=cv2.INTER_AREA))] == ids
 
 
-def test_cli_video_outputs_checked_against_the_input(tmp_path: Path, faces_300w, capsys) -> None:
+def test_cli_video_outputs_checked_against_the_input(tmp_path: Path, two_faces, capsys) -> None:
     """--out or --json naming the input video, both naming one file, or a video extension OpenCV
     cannot write: one error line before any model is loaded (the model named here does not
     exist), with the input left whole; a folder given as the input is named as a folder."""
-    clip = _clip(tmp_path / "clip.mp4", [canvas((faces_300w[0], 40 + 2 * i, 40)) for i in range(5)])
+    clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 2 * i, 40)) for i in range(5)])
     before = clip.read_bytes()
     cases = [(("--out", str(clip)), "is one of the inputs"), (("--json", str(clip)), "is one of the inputs"),
              (("--out", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "a.mp4")), "name the same file"),
