@@ -1,4 +1,4 @@
-"""Time the SDK's NumPy PIP decoder on a batch of faces (the issue asks: 64 faces in a few ms).
+"""Time the SDK's NumPy PIP decoder on a batch of faces (the target: 64 faces in a few ms).
 
     python benchmarks/decode_speed.py [--faces 64] [--model pipnet_sdk/models/pipnet-fast.onnx]
 

@@ -1,4 +1,4 @@
-"""Benchmark of issue 23, "Faster than MediaPipe end to end on one core, on every CPU".
+"""Benchmark of the speed target, "Faster than MediaPipe end to end on one core, on every CPU".
 
     PIPNET_MODELS_DIR=/work/shared/models python benchmarks/end_to_end.py [--sets a b c] [--repeats 2]
         [--limit N] [--cpu 0] [--mp-python .venv-mp/bin/python] [--no-mediapipe] [--no-dlib]

@@ -1,4 +1,4 @@
-"""Benchmark of the issue "Ship trained 68-point models: more accurate than dlib, nearly as fast".
+"""Benchmark of the goal "Ship trained 68-point models: more accurate than dlib, nearly as fast".
 
     python benchmarks/landmarks.py [--fast PATH] [--r18 PATH] [--limit N] [--threads 1 2] [--test-crops K]
                                    [--no-flip-test]
@@ -61,7 +61,7 @@ from export.evaluate import (cache_dir, data_path, evaluate_gt, match, nme_per_f
 from benchmarks.cpu import cpu_line  # noqa: E402
 from pipnet_sdk import Landmarker  # noqa: E402
 
-TARGET_FAST_NME = 0.030  # the models issue (0.6): pipnet-fast <= 3.0 %, pipnet-r18 <= 2.85 %
+TARGET_FAST_NME = 0.030  # models 0.6: pipnet-fast <= 3.0 %, pipnet-r18 <= 2.85 %
 TARGET_R18_NME = 0.0285
 TARGET_SPEED_RATIO = 2.0
 MIN_IOU = 0.5
@@ -190,7 +190,7 @@ def opencv_threads(n: int):
 def best_of(rounds: int, jobs: dict[str, list[Callable[[], None]]], threads: dict[str, int]) -> dict[str, float]:
     """Total time of each job's steps, taking for every step its best (least disturbed) time
     over `rounds` interleaved rounds: robust to other processes taking the cores now and then.
-    OpenCV runs each job with `threads[job]` threads (ONNX Runtime's count is the session's)."""
+    OpenCV runs each job with `threads[job]` threads (ONNX Runtime's count is the ORT session's)."""
     best = {k: np.full(len(steps), np.inf) for k, steps in jobs.items()}
     for _ in range(rounds):
         for k, steps in jobs.items():
@@ -229,7 +229,7 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
             jobs[f"{name}|{t}|1"] = [lambda p=p, one=one: one(*p) for p in pairs]
             jobs[f"{name}|{t}|8"] = [lambda g=pairs[j:j + 8], eight=eight: eight(g) for j in range(0, nf, 8)]
             for step in jobs[f"{name}|{t}|1"][:2] + jobs[f"{name}|{t}|8"][:1]:
-                step()  # warm up (session arenas, page-in)
+                step()  # warm up (ORT session arenas, page-in)
     if progress:
         print(f"timing the landmark stage on {nf} faces, best of {rounds} rounds per step ...", file=sys.stderr)
     with opencv_threads(1):  # best_of and the end-to-end loop below set each job's count

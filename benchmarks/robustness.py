@@ -1,4 +1,4 @@
-"""Robustness benchmark (issue 21, "Models 0.6 ... steady under blur"): ours vs dlib on corrupted
+"""Robustness benchmark (the target "Models 0.6 ... steady under blur"): ours vs dlib on corrupted
 300W common-test images.
 
     python benchmarks/robustness.py [--models pipnet-fast pipnet-r18] [--conditions clean gaussian_blur ...]
@@ -353,7 +353,7 @@ def check(label: str, measured: str, ok: bool | None) -> dict[str, Any]:
 
 
 def targets(res: dict[str, dict[str, dict[str, Any]]], models: list[str]) -> list[dict[str, Any]]:
-    """The issue's targets on the conditions that ran: clean accuracy (the shipped model names),
+    """The models 0.6 targets on the conditions that ran: clean accuracy (the shipped model names),
     blur and keep-the-lead, per model."""
     rows = []
     for m in [m for m in models if "clean" in res and m in CLEAN_NME_TARGETS]:

@@ -97,7 +97,7 @@ def compare(shipped: str, new: str, cfg: dict[str, Any], limit: int = 10_000, se
     soft = blurred(crops, seed)
     norm = get_scheme(cfg["scheme"]).norm
     both = {p: val_nme_per_face(p, np.concatenate([crops, soft]), np.concatenate([pts, pts]), norm)
-            for p in (shipped, new)}  # one session per file: clean crops, then their blurred copies
+            for p in (shipped, new)}  # one ORT session per file: clean crops, then their blurred copies
     nme = {p: (v[:len(crops)], v[len(crops):]) for p, v in both.items()}
     clean, blur = paired(nme[new][0], nme[shipped][0]), paired(nme[new][1], nme[shipped][1])
     ms = landmark_ms([shipped, new], crops[:timing_crops])

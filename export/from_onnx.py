@@ -1,6 +1,6 @@
 """Recover a trainable checkpoint from a shipped ONNX file (format 1, 2 or 3, fp32 or int8 QDQ).
 
-Checkpoints are not kept between sessions, but the shipped files are in git. Their graphs hold
+Checkpoints (runs/) are not kept in git, but the shipped files are. Their graphs hold
 each convolution with its BatchNorm folded in (W, b), int8 files as weight x scale; format 2
 (export/deploy.py) also holds the stem as SpaceToDepth + a stride-1 convolution, and the offset
 and neighbour heads as per-landmark rows of the in-graph decoding, both undone here. This turns a

@@ -1,24 +1,26 @@
-"""Train a config's first stage on a lent GPU, from packed crops, and bring the weights back.
+"""Train a config's first stage on a CUDA machine, from packed crops, and bring the weights back.
 
-The GPU machine gets a copy of the working tree (at most 64 MiB, no ../shared) and returns at
-most 8 files of at most 16 MiB from $OUT. So:
+The CUDA machine needs the repository and the packed crops, not the shared data (../shared);
+what it writes is a few checkpoint files, in parts of a chosen size when bigger. So:
 
     # 1. here, on the CPU: cut the crops the stage trains on and pack them (WebP) into .gpu/data
     python -m export.gpu_run pack --config export/configs/pipnet-fast.json
-    # 2. on the GPU machine (the run tool, carry: the files step 1 printed, timeout_s 600):
-    python -m export.gpu_run train --config export/configs/pipnet-fast.json --out $OUT --minutes 8
-    # 3. here again: the returned files (FILES_AT) become a run folder the CPU side continues
-    python -m export.gpu_run fetch FILES_AT --out runs/fast/teacher
+    # 2. on any CUDA machine, with a copy of the repository and the file(s) step 1 printed:
+    python -m export.gpu_run train --config export/configs/pipnet-fast.json --device cuda --minutes 8 --out OUT_DIR
+    # 3. here again: OUT_DIR, copied back, becomes a run folder the CPU side continues
+    python -m export.gpu_run fetch OUT_DIR --out runs/fast/teacher
     python -m export.recipe --config export/configs/pipnet-fast.json --out runs/fast --resume
 
 `train` is export.train.train on the stage the recipe calls "teacher" (the config without
 "restarts" and "stc"), with the packed crops as its cache, the batches cut and augmented on the
 GPU, bf16 autocast and channels_last, optionally torch.compile, and "max_minutes" set from
---minutes less the time already spent (the schedule is fitted to what is left). It writes to
-$OUT best.pt and last.pt as portable checkpoints (weights, no generator states; split into
-NAME.partK.pt files of at most 15 MB when bigger), log.txt and config.json.
+--minutes less the time already spent (the schedule is fitted to what is left). It writes into
+the output folder (--out) best.pt and last.pt as portable checkpoints (weights, no generator
+states; split into NAME.partK.pt files of at most --part-mb MB, 15 by default, when bigger),
+log.txt and config.json: at most --max-files files (8 by default, 0 for no limit), for a
+transfer that brings back only so many.
 
-A schedule longer than one lent GPU (or one CPU session) is trained in legs instead: the CPU
+A schedule longer than one GPU run (or one sitting on the CPU) is trained in legs instead: the CPU
 runs the recipe with `--stop-after`; `handoff` writes that run's last.pt (weights, and AdamW's
 state in last.opt.pt) into .gpu/resume; `train --resume-from .gpu/resume` goes on with the same
 schedule and optimizer state for --minutes (`--keep-schedule` does the same from the start) and
@@ -49,7 +51,7 @@ PROCESS_START = time.time()  # --minutes counts from here; the reserve covers th
 DATA = Path(".gpu/data")
 RESUME = Path(".gpu/resume")
 PART_MB = 15.0
-MAX_FILES = 8  # the run tool returns at most 8 files from $OUT
+MAX_FILES = 8  # files left in the output folder (--max-files), for a transfer that brings back only so many
 
 
 def stage_config(path: str, limit: int | None = None, epochs: int | None = None) -> dict[str, Any]:
@@ -73,7 +75,7 @@ def pack_data(cfg: dict[str, Any], data: Path, quality: int = 85, progress: bool
 
 def save_split(tensors: dict[str, torch.Tensor], head: dict[str, Any], dest: Path, max_mb: float = PART_MB) -> list[Path]:
     """tensors, with head (small, picklable) in the first file: dest when they fit in max_mb, else
-    dest.part0.pt, dest.part1.pt, ... (the run tool returns files of at most 16 MiB)."""
+    dest.part0.pt, dest.part1.pt, ... (for a transfer that takes files up to a size)."""
     parts: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for k, v in tensors.items():
@@ -156,9 +158,11 @@ def load_portable(dest: Path) -> dict[str, Any]:
 
 def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, device: str | None = None,
                     compile_model: bool = False, half: bool = False, progress: bool = True,
-                    resume_from: Path | None = None, keep_schedule: bool = False) -> dict[str, Any]:
+                    resume_from: Path | None = None, keep_schedule: bool = False, max_files: int = MAX_FILES,
+                    part_mb: float = PART_MB) -> dict[str, Any]:
     """Train cfg from the packed crops in data within `minutes` of wall clock (counted from the
-    process start), then write the portable checkpoints, log.txt and config.json into out.
+    process start), then write the portable checkpoints (in parts of at most part_mb MB), log.txt
+    and config.json into out, at most max_files files (0: no limit).
     The schedule is fitted to the minutes, unless keep_schedule or resume_from (a folder with a
     last.pt to go on from): then it stays the config's, the run stops when the minutes are spent,
     and last.pt's optimizer state returns too (trim_to_limit)."""
@@ -185,30 +189,33 @@ def train_on_device(cfg: dict[str, Any], data: Path, out: Path, minutes: float, 
             shutil.copy(run / name, out / name)
         for name in ("best", "averaged", "last"):  # a resumed run has no best.pt when it did not improve
             if (run / f"{name}.pt").exists():
-                save_portable(run / f"{name}.pt", out / f"{name}.pt", half, optimizer=keep_schedule and name == "last")
-    summary["left_out"] = trim_to_limit(out)
+                save_portable(run / f"{name}.pt", out / f"{name}.pt", half, part_mb,
+                              optimizer=keep_schedule and name == "last")
+    summary["left_out"] = trim_to_limit(out, max_files)
     summary["optimizer_returned"] = bool(portable_paths(optimizer_path(out / "last.pt")))
     summary["minutes"] = round((time.time() - PROCESS_START) / 60, 2)
     return summary
 
 
-def trim_to_limit(out: Path) -> list[str]:
-    """Keep the returned files within the run tool's MAX_FILES: when out holds more, leave out
+def trim_to_limit(out: Path, max_files: int = MAX_FILES) -> list[str]:
+    """Keep the output folder within max_files files (0: no limit): when out holds more, leave out
     last.pt's optimizer state first (the next leg then starts a fresh optimizer), then best.pt
     (fetch keeps the folder's); last.pt, the log and the config always return. Says what it left
     out, and returns those names."""
     dropped: list[str] = []
+    if not max_files:
+        return dropped
     for dest in (optimizer_path(out / "last.pt"), out / "best.pt"):
-        if len(list(out.iterdir())) <= MAX_FILES:
+        if len(list(out.iterdir())) <= max_files:
             break
         for p in portable_paths(dest):
             p.unlink()
             dropped.append(p.name)
     if dropped:
-        print(f"note: left out {', '.join(dropped)}: the run tool returns at most {MAX_FILES} files")
-    if len(list(out.iterdir())) > MAX_FILES:
+        print(f"note: left out {', '.join(dropped)}: at most {max_files} files (--max-files)")
+    if len(list(out.iterdir())) > max_files:
         print(f"warning: last.pt alone is in {len(list(out.glob('last.part*.pt')))} parts: with the log and "
-              f"config more than {MAX_FILES} files; the run tool will not return them all")
+              f"config more than {max_files} files (--max-files); raise --part-mb or --max-files")
     return dropped
 
 
@@ -306,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--limit", type=int, help="faces per folder (smoke runs)")
         s.add_argument("--quiet", action="store_true")
     p.add_argument("--quality", type=int, default=85, help="WebP quality (0-100)")
-    t.add_argument("--out", type=Path, required=True, help="where the returned files go ($OUT)")
+    t.add_argument("--out", type=Path, required=True,
+                   help="output folder: the checkpoints, log.txt and config.json to bring back")
     t.add_argument("--minutes", type=float, required=True, help="wall-clock budget of the whole command")
     t.add_argument("--epochs", type=int)
     t.add_argument("--device", help="cuda (default when there is one) or cpu")
@@ -317,6 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--resume-from", type=Path, metavar="DIR",
                    help=f"go on from DIR/last.pt (handoff writes it into {RESUME}), keeping its schedule")
     t.add_argument("--half", action="store_true", help="return fp16 weights (half the size)")
+    t.add_argument("--part-mb", type=float, default=PART_MB,
+                   help=f"split checkpoints bigger than this into parts of at most this size (default {PART_MB:g} MB)")
+    t.add_argument("--max-files", type=int, default=MAX_FILES,
+                   help=f"leave at most this many files in --out, leaving out the optimizer state, then best.pt "
+                        f"(default {MAX_FILES}; 0: no limit)")
     f = sub.add_parser("fetch", help="turn the returned files into a run folder (CPU)")
     f.add_argument("returned", type=Path, help="folder holding the returned files")
     f.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/fast/teacher")
@@ -328,8 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.cmd == "pack":
         paths = pack_data(stage_config(a.config, a.limit), a.data, a.quality, not a.quiet)
-        # what the run tool must carry: these files, not the whole folder (other configs' packs
-        # would push the travelling tree past its 64 MiB)
+        # what the GPU machine needs: these files, not the whole folder (other configs' packs are
+        # there too)
         print(json.dumps({"carry": [str(p) for p in paths],
                           "MiB": round(sum(p.stat().st_size for p in paths) / 2**20, 1)}))
     elif a.cmd == "train":
@@ -340,7 +353,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.error("--half returns fp16 weights, which the next leg would train on: not with --resume-from "
                      "or --keep-schedule")
         print(json.dumps(train_on_device(cfg, a.data, a.out, a.minutes, a.device, a.compile, a.half, not a.quiet,
-                                         a.resume_from, a.keep_schedule)))
+                                         a.resume_from, a.keep_schedule, a.max_files, a.part_mb)))
     elif a.cmd == "handoff":
         paths = handoff(a.run, a.to, not a.weights_only)
         print(json.dumps({"carry": [os.path.relpath(p) for p in paths],

@@ -23,7 +23,7 @@ run resumed from a checkpoint with a budget keeps that checkpoint's schedule.
 
 `--stop-after MINUTES` is the other kind of budget, for a schedule longer than one sitting: the
 schedule stays as configured, training stops at the first epoch end past the budget, and
-`--resume` goes on from there (on this machine, or on a lent GPU with `export.gpu_run`).
+`--resume` goes on from there (on this machine, or on a CUDA machine with `export.gpu_run`).
 """
 from __future__ import annotations
 

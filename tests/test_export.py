@@ -639,11 +639,11 @@ def test_fetch_keeps_the_better_best_and_with_no_validation_the_newer(tmp_path: 
         assert torch.load(run / "best.pt", weights_only=False)["epoch"] == (19 if taken else 9)
 
 
-def test_the_optimizer_state_travels_split_within_the_run_tools_limits(tmp_path: Path) -> None:
+def test_the_optimizer_state_travels_split_within_the_file_limits(tmp_path: Path) -> None:
     """AdamW's state beside a portable checkpoint: split into parts like the weights, read back
     (its moments rounded to bfloat16: the size of the weights), refused when it is of another
     epoch than the weights beside it or a part is missing, and left out of a GPU leg's returned
-    files, then best.pt too, when they would pass the run tool's 8."""
+    files, then best.pt too, when they would pass --max-files (8 by default)."""
     from export import gpu_run
 
     model = torch.nn.Sequential(torch.nn.Linear(400, 400), torch.nn.Linear(400, 68))
@@ -666,6 +666,7 @@ def test_the_optimizer_state_travels_split_within_the_run_tools_limits(tmp_path:
     best = [out / f"best.part{i}.pt" for i in range(4)]
     for p in best:
         p.write_text("")
+    assert gpu_run.trim_to_limit(out, max_files=0) == [] and len(list(out.iterdir())) == 9  # 0: no limit
     assert gpu_run.trim_to_limit(out) == ["last.opt.part0.pt", "last.opt.part1.pt"]  # 9 with it
     assert sorted(p.name for p in out.glob("last*")) == ["last.part0.pt", "last.part1.pt"]
     for i in range(4, 7):
