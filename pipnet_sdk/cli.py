@@ -1,8 +1,11 @@
 """The ``pipnet`` command.
 
 Exit codes: 0 = success; 1 = it ran, but some images could not be read (each gets an
-``"error"`` entry in the JSON and a warning on stderr); 2 = usage error (bad option, missing
-path, unknown or unusable model): one ``pipnet: error: ...`` line on stderr, nothing processed.
+``"error"`` entry in the JSON and a warning on stderr) or drawn (a warning); 2 = usage error (bad
+option, missing path, unknown or unusable model): one ``pipnet: error: ...`` line on stderr,
+nothing processed; 3 = an output could not be written (a full disk): each such file and the
+cause on stderr, the other outputs finished, what was whole kept; 128 + N = stopped by signal N
+(SIGINT, SIGTERM and SIGHUP all stop a run as Ctrl-C does, its outputs closed whole).
 
 Run as ``pipnet ...`` (console script) or ``python -m pipnet_sdk.cli ...``.
 Adding a subcommand = one ``_cmd_x(args) -> int`` function + one ``_add_x(subparsers)`` that
@@ -15,12 +18,34 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ._cli_common import (_positive_int, _progress, check_distinct, check_folder, check_writable,
-                          make_parent, write_atomic)
+from ._cli_common import (
+    EXIT_WRITE_FAILED,
+    AtomicFile,
+    JsonLines,
+    WriteError,
+    _positive_int,
+    _progress,
+    cap_threads,
+    check_distinct,
+    check_folder,
+    check_model_option,
+    check_writable,
+    display_text,
+    quiet_native_stderr,
+    signals_deferred,
+    signals_stop_the_run,
+    walk_images,
+    write_atomic,
+)
+
+if TYPE_CHECKING:
+    from .registry import ModelSpec
 
 
 class UsageError(Exception):
@@ -28,7 +53,7 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -43,67 +68,146 @@ def _unit_float(text: str) -> float:
     return v
 
 
-def _walk_images(folder: Path, warn: bool) -> list[Path]:
-    """Image files under ``folder``, sorted; symbolic links to folders are followed once (a link
-    back to a folder already walked is reported and skipped)."""
-    from .images import IMAGE_EXTENSIONS
-
-    found: list[Path] = []
-    walked: set[str] = set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in walked:
-            if warn:
-                print(f"pipnet: warning: {root} leads back to {real}, which is already read: skipped",
-                      file=sys.stderr)
-            dirs[:] = []
+def _check_out_folder(out: Path, paths: Sequence[str]) -> None:
+    """UsageError if the annotated copies would go among the input images: ``--out`` is an input
+    folder, or holds one under the name its copies get."""
+    target = out.resolve()
+    for text in paths:
+        p = Path(text)
+        if not p.is_dir():
             continue
-        walked.add(real)
-        dirs.sort()
-        found += [Path(root) / f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
-    return sorted(f for f in found if f.is_file())
+        folder = p.resolve()
+        if target == folder:
+            raise UsageError(f"--out {display_text(str(out))} is the input folder {display_text(text)}: the "
+                             "annotated copies would go among the images; give another folder")
+        if target / (folder.name or "root") == folder:
+            raise UsageError(f"--out {display_text(str(out))} holds the input folder {display_text(text)}, where "
+                             "the annotated copies would go (--out DIR/<folder name>/...); give another folder")
 
 
 def _collect_images(paths: Sequence[str], exclude: Path | None, warn: bool = True) -> list[tuple[Path, Path]]:
     """(file, name relative to the output folder) for every image under ``paths``."""
     from .images import IMAGE_EXTENSIONS
 
+    def warning(message: str) -> None:
+        if warn:
+            print(f"pipnet: warning: {message}", file=sys.stderr)
+
     found: list[tuple[Path, Path]] = []
     for text in paths:
         p = Path(text)
         if p.is_dir():
-            for f in _walk_images(p, warn):
+            for f in walk_images(p, warning):
                 if exclude is not None and exclude in f.resolve().parents:
                     continue  # our own earlier output inside an input folder
                 found.append((f, Path(p.resolve().name or "root") / f.relative_to(p)))
         elif p.exists():
             found.append((p, Path(p.name)))
         else:
-            raise UsageError(f"no such file or folder: {text}")
+            raise UsageError(f"no such file or folder: {display_text(text)}")
     if not found:
-        raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(paths)}")
+        raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in "
+                         f"{', '.join(display_text(p) for p in paths)}")
     return found
 
 
-def _write_image(path: Path, image: Any) -> None:
+class _NotDrawn(Exception):
+    """An annotated image that OpenCV cannot encode (a warning; the run goes on)."""
+
+
+def _can_encode(suffix: str) -> bool:
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(path.suffix or ".png", image)
+    try:
+        return bool(suffix) and cv2.haveImageWriter("x" + suffix)
+    except cv2.error:
+        return False
+
+
+def _encode_image(path: Path, image: Any) -> bytes:
+    import cv2
+
+    try:
+        ok, buf = cv2.imencode(path.suffix, image)
+    except cv2.error as e:
+        ok, reason = False, str(e).strip().splitlines()[-1]
+    else:
+        reason = "OpenCV could not encode it"
     if not ok:
-        raise ValueError(f"cannot encode {path}")
-    buf.tofile(str(path))  # works with unicode paths, unlike cv2.imwrite on Windows
+        raise _NotDrawn(f"cannot draw {display_text(str(path))}: {reason}")
+    return buf.tobytes()
 
 
-def _out_path(out: Path, rel: Path, used: set[Path], source: Path) -> Path:
-    """A free name under ``out``; never the source image itself."""
+def _file_ids(paths: Iterable[Path]) -> set[tuple[int, int]]:
+    """(device, inode) of each file: a name that leads to one of them (also by a hard link) is
+    that file."""
+    ids = set()
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(p)
+            ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
+def _is_one_of(path: Path, ids: set[tuple[int, int]]) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in ids
+
+
+def _out_path(out: Path, rel: Path, used: set[Path], inputs: set[tuple[int, int]]) -> Path:
+    """A name under ``out`` for the annotated copy of ``rel``: not one used in this run, never an
+    input (by device and inode, so not through a hard link either), with an extension OpenCV
+    can write (``weird.dat`` gives ``weird.dat.jpg``)."""
     cand = out / rel
+    if not _can_encode(cand.suffix):
+        cand = cand.with_name(cand.name + ".jpg")
     stem, suffix, k = cand.with_suffix(""), cand.suffix, 1
-    while cand in used or (cand.exists() and cand.resolve() == source.resolve()):
+    while cand in used or _is_one_of(cand, inputs):
         cand = Path(f"{stem}_{k}{suffix}")
         k += 1
     used.add(cand)
     return cand
+
+
+class _JsonDoc:
+    """The JSON document of ``detect``: into ``--json FILE`` image by image (through a temporary
+    file renamed at the end, so nothing piles up in memory and the file is the old one or the
+    whole new one), or for standard output (kept as text, printed at the end)."""
+
+    def __init__(self, head: dict[str, Any], path: Path | None) -> None:
+        self.path = path
+        self.count = 0
+        self.parts: list[str] = []
+        self.file = None if path is None else AtomicFile(path)
+        self._put(json.dumps(head)[:-1] + ', "images": [')
+
+    def _put(self, text: str) -> None:
+        if self.file is None:
+            self.parts.append(text)
+        else:
+            self.file.write(text.encode("utf-8"))
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self._put(("," if self.count else "") + "\n" + json.dumps(entry))
+        self.count += 1
+
+    def close(self) -> None:
+        self._put("\n]}\n")
+        if self.file is not None:
+            self.file.commit()
+            return
+        try:
+            sys.stdout.write("".join(self.parts))
+            sys.stdout.flush()
+        except OSError as e:
+            raise WriteError("standard output", e) from None
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.discard()
 
 
 # ---------------------------------------------------------------------------------- detect
@@ -113,25 +217,27 @@ def _add_detect(sub: Any) -> None:
                                    "and/or --jsonl (one line per image, written as it goes).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", metavar="DIR", help="folder for the annotated images of --draw")
-    p.add_argument("--json", metavar="FILE", help="write the JSON here (at the end, atomically) instead of stdout")
-    p.add_argument("--jsonl", metavar="FILE", help="also append one JSON line per image as it is done, so an "
-                   "interrupted run keeps what it finished")
+    p.add_argument("--json", metavar="FILE", help="write the JSON here instead of stdout ('-' = stdout), "
+                   "whole or not at all: the old file stays until the new one is complete")
+    p.add_argument("--jsonl", metavar="FILE", help="append one JSON line per image as it is done ('-' = stdout; "
+                   "an existing FILE keeps its lines), so an interrupted run keeps what it finished")
     p.add_argument("--draw", action="store_true", help="write annotated images into --out DIR")
     p.add_argument("--draw-pose", action="store_true", help="with --draw: also draw head-pose axes")
     p.add_argument("--model", metavar="M", help="landmark model: registry name or .onnx path")
     p.add_argument("--detector", metavar="D", help="face detector: registry name or .onnx path")
-    p.add_argument("--threads", type=_positive_int, metavar="N", help="onnxruntime threads")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="onnxruntime threads (at most the number of CPUs)")
     p.add_argument("--test-crops", type=_positive_int, default=1, metavar="K",
                    help="average each face over K (1-5) shifted/zoomed crops: more accurate, K times slower")
     p.add_argument("--flip-test", action="store_true", help="also average over mirrored crops (2x slower)")
     p.add_argument("--score-threshold", type=_unit_float, metavar="T", help="detector score threshold (0-1)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no warnings")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, no warnings, no messages from the image libraries")
     p.set_defaults(func=_cmd_detect)
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from .crop import TEST_CROPS
-    from .images import load_image
     from .landmarker import DEFAULT_DETECTOR, DEFAULT_MODEL, Landmarker
 
     if args.draw and not args.out:
@@ -140,56 +246,123 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError("--draw-pose needs --draw")
     if args.out and not args.draw:
         raise UsageError("--out is only used with --draw")
+    if args.json == "-" and args.jsonl == "-":
+        raise UsageError("--json - and --jsonl - both ask for standard output: give one of them a file")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+        raise UsageError(f"--out {display_text(str(out))} exists and is not a folder")
+    if out is not None:
+        _check_out_folder(out, args.paths)
     images = _collect_images(args.paths, out.resolve() if out else None, warn=not args.quiet)
     options = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
     if args.test_crops > len(TEST_CROPS):
         raise UsageError(f"--test-crops must be 1 to {len(TEST_CROPS)}, got {args.test_crops}")
     try:  # every output, before any model is loaded or any file emptied
+        check_model_option(args.model, "--model")
+        check_model_option(args.detector, "--detector")
         check_distinct(**{"--json": args.json, "--jsonl": args.jsonl})
         sources = [path for path, _ in images]
         json_path = None if args.json in (None, "-") else check_writable(args.json, "--json", sources)
-        lines_path = None if args.jsonl is None else check_writable(args.jsonl, "--jsonl", sources)
+        lines_path = None if args.jsonl in (None, "-") else check_writable(args.jsonl, "--jsonl", sources)
         if out is not None:
             check_folder(out, "--out")
     except ValueError as e:
         raise UsageError(str(e)) from None
-    lm = Landmarker(model=args.model, detector=args.detector, threads=args.threads,
+    lm = Landmarker(model=args.model, detector=args.detector, threads=cap_threads(args.threads, args.quiet),
                     test_crops=args.test_crops, flip_test=args.flip_test, **options)
+    head = {"model": display_text(str(args.model or DEFAULT_MODEL)),
+            "detector": display_text(str(args.detector or DEFAULT_DETECTOR)), "provenance": lm.provenance()}
+    to_stdout = args.json == "-" or (args.json is None and args.jsonl is None)
+    lines_target = None if args.jsonl is None else "-" if args.jsonl == "-" else str(lines_path)
+    return _run_detect(args, lm, images, out, head, json_path, to_stdout, lines_target)
 
-    results, failed, used = [], 0, set()
-    with contextlib.ExitStack() as stack:
-        lines = None if lines_path is None else stack.enter_context(
-            open(make_parent(lines_path), "w", encoding="utf-8"))
-        for path, rel in _progress(images, args.quiet):
-            entry: dict[str, Any] = {"path": str(path)}
+
+def _run_detect(args: argparse.Namespace, lm: Any, images: list[tuple[Path, Path]], out: Path | None,
+                head: dict[str, Any], json_path: Path | None, to_stdout: bool, lines_target: str | None) -> int:
+    """The images through ``lm`` into every output. An output that fails (a full disk) is named
+    on stderr with the cause and dropped, the others go on (exit code 3); a run with no output
+    left stops."""
+    from .images import load_image
+
+    failed = not_drawn = 0
+    write_errors: list[str] = []
+
+    def write_failed(e: WriteError, what: str) -> None:
+        write_errors.append(str(e))
+        print(f"pipnet: error: {e} ({what})", file=sys.stderr)
+
+    def warn(message: str) -> None:
+        if not args.quiet:
+            print(f"pipnet: warning: {message}", file=sys.stderr)
+
+    doc = None if json_path is None and not to_stdout else _JsonDoc(head, json_path)
+    try:
+        lines = None if lines_target is None else JsonLines(lines_target)
+    except WriteError:
+        if doc is not None:
+            doc.discard()
+        raise
+    drawing = out is not None
+    if drawing:
+        from .drawing import draw
+    inputs = _file_ids(path for path, _ in images) if drawing else set()
+    used: set[Path] = set()
+    try:
+        for done, (path, rel) in enumerate(_progress(images, args.quiet), 1):
+            entry: dict[str, Any] = {"path": display_text(str(path))}
+            faces = None
             try:
                 img = load_image(path)
             except (OSError, ValueError) as e:
                 failed += 1
-                entry["error"] = str(e)
-                if not args.quiet:
-                    print(f"pipnet: warning: {e}", file=sys.stderr)
+                entry["error"] = display_text(str(e))
+                warn(entry["error"])
             else:
                 faces = lm.detect(img)
                 entry.update(width=int(img.shape[1]), height=int(img.shape[0]), faces=[f.to_dict() for f in faces])
-                if out is not None:
-                    from .drawing import draw
-
-                    _write_image(_out_path(out, rel, used, path), draw(img, faces, pose=args.draw_pose))
-            results.append(entry)
+            if doc is not None:
+                try:
+                    doc.add(entry)
+                except WriteError as e:
+                    write_failed(e, "the old file, if any, is left as it was")
+                    doc = None
             if lines is not None:
-                lines.write(json.dumps(entry) + "\n")
-                lines.flush()
-    text = json.dumps({"images": results, "model": args.model or DEFAULT_MODEL,
-                       "detector": args.detector or DEFAULT_DETECTOR}) + "\n"
-    if json_path is not None:
-        write_atomic(json_path, text)
-    elif lines_path is None or args.json == "-":
-        sys.stdout.write(text)
-    return 1 if failed else 0
+                try:
+                    lines.write({**entry, "provenance": head["provenance"]})
+                except WriteError as e:
+                    write_failed(e, f"the {lines.lines} whole lines this run wrote before are kept")
+                    lines = None
+            if drawing and faces is not None and out is not None:
+                target = _out_path(out, rel, used, inputs)
+                try:
+                    write_atomic(target, _encode_image(target, draw(img, faces, pose=args.draw_pose)))
+                except _NotDrawn as e:
+                    not_drawn += 1
+                    warn(str(e))
+                except WriteError as e:
+                    write_failed(e, "no more annotated images are written")
+                    drawing = False
+            if doc is None and lines is None and not drawing:
+                print(f"pipnet: error: no output left to write: stopped after {done} of {len(images)} images",
+                      file=sys.stderr)
+                break
+        if doc is not None:
+            with signals_deferred():
+                finishing, doc = doc, None
+                try:
+                    finishing.close()
+                except WriteError as e:
+                    write_failed(e, "the old file, if any, is left as it was")
+    except BaseException:  # Ctrl-C, SIGTERM, a bug: --json stays the old file, no temporary file left
+        if doc is not None:
+            doc.discard()
+        raise
+    finally:
+        if lines is not None:
+            lines.close()
+    if write_errors:
+        return EXIT_WRITE_FAILED
+    return 1 if failed or not_drawn else 0
 
 
 # ---------------------------------------------------------------------------------- models
@@ -208,7 +381,7 @@ def _add_models(sub: Any) -> None:
     q.set_defaults(func=_cmd_models_download)
 
 
-def _spec(name: str) -> Any:
+def _spec(name: str) -> ModelSpec:
     from . import registry
 
     if name not in registry.MODELS:
@@ -256,7 +429,8 @@ def _cmd_models_download(args: argparse.Namespace) -> int:
         raise
     except Exception as e:  # network, hub or hash errors: the user's to fix, not a bug of ours
         raise UsageError(f"download of {args.name} failed: {type(e).__name__}: {e}") from e
-    source = hub.cached_path(args.name)[1]
+    cached = hub.cached_path(args.name)
+    source = cached[1] if cached else "hf-cache"  # a download lands in the Hugging Face cache
     how = {"packaged": "packaged in pipnet-sdk, nothing to download",
            hub.ENV_MODELS_DIR: f"found in ${hub.ENV_MODELS_DIR}, nothing to download",
            "hf-cache": "in the Hugging Face cache"}[source]
@@ -290,12 +464,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pipnet`` command; returns the exit code (see the module doc)."""
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args))
+        with signals_stop_the_run(), quiet_native_stderr(getattr(args, "quiet", False)):
+            return int(args.func(args))
     except SystemExit as e:  # --help / --version
         return e.code if isinstance(e.code, int) else 0
-    except KeyboardInterrupt:
-        print("pipnet: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP (Interrupted): the outputs are closed
+        signum = getattr(e, "signum", signal.SIGINT)
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        print(f"pipnet: interrupted{by}", file=sys.stderr)
+        return 128 + signum
+    except WriteError as e:
+        print(f"pipnet: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except (UsageError, OSError, ValueError) as e:  # incl. ModelNotFoundError, ModelFormatError
         print(f"pipnet: error: {_one_line(e)}", file=sys.stderr)
         return 2
