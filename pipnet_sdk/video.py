@@ -29,12 +29,14 @@ The defaults (``min_cutoff=0.2``, ``beta=20``, ``hold=0.01``, ``predict=False``)
 ``benchmarks/results/video_stability.txt``); ``min_score=0.3`` suits pipnet-fast (faces score
 about 0.8 in the median, empty or black crops under 0.25) and may need changing for other models.
 
-One ``VideoLandmarker`` per stream; it keeps state between calls and is not thread-safe (the
+One ``VideoLandmarker`` per stream; it keeps state between calls, which a lock guards: calls
+from several threads are taken one at a time, but frames must still come in stream order (the
 ``Landmarker`` it uses may be shared).
 """
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +64,8 @@ class OneEuroFilter:
 
     def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
                  rate: float = 30.0, speed: str = "element") -> None:
-        if min_cutoff <= 0 or d_cutoff <= 0 or rate <= 0 or beta < 0:
+        if not all(math.isfinite(v) for v in (min_cutoff, beta, d_cutoff, rate)) \
+                or min_cutoff <= 0 or d_cutoff <= 0 or rate <= 0 or beta < 0:
             raise ValueError(f"min_cutoff, d_cutoff and rate (fps) must be > 0 and beta >= 0, got "
                              f"{min_cutoff}, {d_cutoff}, {rate} and {beta}")
         if speed not in ("element", "point", "mean"):
@@ -85,8 +88,10 @@ class OneEuroFilter:
     def __call__(self, x: Any, t: float | None = None, scale: float = 1.0) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         t = self._n / self.rate if t is None else float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"timestamps must be finite numbers of seconds, got {t}")
         self._n += 1
-        if self._x is None or self._x.shape != x.shape:
+        if self._x is None or self._t is None or self._x.shape != x.shape:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
             return x.copy()
         dt = t - self._t
@@ -123,7 +128,9 @@ def _square_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """Pairs (row, col), best IoU first, each row and column used once, IoU >= threshold."""
-    pairs, used_r, used_c = [], set(), set()
+    pairs: list[tuple[int, int]] = []
+    used_r: set[int] = set()
+    used_c: set[int] = set()
     if iou.size == 0:
         return pairs
     for k in np.argsort(-iou, axis=None, kind="stable"):
@@ -168,7 +175,7 @@ class VideoLandmarker:
         their IoU is below this.
     predict: move the next frame's crop square by the face's last frame-to-frame motion.
 
-    Not thread-safe: use one per stream.
+    One per stream: calls are taken one at a time (a lock), and timestamps must not go back.
     """
 
     def __init__(self, landmarker: Any = None, detect_every: int = 10, smoothing: bool = True,
@@ -197,10 +204,17 @@ class VideoLandmarker:
         self.hold = float(hold)
         self.resync_iou = float(resync_iou)
         self.predict = bool(predict)
+        self._lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
-        """Forget all tracks; the next frame is a detect frame and ids start again at 0."""
+        """Forget all tracks; the next frame is a detect frame and ids start again at 0 (and
+        timestamps may start again)."""
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
+        self._last_t: float | None = None
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._frame = 0
@@ -209,10 +223,10 @@ class VideoLandmarker:
         self._size: tuple[int, int] | None = None  # (height, width) of the last frame
         self.detected = False  # whether the last track() call ran the detector
 
-    def _rescale(self, size: tuple[int, int]) -> None:
+    def _rescale(self, old: tuple[int, int], size: tuple[int, int]) -> None:
         """The stream changed size (same scene, resized): move the tracks' squares with it, restart
         their filters, and detect on this frame so the tracks are matched again, ids kept."""
-        sy, sx = size[0] / self._size[0], size[1] / self._size[1]
+        sy, sx = size[0] / old[0], size[1] / old[1]
         for tr in self._tracks:
             tr.square = tr.square * np.array([sx, sy, np.sqrt(sx * sy)])
             tr.centre = None if tr.centre is None else tr.centre * np.array([sx, sy])
@@ -268,15 +282,37 @@ class VideoLandmarker:
     # ------------------------------------------------------------------ API
     def track(self, frame: Any, timestamp: float | None = None, color: str | None = None) -> list[Face]:
         """Faces of this frame (with ``track_id``), sorted by id. ``timestamp`` in seconds
-        (default: frame count / fps); ``color`` as for ``Landmarker.detect``."""
+        (default: frame count / fps; a finite number, never less than the previous frame's);
+        ``color`` as for ``Landmarker.detect``. When every face tracked from the previous frame
+        is lost on this one (a scene cut, another stream), the detector runs on this frame."""
+        with self._lock:
+            img = self.landmarker.image(frame, color)
+            t = self._frame / self.fps if timestamp is None else self._check_time(timestamp)
+            self._frame += 1
+            self._last_t = t
+            if self._size is not None and img.shape[:2] != self._size:
+                self._rescale(self._size, img.shape[:2])
+            self._size = img.shape[:2]
+            detect = (self._force_detect or not self._tracks or self._since_detect >= self.detect_every)
+            faces = self._step(img, t, detect)
+            if not detect and not self._tracks:  # all lost: whatever is there now is found now
+                faces = self._step(img, t, True)
+            return faces
+
+    def _check_time(self, timestamp: Any) -> float:
+        try:
+            t = float(timestamp)
+        except (TypeError, ValueError):
+            raise TypeError(f"timestamp must be a number of seconds, got {timestamp!r}") from None
+        if not math.isfinite(t):
+            raise ValueError(f"timestamp must be a finite number of seconds, got {timestamp!r}")
+        if self._last_t is not None and t < self._last_t:
+            raise ValueError(f"timestamps must not decrease: got {t} after {self._last_t} (one "
+                             "VideoLandmarker per stream; reset() to start another)")
+        return t
+
+    def _step(self, img: np.ndarray, t: float, detect: bool) -> list[Face]:
         lm = self.landmarker
-        img = lm.image(frame, color)
-        t = self._frame / self.fps if timestamp is None else float(timestamp)
-        self._frame += 1
-        if self._size is not None and img.shape[:2] != self._size:
-            self._rescale(img.shape[:2])
-        self._size = img.shape[:2]
-        detect = (self._force_detect or not self._tracks or self._since_detect >= self.detect_every)
         self.detected = detect
         for tr in self._tracks:
             tr.det_square = None
@@ -290,7 +326,8 @@ class VideoLandmarker:
 
         squares = np.array([tr.square for tr in self._tracks])
         pts, ls = lm.landmarks_in_squares(img, squares, "bgr")
-        kept, faces = [], []
+        kept: list[_Track] = []
+        faces: list[Face] = []
         for i, tr in enumerate(self._tracks):
             p = pts[i].astype(np.float64)
             s = ls[i]
@@ -299,7 +336,9 @@ class VideoLandmarker:
                 sq = tr.det_square
                 rel = np.array([(sq[0] - c[0]) / r, (sq[1] - c[1]) / r, sq[2] / r])
                 tr.rel = rel if tr.rel is None else 0.5 * (tr.rel + rel)
-            new_sq = np.array([c[0] + tr.rel[0] * r, c[1] + tr.rel[1] * r, tr.rel[2] * r])
+            to_square = tr.rel
+            assert to_square is not None  # set on the track's first detect frame
+            new_sq = np.array([c[0] + to_square[0] * r, c[1] + to_square[1] * r, to_square[2] * r])
             box = (np.r_[new_sq[:2], new_sq[:2]] + tr.box_rel * new_sq[2]).astype(np.float32)
             if self.predict and tr.centre is not None:  # constant velocity: where it will be next
                 new_sq[:2] += c - tr.centre

@@ -249,10 +249,10 @@ def test_face_gone_lost_by_scores(trained, two_faces) -> None:
     v = make_video(lm, detect_every=100)
     v.track(canvas((two_faces[0], 40, 40)))
     calls = det.calls
-    assert v.track(canvas()) == []  # tracked (no detector call) and lost by its scores
-    assert det.calls == calls and not v.detected
+    assert v.track(canvas()) == []  # tracked, lost by its scores: the detector looks at once
+    assert det.calls == calls + 1 and v.detected
     faces = v.track(canvas((two_faces[0], 40, 40)))
-    assert v.detected and det.calls == calls + 1 and [f.track_id for f in faces] == [1]
+    assert v.detected and det.calls == calls + 2 and [f.track_id for f in faces] == [1]
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -281,6 +281,8 @@ def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yun
     assert args.func(args) == 0
     d = json.loads(js.read_text())
     assert d["num_frames"] == 7 and len(d["frames"]) == 7 and d["fps"] == 25
+    assert d["provenance"] == Landmarker(model=random_model, detector=yunet_path).provenance()
+    assert d["provenance"]["model"]["sha256"] and d["provenance"]["detector"]["sha256"]
     assert [f["detected"] for f in d["frames"]] == [True, False, False, True, False, False, True]
     assert all([x["track_id"] for x in f["faces"]] == [0] for f in d["frames"])
     cap = cv2.VideoCapture(str(out))
@@ -397,3 +399,258 @@ def test_video_landmarker_checks_its_options_at_once() -> None:
         VideoLandmarker(landmarker=object(), min_cutoff=-1)
     with pytest.raises(TypeError, match="Landmarker"):
         VideoLandmarker("pipnet-r18")
+
+
+# ---------------------------------------------------------------------------------- hostile inputs
+def test_scene_cut_finds_the_new_faces_on_its_first_frame(trained, two_faces) -> None:
+    """When every tracked face is lost (a scene cut, or another stream fed to the same
+    VideoLandmarker), the detector runs on that same frame: its faces are there at once."""
+    lm, det = trained
+    a, b = two_faces
+    v = make_video(lm, detect_every=100)
+    for _ in range(3):
+        assert [f.track_id for f in v.track(canvas((a, 40, 40)))] == [0]
+    calls = det.calls
+    cut = canvas((b, 380, 60))
+    faces = v.track(cut)
+    assert v.detected and det.calls == calls + 1
+    assert [f.track_id for f in faces] == [1] and faces[0].box[0] > 300
+    expected = lm.detect(cut)[0].landmarks
+    iod = np.linalg.norm(expected[36] - expected[45])
+    assert np.linalg.norm(faces[0].landmarks - expected, axis=1).mean() < 0.1 * iod
+
+
+def test_timestamps_must_be_finite_and_in_order(counted, two_faces) -> None:
+    """A NaN or infinite timestamp (or fps), or one before the previous frame's, is refused with
+    a clear error and changes nothing: the frames after it get finite landmarks."""
+    lm, _ = counted
+    frame = canvas((two_faces[0], 40, 40))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fps"):
+            VideoLandmarker(lm, fps=bad)
+    with pytest.raises(ValueError, match="finite"):
+        OneEuroFilter()(np.zeros(2), t=float("nan"))
+    v = make_video(lm, detect_every=2)
+    v.track(frame, timestamp=0.0)
+    v.track(frame, timestamp=0.04)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite"):
+            v.track(frame, timestamp=bad)
+    with pytest.raises(ValueError, match="must not decrease"):
+        v.track(frame, timestamp=0.02)
+    for k in range(2, 8):
+        faces = v.track(frame, timestamp=0.04 * k)
+        assert len(faces) == 1 and np.isfinite(faces[0].landmarks).all()
+    v.reset()
+    assert len(v.track(frame, timestamp=0.0)) == 1  # a new stream starts again
+
+
+def test_one_video_landmarker_driven_from_several_threads(counted, two_faces) -> None:
+    """Three threads feeding one VideoLandmarker frames with 0, 1 and 2 faces (tracks come and
+    go): the calls are taken one at a time, no error."""
+    import threading
+
+    lm, _ = counted
+    a, b = two_faces
+    frames = [canvas((a, 40, 40)), canvas(), canvas((a, 40, 40), (b, 380, 60)), canvas((b, 380, 60))]
+
+    def feed(v: VideoLandmarker, results: list, errors: list) -> None:
+        try:
+            for i in range(24):
+                results.append(v.track(frames[i % 4]))
+        except Exception as e:  # collected: a failure in a thread would otherwise go unseen
+            errors.append(e)
+
+    for detect_every in (1, 3):
+        v = make_video(lm, detect_every=detect_every)
+        results: list = []
+        errors: list = []
+        threads = [threading.Thread(target=feed, args=(v, results, errors)) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [] and len(results) == 72
+        assert all(np.isfinite(f.landmarks).all() for faces in results for f in faces)
+
+
+def _cli(*argv: str, timeout: float = 300, **kw):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pipnet_sdk.cli", *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, **kw)
+
+
+def test_damaged_frames_are_skipped_and_reported(tmp_path: Path, random_model: Path, yunet_path: Path,
+                                                 two_faces) -> None:
+    """A 100-frame video with 5 kB zeroed at a third: the frames after the damage are tracked too,
+    the JSON lists the missing ones with "complete": false, exit code 1 and a warning; with -q
+    not a line on stderr, not FFmpeg's either."""
+    import json
+
+    clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(100)])
+    data = bytearray(clip.read_bytes())
+    data[len(data) // 3: len(data) // 3 + 5000] = bytes(5000)
+    clip.write_bytes(bytes(data))
+    js = tmp_path / "t.json"
+    models = ["--model", str(random_model), "--detector", str(yunet_path)]
+    quiet = _cli("video", str(clip), "--json", str(js), *models, "-q")
+    assert quiet.returncode == 1 and quiet.stderr == ""
+    d = json.loads(js.read_text())
+    indices = [f["index"] for f in d["frames"]]
+    missing = {i for a, b in d["missing_frames"] for i in range(a, b + 1)}
+    assert d["complete"] is False and "could not be read" in d["error"] and 0 < len(missing) < 20
+    assert d["num_frames"] == len(indices) and sorted(set(indices) | missing) == list(range(100))
+    assert max(indices) == 99 and min(missing) > 10
+    assert [f["time"] for f in d["frames"]] == [round(i / 25, 4) for i in indices]
+    loud = _cli("video", str(clip), "--json", str(js), *models)
+    assert loud.returncode == 1 and "pipnet: warning:" in loud.stderr and "could not be read" in loud.stderr
+
+
+def test_odd_sized_video_json_says_what_was_written(tmp_path: Path, random_model: Path, yunet_path: Path,
+                                                    two_faces, capsys) -> None:
+    """A 641 x 481 video: the JSON's width and height are the input's (the landmarks' pixels), and
+    "out" says the annotated video's size, which is what was written (642 x 482: the codec
+    needs even sizes)."""
+    import json
+
+    clip = tmp_path / "odd.avi"
+    w = cv2.VideoWriter(str(clip), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), 25, (641, 481))
+    for i in range(5):
+        frame = np.zeros((481, 641, 3), np.uint8)
+        frame[40:280, 40 + i:280 + i] = two_faces[0]
+        w.write(frame)
+    w.release()
+    cap = cv2.VideoCapture(str(clip))
+    assert cap.read()[1].shape == (481, 641, 3)
+    cap.release()
+    out, js = tmp_path / "o.mp4", tmp_path / "o.json"
+    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
+                       "--detector", str(yunet_path))
+    assert args.func(args) == 0
+    d = json.loads(js.read_text())
+    cap = cv2.VideoCapture(str(out))
+    written = cap.read()[1]
+    cap.release()
+    assert (d["width"], d["height"]) == (641, 481)
+    assert (d["out"]["width"], d["out"]["height"]) == (written.shape[1], written.shape[0]) == (642, 482)
+    assert "642x482" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory, two_faces) -> Path:
+    return _clip(tmp_path_factory.mktemp("long") / "long.mp4",
+                 [canvas((two_faces[0], 40 + (i % 60), 40)) for i in range(400)])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_a_signal_stops_the_run_with_whole_outputs(signame: str, tmp_path: Path, long_clip: Path,
+                                                   random_model: Path, yunet_path: Path) -> None:
+    """SIGTERM or SIGHUP during `pipnet video` stops it as Ctrl-C does: the JSON is closed with
+    the frames done and "complete": false, the video plays with as many frames, exit 128 + N."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, js = tmp_path / "o.mp4", tmp_path / "o.json"
+    proc = subprocess.Popen([sys.executable, "-m", "pipnet_sdk.cli", "video", str(long_clip), "--out", str(out),
+                             "--json", str(js), "--model", str(random_model), "--detector", str(yunet_path),
+                             "--detect-every", "1", "-q"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not js.exists() or js.read_text().count('"index"') < 5:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, signame))
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + getattr(signal, signame) and f"interrupted by {signame}" in err
+    d = json.loads(js.read_text())
+    assert d["complete"] is False and signame in d["error"] and 5 <= d["num_frames"] == len(d["frames"]) < 400
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and cap.read()[0] and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == d["num_frames"]
+    cap.release()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_video_on_a_really_full_disk(tmp_path: Path, random_model: Path, yunet_path: Path, two_faces) -> None:
+    """--out and --json on a 160 kB disk: exit code 3, the video named with "No space left on
+    device" (not ~300 lines of FFmpeg), and what stays on the disk is whole: the JSON parses and
+    says it is not complete, no unplayable video, no temporary file."""
+    from test_cli import run_on_a_tiny_disk
+
+    clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(60)])
+    disk = tmp_path / "disk"
+    got = run_on_a_tiny_disk(tmp_path, "160k", ["video", str(clip), "--out", str(disk / "o.mp4"), "--json",
+                                                str(disk / "o.json"), "--model", str(random_model),
+                                                "--detector", str(yunet_path), "-q"], dict(os.environ))
+    assert got["rc"] == 3
+    errors = got["stderr"].strip().splitlines()
+    assert 1 <= len(errors) <= 3 and all(e.startswith("pipnet: error: cannot write") for e in errors), errors
+    assert any(f"{disk / 'o.mp4'}: No space left on device" in e for e in errors)
+    assert "o.mp4" not in got["files"] and not [n for n in got["files"] if n.startswith(".")]
+    if "o.json" in got["files"]:
+        d = got["files"]["o.json"]
+        assert d is not None and d["num_frames"] == len(d["frames"]) and d["complete"] is False
+
+
+def test_video_json_on_a_full_disk_keeps_whole_frames(tmp_path: Path, random_model: Path, yunet_path: Path,
+                                                      two_faces, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--json's disk fills up: the file keeps the frames written whole and is closed as valid
+    JSON that says so; --out is complete; exit code 3 with the file and the cause named."""
+    import json
+
+    from test_cli import _disk_fills
+
+    clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(12)])
+    out, js = tmp_path / "o.mp4", tmp_path / "o.json"
+    _disk_fills(monkeypatch, lambda p: p == os.path.realpath(js), room=6000)  # the head and a few frames
+    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
+                       "--detector", str(yunet_path), "-q")
+    assert args.func(args) == 3
+    err = capsys.readouterr().err
+    assert f"cannot write {js}: No space left on device" in err
+    d = json.loads(js.read_text())  # closed: the tail went where the cut frames were
+    assert d["complete"] is False and "No space left on device" in d["error"]
+    assert 1 <= d["num_frames"] == len(d["frames"]) < 12 and js.stat().st_size <= 6000
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
+    cap.release()
+
+
+def test_unplayable_video_is_removed_and_named(tmp_path: Path, random_model: Path, yunet_path: Path, two_faces,
+                                               capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV's writer says nothing when its writes fail: the video is read back, and one that
+    does not play is removed (an older file at --out is left as it was), named on stderr with
+    the cause, exit code 3."""
+    from pipnet_sdk import cli_video
+
+    class BrokenWriter:  # what OpenCV's writer leaves on a full disk: a few bytes, no index
+        def __init__(self, path, *a):
+            self.path = path
+
+        def isOpened(self):  # noqa: N802 (OpenCV's name)
+            return True
+
+        def write(self, image):
+            pass
+
+        def release(self):
+            Path(self.path).write_bytes(b"\x00\x00\x00\x1cftypisom" + bytes(100))
+
+    clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(4)])
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"an older video")
+    monkeypatch.setattr(cli_video, "open_video_writer", BrokenWriter)
+    monkeypatch.setattr(cli_video, "_no_room", lambda path: "No space left on device")
+    args = _video_args(str(clip), "--out", str(out), "--model", str(random_model), "--detector", str(yunet_path),
+                       "-q")
+    assert args.func(args) == 3
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"pipnet: error: cannot write {out}: No space left on device")
+    assert out.read_bytes() == b"an older video" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "o.mp4"]
