@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 # the optional extra (pip install "pipnet-sdk[ray]") is part of the test environment: no skip
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import ray
 import ray.data
 
@@ -186,3 +186,52 @@ def test_import_does_not_load_ray() -> None:
     code = ("import sys, pipnet_sdk; pipnet_sdk.Landmarker; import pipnet_sdk.integrations; "
             "assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_rows_record_what_made_them(options, image_paths, tmp_path) -> None:
+    """Every row, an error row too, has the provenance column (package version, each model's
+    name, version and sha256); a file name that is not UTF-8 is in `path` with the bytes escaped."""
+    pred = LandmarkPredictor(**options)
+    expected = Landmarker(**options).provenance()
+    odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")
+    odd.symlink_to(image_paths[0])
+    table = pred({"path": np.array([image_paths[0], str(odd), str(tmp_path / "missing.jpg")], dtype=object)})
+    rows = table.to_pylist()
+    assert table.schema.field("provenance").type == output_schema(68).field("provenance").type
+    assert all(r["provenance"] == expected for r in rows) and expected["model"]["sha256"]
+    assert rows[1]["path"] == f"{tmp_path}/caf\\xe9.jpg" and rows[1]["error"] is None
+    assert rows[1]["landmarks"] == rows[0]["landmarks"] and rows[2]["error"].startswith("FileNotFoundError")
+
+
+CAMERA_NAMES = ("_DSC0001.jpg", ".hidden.jpg", "plain.jpg", "_raw/a.jpg", ".cache/b.jpg", "sub/_c.JPG")
+
+
+def test_folder_reader_keeps_names_ray_skips(ray_runtime, image_paths, tmp_path) -> None:
+    """A folder's files whose names start with _ or . (cameras write _DSC0001.jpg), also in such
+    folders, each get a row: the files `pipnet detect FOLDER` reads."""
+    from pipnet_sdk.integrations.ray import read_image_files
+
+    root = tmp_path / "photos"
+    for rel in CAMERA_NAMES:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(image_paths[0])
+    (root / "notes.txt").write_text("not an image\n")
+    cli_reads = sorted(str(root / rel) for rel in CAMERA_NAMES)
+    rows = read_image_files(str(root)).take_all()
+    assert sorted(r["path"] for r in rows) == cli_reads
+    assert all(r["bytes"] == Path(image_paths[0]).read_bytes() for r in rows)
+
+
+def test_remote_folder_adds_the_names_ray_skips(tmp_path) -> None:
+    """A folder given as a URI stays a folder for Ray to list, plus the files Ray's listing leaves
+    out (paths below it starting with _ or .), found with pyarrow's file systems."""
+    from pipnet_sdk.integrations.ray import IMAGE_EXTENSIONS, _with_every_file
+
+    root = tmp_path / "photos"
+    for rel in (*CAMERA_NAMES, "notes.txt", "_notes.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    uri = f"file://{root}"
+    got = _with_every_file([uri], IMAGE_EXTENSIONS, None)
+    assert got[0] == uri
+    assert got[1:] == [f"{uri}/{rel}" for rel in (".cache/b.jpg", ".hidden.jpg", "_DSC0001.jpg", "_raw/a.jpg")]

@@ -43,20 +43,28 @@ pose                  list<fixed_size_list<float32, 3>>           yaw, pitch, ro
 eye_openness          list<fixed_size_list<float32, 2>>           eye aspect ratios (36-41, 42-47)
 mouth_openness        list<float32>                               inner-lip gap / mouth width
 error                 string                                      null on success; else the reason
+provenance            struct<pipnet_sdk: string, model: struct<   what made the row: the package
+                      name, version, sha256: string>, detector:   version, each model's name,
+                      struct<name, sha256: string>>               version and file sha256
 ====================  ==========================================  ==============================
 
-On an error row every result column is null. Other input columns (ids, labels...) are kept
-unless ``keep_columns=False`` (or a list of the ones to keep); the image column is dropped.
+On an error row every result column but ``provenance`` is null. A file name that is not UTF-8
+appears in ``path`` with those bytes written as ``\\xNN``. Other input columns (ids, labels...)
+are kept unless ``keep_columns=False`` (or a list of the ones to keep); the image column is
+dropped.
 
 Ray is imported only by this module, never by ``import pipnet_sdk``.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .._cli_common import display_text, walk_files
 from ..images import IMAGE_EXTENSIONS as _SUFFIXES
 from ..images import decode_image, load_image
 from ..landmarker import Landmarker
@@ -68,7 +76,17 @@ IMAGE_EXTENSIONS = [e.lstrip(".") for e in _SUFFIXES]
 #: Input column names looked for, in this order, when ``column`` is not given.
 INPUT_COLUMNS = ("bytes", "image", "path", "item")
 RESULT_COLUMNS = ("path", "width", "height", "num_faces", "boxes", "scores", "landmarks",
-                  "landmark_scores", "five_points", "pose", "eye_openness", "mouth_openness", "error")
+                  "landmark_scores", "five_points", "pose", "eye_openness", "mouth_openness", "error",
+                  "provenance")
+
+
+def provenance_type():
+    """The Arrow type of the ``provenance`` column (``Landmarker.provenance()``)."""
+    import pyarrow as pa
+
+    s = pa.string()
+    return pa.struct([("pipnet_sdk", s), ("model", pa.struct([("name", s), ("version", s), ("sha256", s)])),
+                      ("detector", pa.struct([("name", s), ("sha256", s)]))])
 
 
 def output_schema(num_landmarks: int):
@@ -90,6 +108,7 @@ def output_schema(num_landmarks: int):
         ("eye_openness", pa.list_(pa.list_(f32, 2))),
         ("mouth_openness", pa.list_(f32)),
         ("error", pa.string()),
+        ("provenance", provenance_type()),
     ])
 
 
@@ -123,7 +142,7 @@ def _geometry(face: Any) -> tuple:
 
 
 def _message(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    return display_text(f"{type(exc).__name__}: {exc}")
 
 
 class LandmarkPredictor:
@@ -152,6 +171,7 @@ class LandmarkPredictor:
         self.column = column
         self.keep_columns = keep_columns
         self.schema = output_schema(self.landmarker.num_landmarks)
+        self.provenance = self.landmarker.provenance()
 
     # -- inputs -------------------------------------------------------------------------------
     def _input_column(self, cols: dict[str, Any]) -> str:
@@ -221,8 +241,10 @@ class LandmarkPredictor:
             lms[i] = [f.landmarks.tolist() for f in fs]
             lscores[i] = [f.landmark_scores.tolist() for f in fs]
             geometry[i] = [_geometry(f) for f in fs]
-        data = dict(path=paths, width=width, height=height, num_faces=count, boxes=boxes,
-                    scores=scores, landmarks=lms, landmark_scores=lscores, error=errors)
+        shown = [None if p is None else display_text(p) for p in paths]
+        data = dict(path=shown, width=width, height=height, num_faces=count, boxes=boxes,
+                    scores=scores, landmarks=lms, landmark_scores=lscores, error=errors,
+                    provenance=[self.provenance] * n)
         for k, key in enumerate(("five_points", "pose", "eye_openness", "mouth_openness")):
             data[key] = [None if g is None else [v[k] for v in g] for g in geometry]
         arrays = [pa.array(data[f.name], type=f.type) for f in self.schema]
@@ -264,7 +286,10 @@ def read_image_files(paths: str | os.PathLike | Sequence[str], *,
                      file_extensions: Sequence[str] | None = IMAGE_EXTENSIONS,
                      num_cpus: float = 0, concurrency: int | None = 4, **read_options: Any):
     """``ray.data.read_binary_files(paths, include_paths=True)`` tuned for a landmarking job:
-    rows ``bytes`` + ``path`` (only ``file_extensions`` when listing folders).
+    rows ``bytes`` + ``path`` (only ``file_extensions`` when listing folders). Every file in a
+    folder gets a row, as ``pipnet detect FOLDER`` reads it: also names that start with ``_`` or
+    ``.`` (``_DSC0001.jpg``), which Ray's own listing leaves out; a local folder's links to
+    folders are followed once.
 
     num_cpus: CPUs reserved per read task. Default 0: reading is mostly I/O, and a read task
         that needs a CPU waits forever when the actors hold every CPU (e.g. 2 one-CPU actors
@@ -285,9 +310,55 @@ def read_image_files(paths: str | os.PathLike | Sequence[str], *,
         read_options.setdefault("ray_remote_args", {"num_cpus": num_cpus})
     if concurrency is not None and "concurrency" in params:
         read_options.setdefault("concurrency", concurrency)
-    src = os.fspath(paths) if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    src = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    src = _with_every_file(src, file_extensions, read_options.get("filesystem"))
     return reader(src, include_paths=True,
                   file_extensions=list(file_extensions) if file_extensions else None, **read_options)
+
+
+def _with_every_file(paths: list[str], file_extensions: Sequence[str] | None, filesystem: Any) -> list[str]:
+    """``paths`` for read_binary_files with nothing left out: a local folder becomes its files
+    (links to folders followed once, as the CLI reads them); a remote folder (``s3://...``) stays
+    a folder, plus the files in it that Ray's listing skips (a first name starting with ``.``
+    or ``_``)."""
+    exts = None if not file_extensions else {"." + e.lower().lstrip(".") for e in file_extensions}
+
+    def wanted(name: str) -> bool:
+        return exts is None or os.path.splitext(name)[1].lower() in exts
+
+    out: list[str] = []
+    for p in paths:
+        if filesystem is None and "://" not in p:
+            if os.path.isdir(p):
+                found = walk_files(Path(p), keep=wanted)
+                if not found:
+                    raise FileNotFoundError(f"no files ({', '.join(sorted(exts or ['any']))}) in the folder {p}")
+                out += [str(f) for f in found]
+            else:
+                out.append(p)
+            continue
+        out.append(p)
+        out += _skipped_by_ray(p, filesystem, wanted)
+    return out
+
+
+def _skipped_by_ray(uri: str, filesystem: Any, wanted: Any) -> list[str]:
+    """The files under the folder ``uri`` that Ray's listing leaves out (their path below the
+    folder starts with ``.`` or ``_``); [] when ``uri`` is no folder or cannot be listed here."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = (filesystem, uri) if filesystem is not None else pafs.FileSystem.from_uri(uri)
+        if fs.get_file_info(root).type != pafs.FileType.Directory:
+            return []
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    except Exception:  # e.g. no credentials here: Ray lists the folder itself, as it would anyway
+        return []
+    base = root.rstrip("/") + "/"
+    prefix = uri[: uri.index("://") + 3] if filesystem is None and "://" in uri else ""
+    return sorted(prefix + i.path for i in infos if i.is_file and i.path.startswith(base)
+                  and i.path[len(base):].startswith((".", "_")) and wanted(i.path))
+
 
 
 def landmark_dataset(source: Any, *, model: str | os.PathLike | None = None, detector: Any = None,
