@@ -31,4 +31,5 @@ def cpu_line(info: dict[str, Any] | None = None) -> str:
     info = info or cpu_info()
     on = [f for f, v in info["flags"].items() if v] + info["amx"]
     off = [f for f, v in info["flags"].items() if not v] + ([] if info["amx"] else ["amx_*"])
-    return f"CPU {info['model']} ({info['cpus']} logical CPUs); flags: {' '.join(on) or '-'}; absent: {' '.join(off) or '-'}"
+    return (f"CPU {info['model']} ({info['cpus']} logical CPUs); flags: {' '.join(on) or '-'}; "
+            f"absent: {' '.join(off) or '-'}")

@@ -55,10 +55,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from export.data import BoxStyle, Sample, cache_key, iou, landmark_box, read_pts_folder  # noqa: E402
-from export.evaluate import (cache_dir, data_path, evaluate_gt, match, nme_per_face, plot_ced,  # noqa: E402
-                             read_image, summary, train_box_style)
 from benchmarks.cpu import cpu_line  # noqa: E402
+from export.data import BoxStyle, Sample, cache_key, iou, landmark_box, read_pts_folder  # noqa: E402
+from export.evaluate import (  # noqa: E402
+    cache_dir,
+    data_path,
+    evaluate_gt,
+    match,
+    nme_per_face,
+    plot_ced,
+    read_image,
+    summary,
+    train_box_style,
+)
 from pipnet_sdk import Landmarker  # noqa: E402
 
 TARGET_FAST_NME = 0.030  # models 0.6: pipnet-fast <= 3.0 %, pipnet-r18 <= 2.85 %
@@ -349,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         shared_rows.append(acc_row(name, "own detector (YuNet-n)", summary(r["nme"][shared], int(shared.sum()))))
     rows.append(acc_row("dlib 68", "own detector (HOG, upsample 1)", summary(d["nme"][d["found"]], n)))
     rows.append(acc_row("dlib 68", "GT box in HOG style (reference)", summary(d["nme_gt"])))
-    shared_rows.append(acc_row("dlib 68", "own detector (HOG, upsample 1)", summary(d["nme"][shared], int(shared.sum()))))
+    shared_rows.append(acc_row("dlib 68", "own detector (HOG, upsample 1)",
+                               summary(d["nme"][shared], int(shared.sum()))))
     header = ["system", "boxes", "faces found", "NME %", "FR@0.1 %", "AUC@0.1"]
 
     curves = {name: r["nme"][shared] for name, r in ours.items()}
@@ -383,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     checks = [
         ("pipnet-fast NME on the shared subset <= 3.0%", f"{fast_shared * 100:.2f}%", fast_shared <= TARGET_FAST_NME),
         (f"pipnet-fast landmark ms/face ({a.threads[0]} thread, batch 1) <= 2x dlib's",
-         f"{pf[f'pipnet-fast|{a.threads[0]}|1']:.2f} vs {pf['dlib']:.2f} ms ({ratio:.2f}x)", ratio <= TARGET_SPEED_RATIO),
+         f"{pf[f'pipnet-fast|{a.threads[0]}|1']:.2f} vs {pf['dlib']:.2f} ms ({ratio:.2f}x)",
+         ratio <= TARGET_SPEED_RATIO),
     ]
     r18_names = [k for k in ours if k.startswith("pipnet-r18")]
     for name in r18_names:
@@ -432,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## Speed, end to end (detector + landmarks on every face found)",
         "",
-        md_table(["system", "configuration", f"ms / image, all {n} images", f"ms / image, {sp_res['e2e_images']} images"],
-                 e2e_rows),
+        md_table(["system", "configuration", f"ms / image, all {n} images",
+                  f"ms / image, {sp_res['e2e_images']} images"], e2e_rows),
         "",
         "Faces detected in total: " + ", ".join(f"{k} {r['faces_detected']}" for k, r in ours.items())
         + f", dlib {d['faces_detected']} (on {n} images with one labeled face each).",

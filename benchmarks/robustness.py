@@ -60,8 +60,18 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.cpu import cpu_line  # noqa: E402
-from benchmarks.landmarks import (MIN_IOU, TARGET_FAST_NME, TARGET_R18_NME, dlib_hog, dlib_models,  # noqa: E402
-                                  md_table, opencv_threads, pct, rect_to_box, shape_to_np)
+from benchmarks.landmarks import (  # noqa: E402
+    MIN_IOU,
+    TARGET_FAST_NME,
+    TARGET_R18_NME,
+    dlib_hog,
+    dlib_models,
+    md_table,
+    opencv_threads,
+    pct,
+    rect_to_box,
+    shape_to_np,
+)
 from export.data import Sample, cache_key, landmark_box, read_pts_folder  # noqa: E402
 from export.evaluate import cache_dir, data_path, failure_rate, match, nme_per_face, read_image  # noqa: E402
 

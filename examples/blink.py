@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

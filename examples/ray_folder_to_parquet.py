@@ -17,7 +17,8 @@ caches them) or paths that exist on every node.
 
 One row per image: path, width, height, num_faces, boxes, scores, landmarks, landmark_scores,
 five_points, pose, eye_openness, mouth_openness, error (null on success; unreadable images give
-an error row and the job goes on). Read it back with ``pyarrow.parquet.read_table(OUT)``, ``pandas.read_parquet(OUT)`` or ``ray.data.read_parquet``.
+an error row and the job goes on). Read it back with ``pyarrow.parquet.read_table(OUT)``,
+``pandas.read_parquet(OUT)`` or ``ray.data.read_parquet``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Batch augmentation in torch (runs on CPU or GPU): geometric jitter of the crop square around
 the detector-style box, rotation, flip with landmark permutation, occlusion, blur, motion blur,
-low light, grayscale, colour. Input: base crops (see data.base_crops); output: network input crops + normalised points."""
+low light, grayscale, colour. Input: base crops (see data.base_crops); output: network input crops +
+normalised points."""
 from __future__ import annotations
 
 import math
@@ -108,7 +109,8 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
 
     if train:
         scale = 1 + cfg.scale * (2 * rand(b) - 1)
-        angle = torch.where(rand(b) < cfg.p_rotate, math.radians(cfg.rotate_deg) * (2 * rand(b) - 1), torch.zeros(b, device=dev))
+        angle = torch.where(rand(b) < cfg.p_rotate, math.radians(cfg.rotate_deg) * (2 * rand(b) - 1),
+                            torch.zeros(b, device=dev))
         shift = cfg.shift * (2 * rand(b, 2) - 1)
         flip = rand(b) < cfg.p_flip
     else:

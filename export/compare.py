@@ -92,7 +92,8 @@ def compare(shipped: str, new: str, cfg: dict[str, Any], limit: int = 10_000, se
     have = {p: framing(LandmarkModel(p).spec) for p in (shipped, new)}
     if any(h != want for h in have.values()):  # the crops are cut once, as the config frames them
         raise ValueError("the files and the config must share one input size, crop and landmark scheme "
-                         f"(size, scale, shift_y, points): config {want}, " + ", ".join(f"{p} {h}" for p, h in have.items()))
+                         f"(size, scale, shift_y, points): config {want}, "
+                         + ", ".join(f"{p} {h}" for p, h in have.items()))
     crops, pts = val_crops(cfg, limit)
     soft = blurred(crops, seed)
     norm = get_scheme(cfg["scheme"]).norm

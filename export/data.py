@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -124,7 +125,7 @@ class BoxStyle:
         self.coef = np.asarray(coef, np.float64)  # dx, dy (in units of landmark-box size), sw, sh
 
     @classmethod
-    def fit(cls, lm_boxes: np.ndarray, det_boxes: np.ndarray) -> "BoxStyle":
+    def fit(cls, lm_boxes: np.ndarray, det_boxes: np.ndarray) -> BoxStyle:
         lw, lh = lm_boxes[:, 2] - lm_boxes[:, 0], lm_boxes[:, 3] - lm_boxes[:, 1]
         lc = (lm_boxes[:, :2] + lm_boxes[:, 2:]) / 2
         dc = (det_boxes[:, :2] + det_boxes[:, 2:]) / 2

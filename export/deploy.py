@@ -94,7 +94,8 @@ def stem_space_to_depth(model: onnx.ModelProto, input_size: int) -> bool:
     w8 = np.zeros((o, ch, size, size), w.dtype)
     w8[:, :, shift:shift + k, shift:shift + k] = w
     # SpaceToDepth puts pixel (2i + y, 2j + x) of channel ch at channel (y * 2 + x) * C + ch
-    w2 = w8.reshape(o, ch, size // 2, 2, size // 2, 2).transpose(0, 3, 5, 1, 2, 4).reshape(o, 4 * ch, size // 2, size // 2)
+    half = size // 2
+    w2 = w8.reshape(o, ch, half, 2, half, 2).transpose(0, 3, 5, 1, 2, 4).reshape(o, 4 * ch, half, half)
     out = (input_size + 2 * p - k) // 2 + 1
     top = (p + shift) // 2
     bottom = out - 1 + size // 2 - input_size // 2 - top
@@ -105,8 +106,8 @@ def stem_space_to_depth(model: onnx.ModelProto, input_size: int) -> bool:
     i = list(g.node).index(conv)
     s2d = helper.make_node("SpaceToDepth", [conv.input[0]], ["/backbone/stem/space_to_depth"], blocksize=2,
                            name="/backbone/stem/space_to_depth")
-    new = helper.make_node("Conv", ["/backbone/stem/space_to_depth", *conv.input[1:]], list(conv.output), name=conv.name,
-                           kernel_shape=[size // 2] * 2, strides=[1, 1], pads=[top, top, bottom, bottom])
+    new = helper.make_node("Conv", ["/backbone/stem/space_to_depth", *conv.input[1:]], list(conv.output),
+                           name=conv.name, kernel_shape=[half] * 2, strides=[1, 1], pads=[top, top, bottom, bottom])
     g.node.remove(conv)
     g.node.insert(i, new)
     g.node.insert(i, s2d)

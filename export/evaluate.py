@@ -31,8 +31,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -261,9 +262,11 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="PIPNet ONNX file")
     ap.add_argument("--protocol", choices=("gt", "detector", "both"), default="both")
-    ap.add_argument("--data", default="data/300w/test", help="folder of images + .pts (relative paths: under the shared folder)")
+    ap.add_argument("--data", default="data/300w/test",
+                    help="folder of images + .pts (relative paths: under the shared folder)")
     ap.add_argument("--detector", default=DEFAULT_DETECTOR,
-                    help=f"YuNet detector: registry name (yunet-n) or .onnx path (default {DEFAULT_DETECTOR} in the shared data)")
+                    help=f"YuNet detector: registry name (yunet-n) or .onnx path "
+                         f"(default {DEFAULT_DETECTOR} in the shared data)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--limit", type=int, help="first N faces only")
     ap.add_argument("--ced", help="write a CED plot (PNG) here")

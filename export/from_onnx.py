@@ -27,10 +27,10 @@ from onnx import numpy_helper
 from torch import nn
 
 from .augment import AugmentConfig, augment
-from .schemes import get_scheme
-from .onnx_meta import file_metadata
 from .config import build_model, load_config
 from .model import normalize
+from .onnx_meta import file_metadata
+from .schemes import get_scheme
 from .train import prepare
 
 

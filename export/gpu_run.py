@@ -73,7 +73,8 @@ def pack_data(cfg: dict[str, Any], data: Path, quality: int = 85, progress: bool
     return [pack(c, quality, data / c.with_suffix(".packed.npz").name) for c in caches]
 
 
-def save_split(tensors: dict[str, torch.Tensor], head: dict[str, Any], dest: Path, max_mb: float = PART_MB) -> list[Path]:
+def save_split(tensors: dict[str, torch.Tensor], head: dict[str, Any], dest: Path,
+               max_mb: float = PART_MB) -> list[Path]:
     """tensors, with head (small, picklable) in the first file: dest when they fit in max_mb, else
     dest.part0.pt, dest.part1.pt, ... (for a transfer that takes files up to a size)."""
     parts: list[dict[str, torch.Tensor]] = [{}]
@@ -333,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     f = sub.add_parser("fetch", help="turn the returned files into a run folder (CPU)")
     f.add_argument("returned", type=Path, help="folder holding the returned files")
     f.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/fast/teacher")
-    h = sub.add_parser("handoff", help="a run folder's last.pt, with its optimizer state, for train --resume-from (CPU)")
+    h = sub.add_parser("handoff",
+                       help="a run folder's last.pt, with its optimizer state, for train --resume-from (CPU)")
     h.add_argument("run", type=Path, help="run folder, e.g. runs/fast06/teacher")
     h.add_argument("--to", type=Path, default=RESUME, help=f"where it goes (default {RESUME}); carry its files")
     h.add_argument("--weights-only", action="store_true",

@@ -116,7 +116,8 @@ class MobileNetV2(nn.Module):
     after the 96-channel stage (+ 1x1 to `last` ch). Its layers are torchvision's, in its order:
     ``imagenet_state`` maps torchvision's ImageNet file onto them."""
 
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1)]
 
     def __init__(self, stride: int = 32, width: float = 1.0, last: int = 512) -> None:
         super().__init__()
@@ -193,7 +194,8 @@ class EfficientNetLite(nn.Module):
         """An efficientnet-lite-pytorch state dict -> this trunk's tensors (all but the last 1x1)."""
         stem = {k: v for k, v in src.items() if k.startswith(("_conv_stem.", "_bn0."))}
         own = self.state_dict()
-        out = copy_by_position([("features.0.", "")], {k: v for k, v in own.items() if k.startswith("features.0.")}, stem)
+        stem_own = {k: v for k, v in own.items() if k.startswith("features.0.")}
+        out = copy_by_position([("features.0.", "")], stem_own, stem)
         blocks = len(self.features) - 2
         groups = [(f"features.{i + 1}.", f"_blocks.{i}.") for i in range(blocks)]
         return {**out, **copy_by_position(groups, dict(own), src)}
@@ -202,7 +204,8 @@ class EfficientNetLite(nn.Module):
 def efficientnet_lite(variant: int) -> type[nn.Module]:
     """The EfficientNetLite class with its variant bound (a BACKBONES entry)."""
     return type(f"EfficientNetLite{variant}", (EfficientNetLite,),
-                {"__init__": lambda self, stride=32, width=1.0: EfficientNetLite.__init__(self, variant, stride, width)})
+                {"__init__": lambda self, stride=32, width=1.0:
+                    EfficientNetLite.__init__(self, variant, stride, width)})
 
 
 BACKBONES: dict[str, type[nn.Module]] = {

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 QUALITY_FLAG = {".webp": cv2.IMWRITE_WEBP_QUALITY, ".jpg": cv2.IMWRITE_JPEG_QUALITY}
 
 

@@ -26,8 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> tuple[list[Sample], np.ndarray]:
     """The SDK detector's most central confident face in each unlabeled image (cached, so that
     crops of any size cut the same faces): the images with a face and those boxes (M, 4)."""
-    from pipnet_sdk.detect import YuNet
     import cv2
+
+    from pipnet_sdk.detect import YuNet
 
     samples = read_image_folder(shared_path(folder))
     if cfg["limit"]:
@@ -35,7 +36,8 @@ def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
     if cfg["clean_unlabeled"]:
         out = cache_dir() / f"clean-{cache_key(folder, len(samples), 1)}"
         samples = [Sample(p, None) for p in cleaned_copy([s.image for s in samples], out, progress)]
-    path = cache_dir() / f"boxes-unlabeled-{cache_key(folder, cfg['detector'], cfg['limit'], cfg['clean_unlabeled'], 1)}.npz"
+    key = cache_key(folder, cfg["detector"], cfg["limit"], cfg["clean_unlabeled"], 1)
+    path = cache_dir() / f"boxes-unlabeled-{key}.npz"
     if path.exists():
         d = np.load(path)
         return [samples[i] for i in d["keep"]], d["boxes"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Optional, Union
 
 from pipnet_sdk.hub import sha256_file
 
@@ -25,9 +24,9 @@ def _guess_kind(stem: str) -> str:
 
 
 def publish(
-    folder: Union[str, Path],
+    folder: str | Path,
     repo_id: str,
-    token: Optional[str] = None,
+    token: str | None = None,
     private: bool = False,
 ) -> list[dict]:
     """Upload ``folder`` to ``repo_id``; return one registry entry (ModelSpec fields) per .onnx."""
@@ -71,7 +70,7 @@ def format_entry(entry: dict) -> str:
     return f"    {entry['name']!r}: ModelSpec({fields}),"
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.publish", description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="folder with the .onnx files, README.md and licence notes")
     ap.add_argument("--repo-id", required=True, help="hub repo, e.g. pipnet-sdk/models")

@@ -129,8 +129,8 @@ def main(argv: list[str] | None = None) -> None:
         teacher = best
         if stc.get("teacher"):
             teacher, s_cfg["init"] = Path(stc["teacher"]), str(best)
-        report["stc"] = run_stc(s_cfg, teacher, out / "stc", stc.get("rounds", 1), stc.get("unlabeled", DEFAULT_UNLABELED),
-                                a.device, not a.quiet, a.resume)
+        report["stc"] = run_stc(s_cfg, teacher, out / "stc", stc.get("rounds", 1),
+                                stc.get("unlabeled", DEFAULT_UNLABELED), a.device, not a.quiet, a.resume)
         # keep the student only if it is better on validation
         if report["stc"]["best_val_nme"] < best_nme:
             best = out / "stc" / f"round{stc.get('rounds', 1)}" / "best.pt"

@@ -83,6 +83,6 @@ def coarse_loss(coarse_maps: dict[int, torch.Tensor], points: torch.Tensor, weig
     total = points.new_zeros(())
     for g, m in coarse_maps.items():
         b, n = m.shape[:2]
-        l = ((m.float().reshape(b, n, -1) - coarse_score(points, g)) ** 2).mean(dim=(1, 2))
-        total = total + score_weight * (l * weight).sum() / weight.sum().clamp(min=1.0)
+        err = ((m.float().reshape(b, n, -1) - coarse_score(points, g)) ** 2).mean(dim=(1, 2))
+        total = total + score_weight * (err * weight).sum() / weight.sum().clamp(min=1.0)
     return total

@@ -18,13 +18,12 @@ import numpy as np
 import onnx
 import torch
 
-
-from .onnx_meta import file_metadata, save_with_metadata, set_metadata
-from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .checkpoint import load_checkpoint
 from .config import DEFAULTS, build_model, load_config
+from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
 from .evaluate import nme_per_face
 from .model import MEAN, STD, PIPNet
+from .onnx_meta import file_metadata, save_with_metadata, set_metadata
 from .pseudo import pseudo_label_settings
 from .schemes import get_scheme
 
@@ -94,8 +93,10 @@ def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbor
     of the crop: the in-graph candidates run in torch and merged by the SDK, the SDK's NumPy
     decoder on the head maps (format 1), and the ONNX file in onnxruntime; and the ONNX scores'
     max abs difference."""
-    from pipnet_sdk.decode import decode as numpy_decode, merge, vote_matrix
+    from pipnet_sdk.decode import decode as numpy_decode
+    from pipnet_sdk.decode import merge, vote_matrix
     from pipnet_sdk.landmark_model import LandmarkModel
+
     from .decode import decode as torch_decode
 
     lm = LandmarkModel(onnx_path)
@@ -113,13 +114,15 @@ def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbor
     s = lm.spec.input_size
     px = lambda p: float(np.abs(p - ref).max() * s)  # noqa: E731
     return {"decode_px": px(graph_pts), "numpy_decode_px": px(np_pts), "torch_vs_ort_px": px(ort_pts),
-            "scores_max_abs": float(max(np.abs(ort_scores - ref_scores).max(), np.abs(graph_scores.numpy() - ref_scores).max()))}
+            "scores_max_abs": float(max(np.abs(ort_scores - ref_scores).max(),
+                                        np.abs(graph_scores.numpy() - ref_scores).max()))}
 
 
 def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.ndarray) -> Path:
     """Static QDQ int8 quantization calibrated on real face crops (uint8 BGR, network size)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
     from pipnet_sdk.landmark_model import LandmarkModel
 
     lm = LandmarkModel(fp32_path)
@@ -211,10 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", help="model name stored in the file (default: the config's)")
     ap.add_argument("--version")
-    ap.add_argument("--int8", action="store_true", help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
-    ap.add_argument("--int8-only", action="store_true", help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
+    ap.add_argument("--int8", action="store_true",
+                    help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
+    ap.add_argument("--int8-only", action="store_true",
+                    help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
     ap.add_argument("--format", type=int, choices=(1, 3), default=3,
-                    help="3 (default, shipped): candidates read at the argmax cells in the graph; 1: the five head maps")
+                    help="3 (default, shipped): candidates read at the argmax cells in the graph; "
+                         "1: the five head maps")
     a = ap.parse_args(argv)
     out = Path(a.out)
     fp32 = out.with_suffix(".fp32.onnx") if a.int8_only else out

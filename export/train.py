@@ -34,10 +34,11 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -47,8 +48,18 @@ from tqdm import tqdm
 from .augment import AugmentConfig, augment, upload
 from .checkpoint import average_into, load_checkpoint, load_init
 from .config import build_model, check_files, grid_of, load_config
-from .data import (Sample, base_crops, cache_dir, cache_key, detector_boxes, mean_face, neighbor_indices,
-                   read_labeled, shared_path, split_validation)
+from .data import (
+    Sample,
+    base_crops,
+    cache_dir,
+    cache_key,
+    detector_boxes,
+    mean_face,
+    neighbor_indices,
+    read_labeled,
+    shared_path,
+    split_validation,
+)
 from .decode import decode, nme
 from .model import PIPNet, autocast, normalize
 from .pack import load_cache
@@ -563,7 +574,8 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
                 break
         if averaged and epoch == run.cfg["epochs"]:
             summary["averaged_val_nme"] = save_average(run, averaged, out, epoch - 1)
-            log.write(json.dumps({"averaged_last": cfg["average_last"], "nme": round(summary["averaged_val_nme"], 3)}) + "\n")
+            record = {"averaged_last": cfg["average_last"], "nme": round(summary["averaged_val_nme"], 3)}
+            log.write(json.dumps(record) + "\n")
     summary.update(epochs=run.cfg["epochs"], paused=paused)
     return summary
 
@@ -585,7 +597,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.stop_after is not None and a.stop_after <= 0:
         ap.error("--stop-after must be positive")
-    cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size, "threads": a.threads})
+    cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size,
+                                 "threads": a.threads})
     check_files(cfg, a.config or "config")
     print(json.dumps(train(cfg, Path(a.out), a.resume, a.device, not a.quiet, stop_after=a.stop_after)))
 

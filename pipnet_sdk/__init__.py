@@ -51,8 +51,9 @@ def _source_version() -> str:
     except OSError:
         return "0+unknown"
     project = re.search(r"^\[project\]\s*$(.*?)(?=^\[)", text + "\n[", re.M | re.S)
-    found = project and re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.M)
-    if not found or not re.search(r'^name\s*=\s*"pipnet-sdk"', project.group(1), re.M):
+    table = project.group(1) if project else ""
+    found = re.search(r'^version\s*=\s*"([^"]+)"', table, re.M)
+    if found is None or not re.search(r'^name\s*=\s*"pipnet-sdk"', table, re.M):
         return "0+unknown"
     return found.group(1)
 

@@ -59,6 +59,8 @@ def merge(candidates: np.ndarray, averaging: np.ndarray | None, use_neighbors: b
     own prediction alone."""
     if not use_neighbors:
         return np.ascontiguousarray(candidates[:, :, 0], dtype=np.float32)
+    if averaging is None:
+        raise ValueError("merge with use_neighbors needs the averaging matrix (vote_matrix)")
     b, n, k, _ = candidates.shape
     return np.matmul(averaging, candidates.reshape(b, n * k, 2)).astype(np.float32, copy=False)
 

@@ -1,7 +1,8 @@
 """Annotated copies of images: boxes, scores, landmarks, track ids. The input is never modified."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np

@@ -42,7 +42,8 @@ under 0.06 (95 %), open ones (ground truth over 0.25) over 0.18; start with "ope
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -281,9 +282,10 @@ def _five(face: Any) -> np.ndarray:
     pts = getattr(face, "landmarks", face)
     p = np.asarray(pts, dtype=np.float64)
     if p.shape == (68, 2):
-        p = five_points(p)
-        if p is None:
+        five = five_points(p)
+        if five is None:
             raise ValueError("the 68 landmarks contain NaN or inf")
+        p = five
     elif p.shape != (5, 2):
         raise ValueError(f"need a Face, five points (5, 2) or 68 landmarks (68, 2); got shape {p.shape}")
     if not np.isfinite(p).all():

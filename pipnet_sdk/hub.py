@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 from .errors import ChecksumError, ModelNotFoundError
 from .registry import MODELS, ModelSpec, list_models
@@ -69,7 +69,7 @@ class _HubUnavailable(Exception):
     """Internal: the hub step could not provide the file (reason in the message)."""
 
 
-def sha256_file(path: Union[str, "os.PathLike[str]"]) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -78,7 +78,7 @@ def sha256_file(path: Union[str, "os.PathLike[str]"]) -> str:
     return h.hexdigest()
 
 
-def get_spec(name: Union[str, ModelSpec]) -> ModelSpec:
+def get_spec(name: str | ModelSpec) -> ModelSpec:
     """The registry entry for ``name`` (a ModelSpec is returned as is)."""
     if isinstance(name, ModelSpec):
         return name
@@ -112,7 +112,7 @@ def _verify(path: Path, spec: ModelSpec) -> None:
     _verified.add(key)
 
 
-def _local_candidates(spec: ModelSpec, why: Optional[list[str]] = None) -> list[tuple[Path, str]]:
+def _local_candidates(spec: ModelSpec, why: list[str] | None = None) -> list[tuple[Path, str]]:
     """Existing local copies (env dir, packaged), best first; reasons for misses go to ``why``."""
     why = why if why is not None else []
     found: list[tuple[Path, str]] = []
@@ -193,12 +193,12 @@ def _not_found(spec: ModelSpec, why: list[str]) -> ModelNotFoundError:
     return ModelNotFoundError(f"model {spec.name!r} (file {spec.filename}) not found. Tried:\n{tried}\n{fix}")
 
 
-def _third_party_spec(path: Path) -> Optional[ModelSpec]:
+def _third_party_spec(path: Path) -> ModelSpec | None:
     """The third-party registry model whose file name ``path`` has, if any."""
     return next((s for s in MODELS.values() if s.third_party and s.filename == path.name), None)
 
 
-def resolve(name_or_path: ModelRef, kind: Optional[str] = None) -> Path:
+def resolve(name_or_path: ModelRef, kind: str | None = None) -> Path:
     """Path of a usable model file for a path, a registry name or a :class:`ModelSpec`.
 
     ``kind`` ("landmark"/"detector") rejects a registry model of the other kind (ValueError).
@@ -234,7 +234,7 @@ def resolve(name_or_path: ModelRef, kind: Optional[str] = None) -> Path:
         raise _not_found(spec, why) from e.__cause__
 
 
-def cached_path(name: Union[str, ModelSpec]) -> Optional[tuple[Path, str]]:
+def cached_path(name: str | ModelSpec) -> tuple[Path, str] | None:
     """Where a model is available without network, and from which source
     ("PIPNET_MODELS_DIR", "packaged" or "hf-cache"); None if it must be downloaded.
     Does not verify the checksum (``resolve`` does)."""
@@ -250,7 +250,7 @@ def cached_path(name: Union[str, ModelSpec]) -> Optional[tuple[Path, str]]:
     return (Path(hit), "hf-cache") if isinstance(hit, str) else None
 
 
-def download(name: Union[str, ModelSpec]) -> Path:
+def download(name: str | ModelSpec) -> Path:
     """Make a registry model available offline and return its path: a local copy (packaged or in
     $PIPNET_MODELS_DIR, checked) needs no download; otherwise the file is fetched into the
     Hugging Face cache (a no-op if it is cached). ``cached_path`` then says where it is from."""

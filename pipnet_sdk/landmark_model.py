@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ class LandmarkSpec:
     extra: dict
 
     @classmethod
-    def from_json(cls, text: str, source: str = "model") -> "LandmarkSpec":
+    def from_json(cls, text: str, source: str = "model") -> LandmarkSpec:
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -148,7 +148,7 @@ class LandmarkModel:
             s = self.spec.input_size
             return np.zeros((0, 3, s, s), np.float32)
         # one C++ pass: HWC uint8 -> CHW float32, channel swap if the network wants RGB
-        x = cv2.dnn.blobFromImages(list(crops_bgr), 1.0, swapRB=self.spec.color == "rgb")
+        x: np.ndarray = cv2.dnn.blobFromImages(list(crops_bgr), 1.0, swapRB=self.spec.color == "rgb")
         x *= self._scale[:, None, None]
         x += self._shift[:, None, None]
         return x

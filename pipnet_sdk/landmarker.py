@@ -12,7 +12,8 @@ import functools
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ DEFAULT_DETECTOR = "yunet-n"
 def _rows(values: Any, width: int, dtype: type, layout: str) -> np.ndarray:
     """values as an (F, width) finite array: one row may come as a flat (width,) array, no row as
     any empty array. ``layout`` names the columns in the errors."""
-    a = np.asarray(values, dtype=dtype)
+    a: np.ndarray = np.asarray(values, dtype=dtype)
     if a.size == 0:
         return a.reshape(0, width)
     if a.ndim == 1 and a.size == width:
@@ -118,7 +119,7 @@ class Landmarker:
                 "model": {"name": spec.name, "version": spec.version, "sha256": _file_sha256(self.model.path)},
                 "detector": detector}
 
-    def with_detector_options(self, **options: Any) -> "Landmarker":
+    def with_detector_options(self, **options: Any) -> Landmarker:
         """A Landmarker sharing this one's models, with other YuNet options (``YuNet.OPTIONS``:
         ``size``, ``fallback_sizes``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``):
         nothing is loaded again."""

@@ -17,7 +17,7 @@ See :mod:`pipnet_sdk.hub` for how names are resolved to files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 Kind = Literal["landmark", "detector"]
 
@@ -31,9 +31,9 @@ class ModelSpec:
     name: str
     kind: Kind
     filename: str
-    sha256: Optional[str] = None
+    sha256: str | None = None
     repo_id: str = HUB_REPO_ID
-    revision: Optional[str] = None
+    revision: str | None = None
     description: str = ""
     license: str = ""
     source_url: str = ""
@@ -51,7 +51,8 @@ MODELS: dict[str, ModelSpec] = {
         sha256="bd47dacb2fda066868db37c4318c1a4780f874ca0268db78ddd326afb737fc3e",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8 (7-bit weights); 68 iBUG points; packaged in the wheel",
+        description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8 (7-bit weights); "
+                    "68 iBUG points; packaged in the wheel",
         license="weights: research use only (trained on 300-W and YouTube Faces data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
@@ -63,7 +64,8 @@ MODELS: dict[str, ModelSpec] = {
         sha256="c8d8b45bc0094c4f5a2bfdaffb02ee0af6dfa2fe99df9e9a4233fda2e402061c",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points; packaged in the wheel",
+        description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points; "
+                    "packaged in the wheel",
         license="weights: research use only (trained on 300-W, YouTube Faces and LFW data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
@@ -75,7 +77,8 @@ MODELS: dict[str, ModelSpec] = {
         sha256="104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="YuNet-n face detector (dynamic input size), libfacedetection.train / OpenCV; packaged in the wheel",
+        description="YuNet-n face detector (dynamic input size), libfacedetection.train / OpenCV; "
+                    "packaged in the wheel",
         license="Apache-2.0 (notice: pipnet_sdk/models/NOTICE-YUNET.md)",
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
         third_party=True,
@@ -88,7 +91,8 @@ MODELS: dict[str, ModelSpec] = {
         sha256="daede24002cc8590f457998cc5e6c9e8b82f45f6bd969506a8913cd4ed10a2d3",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="YuNet-s face detector (smaller, dynamic input size), libfacedetection.train / OpenCV; not packaged",
+        description="YuNet-s face detector (smaller, dynamic input size), libfacedetection.train / OpenCV; "
+                    "not packaged",
         license="Apache-2.0",
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
         third_party=True,
@@ -98,7 +102,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def list_models(kind: Optional[str] = None) -> list[str]:
+def list_models(kind: str | None = None) -> list[str]:
     """Names of the registered models, optionally only those of one ``kind``."""
     if kind is not None and kind not in ("landmark", "detector"):
         raise ValueError(f"kind must be 'landmark', 'detector' or None, not {kind!r}")

@@ -27,9 +27,10 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Mapping, Optional, Union
+from typing import Union
 from urllib.parse import unquote, urlsplit
 
 FileData = Union[bytes, str, Path]
@@ -48,15 +49,15 @@ def git_blob_sha1(data: bytes) -> str:
 class LocalHub:
     """In-memory hub; start()/stop() or use as a context manager (yields the endpoint URL)."""
 
-    def __init__(self, token: Optional[str] = None) -> None:
+    def __init__(self, token: str | None = None) -> None:
         self.repos: dict[str, dict[str, dict[str, bytes]]] = {}
         self.refs: dict[str, dict[str, str]] = {}
         self.private: dict[str, bool] = {}
         self.token = token
         self.requests: list[tuple[str, str]] = []
-        self._httpd: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
-        self._url: Optional[str] = None
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
         self._n = 0
         self._lock = threading.Lock()
 
@@ -74,8 +75,8 @@ class LocalHub:
     def add_commit(
         self,
         repo_id: str,
-        files: Mapping[str, Optional[FileData]],
-        commit: Optional[str] = None,
+        files: Mapping[str, FileData | None],
+        commit: str | None = None,
         revision: str = "main",
     ) -> str:
         """Commit ``files`` (path -> bytes/str/local Path; None deletes) on top of ``revision``."""
@@ -96,13 +97,13 @@ class LocalHub:
             self.refs[repo_id][revision] = commit
             return commit
 
-    def add_folder(self, repo_id: str, folder: Union[str, Path], commit: Optional[str] = None) -> str:
+    def add_folder(self, repo_id: str, folder: str | Path, commit: str | None = None) -> str:
         """Commit every file under ``folder`` (relative POSIX paths)."""
         root = Path(folder)
         files = {p.relative_to(root).as_posix(): p for p in sorted(root.rglob("*")) if p.is_file()}
         return self.add_commit(repo_id, files, commit=commit)
 
-    def commit_of(self, repo_id: str, revision: str = "main") -> Optional[str]:
+    def commit_of(self, repo_id: str, revision: str = "main") -> str | None:
         """Commit hash of a branch name or a known commit (None if unknown)."""
         commits = self.repos.get(repo_id, {})
         if revision in commits:
@@ -153,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- helpers -------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: Optional[dict[str, str]] = None,
+    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -164,11 +165,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD" and body:
             self.wfile.write(body)
 
-    def _json(self, status: int, obj: object, headers: Optional[dict[str, str]] = None) -> None:
+    def _json(self, status: int, obj: object, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers)
 
-    def _error(self, status: int, code: Optional[str], message: str,
-               headers: Optional[dict[str, str]] = None) -> None:
+    def _error(self, status: int, code: str | None, message: str,
+               headers: dict[str, str] | None = None) -> None:
         h = dict(headers or {})
         if code:
             h["X-Error-Code"] = code
@@ -186,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(401, None, "Invalid credentials in Authorization header")
         return False
 
-    def _repo_commit(self, repo: str, rev: str) -> Optional[str]:
+    def _repo_commit(self, repo: str, rev: str) -> str | None:
         """Commit for repo@rev, or None after answering 404 with the hub's error code."""
         if repo not in self.hub.repos:
             self._error(404, "RepoNotFound", "Repository not found")
@@ -235,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", f"{file} does not exist", {"X-Repo-Commit": commit})
         headers = {
             "X-Repo-Commit": commit,
-            "ETag": '"%s"' % hashlib.sha256(data).hexdigest(),
+            "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
             "Accept-Ranges": "bytes",
         }
         status, body = 200, data
@@ -285,7 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [json.loads(x) for x in self._body().splitlines() if x.strip()]
         if repo not in self.hub.repos:
             return self._error(404, "RepoNotFound", "Repository not found")
-        changes: dict[str, Optional[bytes]] = {}
+        changes: dict[str, bytes | None] = {}
         for item in lines:
             key, value = item["key"], item["value"]
             if key == "header":

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from export.data import BoxStyle, read_pts_folder
-from export.evaluate import (auc, ced_curve, evaluate, evaluate_gt, failure_rate, nme_per_face, plot_ced,
-                             summary)
+from export.evaluate import auc, ced_curve, evaluate, evaluate_gt, failure_rate, nme_per_face, plot_ced, summary
 
 
 def _face(eye_dist: float) -> np.ndarray:

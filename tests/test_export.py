@@ -215,17 +215,19 @@ def test_export_parity(tmp_path: Path, backbone: str) -> None:
 def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) -> None:
     """The CI run of the whole recipe: teacher, one STC round, ONNX fp32 + int8, in well under a minute."""
     cfg = {"name": "tiny", "width": 0.25, "stride": 16, "input_size": 64, "base_size": 96, "margin": 1.5,
-           "epochs": 2, "batch_size": 16, "limit": 24, "val_fraction": 0.2, "stc": {"grids": [2, 4], "rounds": 1, "epochs": 3}}
+           "epochs": 2, "batch_size": 16, "limit": 24, "val_fraction": 0.2,
+           "stc": {"grids": [2, 4], "rounds": 1, "epochs": 3}}
     conf = tmp_path / "tiny.json"
     conf.write_text(json.dumps(cfg))
     env = {"PIPNET_SHARED": str(shared_dir), "PIPNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "export.recipe", "--config", str(conf), "--out", str(tmp_path / "run"), "--quiet"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "export.recipe", "--config", str(conf), "--out", str(tmp_path / "run"),
+                        "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["teacher"]["epoch"] == 2 and report["stc"]["epoch"] == 3
-    log = [json.loads(l) for l in (tmp_path / "run" / "stc" / "round1" / "log.txt").read_text().splitlines() if l.startswith("{")]
-    assert [l["stc_grid"] for l in log] == [2, 4, 0]
+    lines = (tmp_path / "run" / "stc" / "round1" / "log.txt").read_text().splitlines()
+    log = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [entry["stc_grid"] for entry in log] == [2, 4, 0]
     assert (tmp_path / "run" / "tiny.int8.onnx").exists() and report["onnx"]["parity"]["decode_px"] < 1e-3
     # the exported model runs in the SDK
     from pipnet_sdk.landmark_model import LandmarkModel
@@ -250,11 +252,12 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     for name, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
         (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
     run = [sys.executable, "-m"]
-    r = subprocess.run(run + ["export.train", "--config", str(tmp_path / "teacher.json"), "--out", str(tmp_path / "t"), "--quiet"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(run + ["export.train", "--config", str(tmp_path / "teacher.json"), "--out", str(tmp_path / "t"),
+                              "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     r = subprocess.run(run + ["export.recipe", "--config", str(tmp_path / "student.json"), "--out", str(tmp_path / "s"),
-                              "--quiet", "--skip-export"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                              "--quiet", "--skip-export"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     assert report["teacher"]["epoch"] == 1 and report["restart1"]["epoch"] == 2 and report["stc"]["epoch"] == 2
@@ -263,12 +266,14 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     assert restart["labeled"] == ["data/300w/train"] and restart["lr"] == 1e-3
     # then a fit on all 300W faces whose result is its weight average: the distillation starts there
     assert (tmp_path / "s" / "restart2" / "averaged.pt").exists()
-    assert json.loads((tmp_path / "s" / "stc" / "round1" / "config.json").read_text())["init"].endswith("restart2/averaged.pt")
+    stc_config = json.loads((tmp_path / "s" / "stc" / "round1" / "config.json").read_text())
+    assert stc_config["init"].endswith("restart2/averaged.pt")
     # the teacher cut the unlabeled faces at its own size, the student at its own
     sizes = sorted(np.load(p)["images"].shape[1] for p in (tmp_path / "cache").glob("unlabeled-*.npz"))
     assert sizes == [96, 144]
-    log = [json.loads(l) for l in (tmp_path / "s" / "stc" / "round1" / "log.txt").read_text().splitlines() if l.startswith("{")]
-    assert [l["stc_grid"] for l in log] == [0, 0]  # no coarse stage: full maps from the start
+    lines = (tmp_path / "s" / "stc" / "round1" / "log.txt").read_text().splitlines()
+    log = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [entry["stc_grid"] for entry in log] == [0, 0]  # no coarse stage: full maps from the start
 
 
 @pytest.mark.slow
@@ -351,7 +356,8 @@ def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, sha
     candidates, scores = lm.forward(np.zeros((1, 3, 80, 80), np.float32))
     assert candidates.shape == (1, 68, 11, 2) and scores.shape == (1, 68)  # own + 10 neighbour votes
     with pytest.raises(ValueError, match="lack"):  # the block taken out cannot come back from nothing
-        train(load_config(None, {**common, "input_size": 64, "base_size": 96, "init": str(tmp_path / "big" / "best.pt")}),
+        init = str(tmp_path / "big" / "best.pt")
+        train(load_config(None, {**common, "input_size": 64, "base_size": 96, "init": init}),
               tmp_path / "again", device="cpu", progress=False)
 
 
@@ -535,7 +541,8 @@ def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, sh
                   "--minutes", "2", "--epochs", "2", "--device", "cpu", "--quiet"])
     assert sorted(p.name for p in returned.iterdir()) == ["best.pt", "config.json", "last.pt", "log.txt"]
     last = torch.load(returned / "last.pt", weights_only=False)
-    assert last["epoch"] == 1 and "opt" not in last and json.loads((returned / "config.json").read_text())["max_minutes"]
+    assert last["epoch"] == 1 and "opt" not in last
+    assert json.loads((returned / "config.json").read_text())["max_minutes"]
     gpu_run.main(["fetch", str(returned), "--out", str(run / "teacher")])
     model, _, meta = load_checkpoint(run / "teacher" / "best.pt")
     assert len(meta["neighbor_indices"]) == 68
@@ -733,7 +740,7 @@ def test_a_resume_with_another_schedule_is_refused() -> None:
     model = torch.nn.Linear(2, 2)
     ck = {"model": model.state_dict(), "epoch": 120, "best": 4.0,
           "config": dict(cfg, epochs=135, max_minutes=8.0)}  # a GPU run fitted 135 epochs into its minutes
-    for leg in range(3):  # then CPU legs, each resumed from the one before, with the config's 600
+    for _leg in range(3):  # then CPU legs, each resumed from the one before, with the config's 600
         check_resumable_config(ck, cfg)
         run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"), cfg=dict(cfg),
                               fitted=False)

@@ -14,10 +14,17 @@ import numpy as np
 import pytest
 
 from export.data import read_pts
-from pipnet_sdk import Face, Landmarker, align, align_many, draw
-from pipnet_sdk import geometry
-from pipnet_sdk.geometry import (ARCFACE_112, MEAN_FACE_3D, MIRROR_68, HeadPose, eye_openness,
-                                 five_points, head_pose, mouth_openness)
+from pipnet_sdk import Face, Landmarker, align, align_many, draw, geometry
+from pipnet_sdk.geometry import (
+    ARCFACE_112,
+    MEAN_FACE_3D,
+    MIRROR_68,
+    HeadPose,
+    eye_openness,
+    five_points,
+    head_pose,
+    mouth_openness,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_FACES = 24
@@ -388,7 +395,7 @@ def test_draw_pose(group_faces) -> None:
     assert xs.min() > x1 - size and xs.max() < x2 + size and ys.min() > y1 - size and ys.max() < y2 + size
     ends = geometry.pose_axes(face.landmarks, face.image_size, 60.0)
     for end, color in zip(ends[1:], ((0, 0, 255), (0, 200, 0), (255, 80, 0))):
-        mid = np.round((ends[0] * 0.4 + end * 0.6)).astype(int)  # on each axis, its colour
+        mid = np.round(ends[0] * 0.4 + end * 0.6).astype(int)  # on each axis, its colour
         assert np.abs(axes[mid[1], mid[0]].astype(int) - color).max() < 60
     few = Face(face.box, 0.9, face.landmarks[:5], face.landmark_scores[:5])
     np.testing.assert_array_equal(draw(img, few, pose=True), draw(img, few))

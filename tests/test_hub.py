@@ -14,11 +14,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
-
 from hub_server import LocalHub
+
 from pipnet_sdk import hub
 from pipnet_sdk.hub import ChecksumError, ModelNotFoundError, resolve
 from pipnet_sdk.registry import MODELS, ModelSpec, list_models
@@ -77,7 +77,7 @@ def local_hub(payload: tuple[bytes, str]):
     h.stop()
 
 
-def run_child(calls: list[tuple[str, Any, Optional[str]]], endpoint: str, hf_home: Path,
+def run_child(calls: list[tuple[str, Any, str | None]], endpoint: str, hf_home: Path,
               **env: str) -> list[dict]:
     """Run ``calls`` in a fresh interpreter with the hub env set; return their outcomes."""
     base = {k: v for k, v in os.environ.items()

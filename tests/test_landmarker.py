@@ -496,7 +496,8 @@ def test_custom_detector_breaking_the_contract_is_named(random_model: Path, resu
     with pytest.raises(ValueError) as info:
         lm.detect(np.zeros((64, 64, 3), np.uint8))
     assert "_BrokenDetector" in str(info.value) and words in str(info.value)
-    assert Landmarker(model=random_model, detector=_BrokenDetector(([], []))).detect(np.zeros((9, 9, 3), np.uint8)) == []
+    no_faces = Landmarker(model=random_model, detector=_BrokenDetector(([], [])))
+    assert no_faces.detect(np.zeros((9, 9, 3), np.uint8)) == []
 
 
 def test_public_names_and_json_safe_faces() -> None:

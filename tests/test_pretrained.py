@@ -72,7 +72,8 @@ def fake_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes
     return w
 
 
-def test_the_file_is_found_in_the_given_path_or_torch_hubs_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_file_is_found_in_the_given_path_or_torch_hubs_cache(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     w = fake_weights(monkeypatch, tmp_path)
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -105,7 +106,8 @@ def test_a_layout_that_differs_is_refused() -> None:
         copy_by_position([("a.", "b.")], own, {"b.0.weight": torch.zeros(4, 3)})
 
 
-def test_configs_that_ask_for_weights_are_checked_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configs_that_ask_for_weights_are_checked_before_any_work(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="pretrained must be"):
         check_config(load_config(None, {}) | {"pretrained": "yes"})
     with pytest.raises(ValueError, match="no ImageNet weights are known"):

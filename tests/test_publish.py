@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from hub_server import LocalHub
-from pipnet_sdk.registry import ModelSpec
 from test_hub import ROOT, run_child
+
+from pipnet_sdk.registry import ModelSpec
 
 REPO_ID = "pipnet-test/published"
 

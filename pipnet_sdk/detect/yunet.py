@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -71,9 +72,10 @@ def first_faces(passes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, float
                 max_faces: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of lazily run passes, each (boxes, scores, keypoints) in input pixels plus the input's scale,
     the first that finds a face (else the last): NMS applied, back in image pixels, float32."""
-    for boxes, scores, kps, f in passes:
-        if len(scores):
+    for found in passes:
+        if len(found[1]):
             break
+    boxes, scores, kps, f = found
     keep = nms(boxes, scores, nms_iou, max_faces)
     return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
             (kps[keep] / f).astype(np.float32))
@@ -137,6 +139,12 @@ class YuNet:
 
     #: options that change only how the network's input is sized and its output filtered
     OPTIONS = ("size", "score_threshold", "nms_iou", "max_faces", "upscale", "fallback_sizes")
+    size: int
+    score_threshold: float
+    nms_iou: float
+    max_faces: int
+    upscale: bool
+    fallback_sizes: tuple[int, ...]
 
     def _set_options(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.OPTIONS))
@@ -145,7 +153,7 @@ class YuNet:
         for name, value in check_options(options).items():
             setattr(self, name, value)
 
-    def with_options(self, **options: Any) -> "YuNet":
+    def with_options(self, **options: Any) -> YuNet:
         """A copy with other input-size / post-processing options, sharing this one's session
         (no model is loaded again)."""
         other = copy.copy(self)
@@ -176,7 +184,8 @@ class YuNet:
         """Decode the priors of a (1, 3, H, W) blob whose score is at least ``min_score`` (0: all):
         boxes (K, 4), scores (K,), keypoints (K, 5, 2)."""
         outs = dict(zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob})))
-        return decode_outputs(outs, *blob.shape[2:], min_score)
+        h, w = blob.shape[2:]
+        return decode_outputs(outs, h, w, min_score)
 
     def detect_with_keypoints(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes (F, 4) x1, y1, x2, y2 in image pixels, scores (F,) best first, and the 5
