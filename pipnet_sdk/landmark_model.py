@@ -15,6 +15,9 @@ from .hub import DIGEST_KEY, check_file_digest
 from .runtime import ModelFormatError, make_session
 
 META_KEY = "pipnet"
+#: where files are made and upgraded: export/, in the repository only (never say `python -m export...`)
+TRAINING_TOOLS = ('the training tools, which are not part of the wheel (in a clone of the pipnet-sdk '
+                  'repository: pip install -e ".[export]", then see export/README.md)')
 # format 1: the five head maps; format 3: each landmark's candidates (own prediction and neighbour
 # votes) and score, read in the graph at its argmax cell. Both are merged here (decode.merge).
 OUTPUTS = {1: ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"),
@@ -58,8 +61,7 @@ class LandmarkSpec:
         if d["format"] == 2:
             raise ModelFormatError(
                 f"{source} is a format-2 file (neighbour averaging inside the graph), which this SDK no "
-                "longer reads: use a current model (`pipnet models`), or upgrade the file with the "
-                "training tools of the pipnet-sdk source repository (export/, not part of the wheel)"
+                f"longer reads: use a current model (`pipnet models`), or upgrade the file with {TRAINING_TOOLS}"
             )
         if d["format"] not in OUTPUTS:
             raise ModelFormatError(
@@ -88,8 +90,7 @@ def read_spec(session, source: str) -> LandmarkSpec:
     if META_KEY not in props:
         raise ModelFormatError(
             f"{source} has no '{META_KEY}' metadata: it is not a pipnet-sdk landmark model "
-            "(`pipnet models` lists the usable ones; new ones are exported by the training tools of "
-            "the pipnet-sdk source repository)"
+            f"(`pipnet models` lists the usable ones; new ones are exported by {TRAINING_TOOLS})"
         )
     spec = LandmarkSpec.from_json(props[META_KEY], source)
     names = [o.name for o in session.get_outputs()]
@@ -128,8 +129,7 @@ class LandmarkModel:
             check_file_digest(data, str(self.spec.extra[DIGEST_KEY]), self.path)
         else:
             warnings.warn(f"{self.path} carries no digest ({DIGEST_KEY}), so damage to it cannot be "
-                          "detected; re-export or upgrade it with the training tools of the pipnet-sdk "
-                          "source repository (export/, not part of the wheel)", UserWarning, stacklevel=3)
+                          f"detected; re-export or upgrade it with {TRAINING_TOOLS}", UserWarning, stacklevel=3)
         self.input_name = self.session.get_inputs()[0].name
         self.use_neighbors = use_neighbors
         flip = self.spec.extra.get("flip")

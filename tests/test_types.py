@@ -84,6 +84,7 @@ def test_format_2_message_needs_no_missing_module() -> None:
     with pytest.raises(pipnet_sdk.ModelFormatError, match="format-2") as e:
         LandmarkSpec.from_json(meta, "old.onnx")
     assert "export." not in str(e.value) and "not part of the wheel" in str(e.value)
+    assert 'pip install -e ".[export]"' in str(e.value)  # what to install, and from where
 
 
 def _message_strings(tree: ast.AST):
