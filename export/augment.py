@@ -19,7 +19,9 @@ class AugmentConfig:
     shift: float = 0.08  # crop centre jitter: +- shift * side
     p_flip: float = 0.5
     p_occlude: float = 0.4
-    occlude_max: float = 0.4  # rectangle side up to this fraction of the crop
+    occlude_max: float = 0.4  # occluder side up to this fraction of the crop
+    p_occlude_texture: float = 0.0  # of the occluders: filled with another crop of the batch, not a flat colour
+    p_occlude_ellipse: float = 0.0  # of the occluders: an ellipse (a hand, a cup, a microphone), not a rectangle
     p_blur: float = 0.2
     p_motion_blur: float = 0.0  # a straight motion streak, up to motion_max x the crop side long
     motion_max: float = 0.12
@@ -98,6 +100,25 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     """images: (B, 3, R, R) uint8 base crops (BGR); points (B, N, 2) base pixels (NaN = unknown).
     Returns float crops (B, 3, size, size) in 0-1 BGR and points (B, N, 2) normalised to the crop
     (0 = left/top edge, 1 = right/bottom edge)."""
+    x, p, _ = augment_with_visibility(images, points, size, margin, flip_perm, cfg, generator, train)
+    return x, p
+
+
+def visible_points(points: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, N) 1.0 where a normalised point lies inside the crop and off the occluder mask hidden
+    (B, S, S) bool, else 0.0 (NaN points count as hidden)."""
+    b, size = hidden.shape[0], hidden.shape[-1]
+    inside = ((points >= 0) & (points < 1)).all(-1)
+    cell = (points.nan_to_num(-1.0) * size).floor().long().clamp(0, size - 1)  # (B, N, 2) column, row
+    covered = hidden[torch.arange(b, device=hidden.device)[:, None], cell[..., 1], cell[..., 0]]
+    return (inside & ~covered).float()
+
+
+def augment_with_visibility(images: torch.Tensor, points: torch.Tensor, size: int, margin: float,
+                            flip_perm: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None,
+                            train: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """augment, plus each point's visibility label (B, N): 1.0 when it is inside the crop and not
+    under the synthetic occluder (visible_points)."""
     b, dev = images.shape[0], images.device
 
     def draw(*shape: int) -> torch.Tensor:
@@ -122,7 +143,7 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     p = torch.where(flip[:, None, None], p[:, flip_perm], p)
     p = (p + 0.5) / size
     if not train:
-        return x, p
+        return x, p, visible_points(p, torch.zeros(b, size, size, dtype=torch.bool, device=dev))
     # photometric
     gray = draw(b) < cfg.p_gray
     if gray.any():
@@ -146,14 +167,25 @@ def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float
     x = (x - mean) * con + mean + bri
     x = x + cfg.noise * rand(b, 1, 1, 1) * torch.randn(x.shape, device=dev)  # global seed
     occ = draw(b) < cfg.p_occlude
+    hidden = torch.zeros(b, size, size, dtype=torch.bool, device=dev)
     if occ.any():
         occ = upload(occ, dev)
-        ys = torch.arange(size, device=dev).view(1, size, 1)
-        xs = torch.arange(size, device=dev).view(1, 1, size)
-        wh = (cfg.occlude_max * size * rand(b, 2)).long()
-        x0 = ((size - wh[:, 0]) * rand(b)).long()
-        y0 = ((size - wh[:, 1]) * rand(b)).long()
-        m = (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + wh[:, 0]).view(-1, 1, 1)) & \
-            (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + wh[:, 1]).view(-1, 1, 1)) & occ.view(-1, 1, 1)
-        x = torch.where(m[:, None], rand(b, 3, 1, 1), x)
-    return x.clamp(0, 1), p
+        ys = torch.arange(size, device=dev).view(1, size, 1).float() + 0.5
+        xs = torch.arange(size, device=dev).view(1, 1, size).float() + 0.5
+        wh = (cfg.occlude_max * size * rand(b, 2)).clamp(min=1.0)
+        x0 = (size - wh[:, 0]) * rand(b)
+        y0 = (size - wh[:, 1]) * rand(b)
+        rect = (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + wh[:, 0]).view(-1, 1, 1)) & \
+            (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + wh[:, 1]).view(-1, 1, 1))
+        # an ellipse inscribed in the same rectangle
+        u = (xs - (x0 + wh[:, 0] / 2).view(-1, 1, 1)) / (wh[:, 0] / 2).view(-1, 1, 1)
+        v = (ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)) / (wh[:, 1] / 2).view(-1, 1, 1)
+        ellipse = u ** 2 + v ** 2 <= 1
+        round_ = (rand(b) < cfg.p_occlude_ellipse).view(-1, 1, 1)
+        hidden = torch.where(round_, ellipse, rect) & occ.view(-1, 1, 1)
+        flat = rand(b, 3, 1, 1).expand_as(x)
+        # a textured occluder: the same pixels of another face's crop, darkened or lightened
+        other = torch.roll(x, 1, 0) * (0.5 + rand(b, 1, 1, 1))
+        fill = torch.where((rand(b) < cfg.p_occlude_texture).view(-1, 1, 1, 1), other, flat)
+        x = torch.where(hidden[:, None], fill, x)
+    return x.clamp(0, 1), p, visible_points(p, hidden)

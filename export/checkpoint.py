@@ -26,13 +26,16 @@ def load_checkpoint(path: str | Path) -> tuple[PIPNet, dict[str, Any], dict[str,
 
 
 def load_init(model: PIPNet, weights: dict[str, torch.Tensor], progress: bool) -> None:
-    """Start from another run's weights. Every layer of the model must be there; layers the model
-    no longer has (residual blocks taken out with "blocks", STC's coarse heads) are left out."""
+    """Start from another run's weights. Every layer of the model must be there but a visibility
+    head (which then starts untrained); layers the model no longer has (residual blocks taken out
+    with "blocks", STC's coarse heads, a visibility head) are left out."""
     own = model.state_dict()
     weights = {k: v for k, v in weights.items() if not k.startswith("coarse.")}  # STC heads never carry over
-    missing = [k for k in own if k not in weights and not k.startswith("coarse.")]
+    missing = [k for k in own if k not in weights and not k.startswith(("coarse.", "visibility."))]
     if missing:
         raise ValueError(f"the init weights lack {len(missing)} of the model's tensors, e.g. {missing[:3]}")
+    if progress and any(k.startswith("visibility.") and k not in weights for k in own):
+        print("init: the visibility head starts untrained")
     dropped = sorted({k.rsplit(".", 2)[0] for k in weights if k not in own})
     if dropped and progress:
         print(f"init: leaving out {', '.join(dropped)}")

@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "crop": {"scale": 1.2, "shift_y": 0.12}, "base_size": 192, "margin": 1.5,
     "epochs": 60, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
     "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
-    "score_weight": 10.0, "offset_weight": 1.0,
+    "score_weight": 10.0, "offset_weight": 1.0, "visibility_weight": 0.0,
     "teacher": None, "distill_weight": 0.5, "pseudo_labels": None, "clean_unlabeled": True,
     "augment": {}, "seed": 0, "bf16": True, "threads": None,
     "stc": None, "max_minutes": None, "init": None, "pretrained": None, "pretrained_path": None,
@@ -102,7 +102,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str,
 def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
     """The untrained network of cfg; coarse: STC's extra score-map grids."""
     n = get_scheme(cfg["scheme"]).num_points
-    return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse, cfg["blocks"])
+    return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse, cfg["blocks"],
+                  visibility=cfg["visibility_weight"] > 0)
 
 
 def grid_of(cfg: dict[str, Any]) -> int:

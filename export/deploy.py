@@ -26,6 +26,12 @@ from torch import nn
 from .model import PIPNet
 
 OUTPUT_NAMES = ["candidates", "scores"]
+VISIBILITY_OUTPUT = "visibility"  # a third output, of a network with a visibility head
+
+
+def output_names(net: PIPNet) -> list[str]:
+    """The shipped graph's outputs for this network."""
+    return OUTPUT_NAMES + ([VISIBILITY_OUTPUT] if net.visibility is not None else [])
 
 
 class DecodedPIPNet(nn.Module):
@@ -34,7 +40,8 @@ class DecodedPIPNet(nn.Module):
     Returns ``candidates`` (B, N, 1 + C, 2) in [0, 1] crop units (each landmark's own prediction,
     then its votes for its C neighbours) and ``scores`` (B, N), the score map at each landmark's
     cell: merged by ``pipnet_sdk.decode.merge``, the same numbers as ``export.decode.decode`` on
-    the full head maps."""
+    the full head maps. A network with a visibility head also returns ``visibility`` (B, N): the
+    sigmoid of its logit at each landmark's cell, one more row of the per-landmark product."""
 
     def __init__(self, net: PIPNet, neighbors: np.ndarray, input_size: int) -> None:
         super().__init__()
@@ -43,12 +50,15 @@ class DecodedPIPNet(nn.Module):
         n, c = nb.shape
         d = net.score.in_channels
         # per landmark, the head rows it needs: own x, its C votes in x, own y, its C votes in y
-        heads = (net.offset_x, net.neighbor_x, net.offset_y, net.neighbor_y)
-        rows = (1, c, 1, c)
+        heads: tuple[nn.Conv2d, ...] = (net.offset_x, net.neighbor_x, net.offset_y, net.neighbor_y)
+        rows: tuple[int, ...] = (1, c, 1, c)
+        self.with_visibility = net.visibility is not None
+        if net.visibility is not None:
+            heads, rows = heads + (net.visibility,), rows + (1,)
         weight = torch.cat([h.weight.detach().reshape(n, r, d) for h, r in zip(heads, rows)], 1)
         bias = torch.cat([h.bias.detach().reshape(n, r) for h, r in zip(heads, rows)], 1)
-        self.register_buffer("weight", weight.transpose(1, 2).contiguous())  # (N, D, 2 + 2C)
-        self.register_buffer("bias", bias.reshape(n, 1, 2 + 2 * c))
+        self.register_buffer("weight", weight.transpose(1, 2).contiguous())  # (N, D, 2 + 2C [+ 1])
+        self.register_buffer("bias", bias.reshape(n, 1, sum(rows)))
         self.num_landmarks, self.num_neighbors = n, c
         with torch.no_grad():
             h, w = net.backbone.eval()(torch.zeros(1, 3, input_size, input_size)).shape[2:]
@@ -56,7 +66,7 @@ class DecodedPIPNet(nn.Module):
         self.register_buffer("grid", torch.stack([yx[1], yx[0]], -1).reshape(h * w, 2))  # cell -> column, row
         self.register_buffer("cell_size", torch.tensor([[1.0 / w], [1.0 / h]]))  # (2, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         f = self.backbone(x)
         b, d, h, w = f.shape
         n, c = self.num_landmarks, self.num_neighbors
@@ -64,9 +74,12 @@ class DecodedPIPNet(nn.Module):
         # each landmark's feature vector at its cell: rows of the (B * HW, D) features
         rows = (cell + torch.arange(b, device=x.device).unsqueeze(1) * (h * w)).reshape(-1)
         feat = f.reshape(b, d, h * w).transpose(1, 2).reshape(b * h * w, d)[rows].reshape(b, n, d)
-        v = torch.matmul(feat.unsqueeze(2), self.weight) + self.bias  # (B, N, 1, 2 + 2C)
+        v = torch.matmul(feat.unsqueeze(2), self.weight) + self.bias  # (B, N, 1, 2 + 2C [+ 1])
         cell_xy = self.grid[cell]  # (B, N, 2): column, row
-        cand = (v.reshape(-1, n, 2, 1 + c) + cell_xy.unsqueeze(-1)) * self.cell_size  # (B, N, 2, 1 + C)
+        offsets = v[..., :2 + 2 * c]
+        cand = (offsets.reshape(-1, n, 2, 1 + c) + cell_xy.unsqueeze(-1)) * self.cell_size  # (B, N, 2, 1 + C)
+        if self.with_visibility:
+            return cand.transpose(2, 3), scores, torch.sigmoid(v[:, :, 0, -1])  # + (B, N)
         return cand.transpose(2, 3), scores  # (B, N, 1 + C, 2), (B, N)
 
 

@@ -215,14 +215,15 @@ BACKBONES: dict[str, type[nn.Module]] = {
 
 
 class PIPNet(nn.Module):
-    """Backbone + score / offset_x / offset_y / neighbor_x / neighbor_y 1x1 heads.
+    """Backbone + score / offset_x / offset_y / neighbor_x / neighbor_y 1x1 heads, and with
+    ``visibility`` a sixth: each landmark's visibility logit, read (like its offsets) at its cell.
 
-    Outputs (B, N, H, W) x3 and (B, N*C, H, W) x2; neighbour channel i*C + k is landmark i's
-    vote for its k-th neighbour (the SDK's decoder reads this order)."""
+    Outputs (B, N, H, W) x3, (B, N*C, H, W) x2 (and (B, N, H, W)); neighbour channel i*C + k is
+    landmark i's vote for its k-th neighbour (the SDK's decoder reads this order)."""
 
     def __init__(self, num_landmarks: int = 68, num_neighbors: int = 10, backbone: str = "resnet18",
                  stride: int = 32, width: float = 1.0, coarse_grids: tuple[int, ...] = (),
-                 blocks: tuple[int, ...] | None = None) -> None:
+                 blocks: tuple[int, ...] | None = None, visibility: bool = False) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
@@ -235,9 +236,11 @@ class PIPNet(nn.Module):
         self.offset_y = nn.Conv2d(c, n, 1)
         self.neighbor_x = nn.Conv2d(c, n * k, 1)
         self.neighbor_y = nn.Conv2d(c, n * k, 1)
-        for head in (self.score, self.offset_x, self.offset_y, self.neighbor_x, self.neighbor_y):
-            nn.init.normal_(head.weight, std=0.001)
-            nn.init.zeros_(head.bias)
+        self.visibility = nn.Conv2d(c, n, 1) if visibility else None
+        for head in (self.score, self.offset_x, self.offset_y, self.neighbor_x, self.neighbor_y, self.visibility):
+            if head is not None:
+                nn.init.normal_(head.weight, std=0.001)
+                nn.init.zeros_(head.bias)
         for m in self.backbone.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -252,5 +255,7 @@ class PIPNet(nn.Module):
         """Head outputs and the coarse score maps {grid: (B, N, g, g)}."""
         f = self.backbone(x)
         heads = (self.score(f), self.offset_x(f), self.offset_y(f), self.neighbor_x(f), self.neighbor_y(f))
+        if self.visibility is not None:
+            heads += (self.visibility(f),)
         coarse = {int(g): conv(nn.functional.adaptive_avg_pool2d(f, int(g))) for g, conv in self.coarse.items()}
         return heads, coarse

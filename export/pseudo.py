@@ -138,7 +138,7 @@ def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, 
     squares = teacher.squares(boxes)
     labeled = []
     for s, sq in zip(tqdm(samples, desc="pseudo-labels", disable=not progress), squares):
-        points, _ = teacher.landmarks_in_squares(s.image, sq[None])
+        points = teacher.landmarks_in_squares(s.image, sq[None]).points
         labeled.append(Sample(s.image, points[0]))
     images, points = base_crops(labeled, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"], cfg["base_size"],
                                 cfg["margin"], progress, "base crops (pseudo-labeled)")

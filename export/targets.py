@@ -64,6 +64,17 @@ def pip_loss(outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]
     return total, {k: v.detach() for k, v in parts.items()}
 
 
+def visibility_loss(logits: torch.Tensor, index: torch.Tensor, visible: torch.Tensor,
+                    sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy of the visibility head (B, N, H, W) read at each landmark's
+    ground-truth cell index (B, N) against its label visible (B, N) in {0, 1}."""
+    at_cell = gather_cell(logits.float(), index, 1)[..., 0]
+    per_face = torch.nn.functional.binary_cross_entropy_with_logits(at_cell, visible, reduction="none").mean(1)
+    if sample_weight is None:
+        return per_face.mean()
+    return (per_face * sample_weight).sum() / sample_weight.sum().clamp(min=1.0)
+
+
 def distill_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], num_neighbors: int,
                  score_weight: float = 10.0) -> torch.Tensor:
     """Knowledge distillation between models with the same map grid: MSE to the teacher's score

@@ -20,7 +20,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import DEFAULTS, build_model, load_config
-from .deploy import OUTPUT_NAMES, DecodedPIPNet, stem_space_to_depth
+from .deploy import DecodedPIPNet, output_names, stem_space_to_depth
 from .evaluate import nme_per_face
 from .model import MEAN, STD, PIPNet
 from .onnx_meta import file_metadata, save_with_metadata, set_metadata
@@ -57,7 +57,8 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
     model = model.float().eval().to(memory_format=torch.contiguous_format)
     s = meta["input_size"]
     net = DecodedPIPNet(model, np.asarray(meta["neighbor_indices"]), s).eval() if decoded else model
-    names = OUTPUT_NAMES if decoded else HEAD_NAMES
+    visibility = ["visibility_map"] if model.visibility is not None else []
+    names = output_names(model) if decoded else HEAD_NAMES + visibility
     with torch.no_grad():
         torch.onnx.export(net, (torch.zeros(1, 3, s, s),), str(path), input_names=["input"],
                           output_names=names, dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in names}},
@@ -65,7 +66,7 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
     m = onnx.load(str(path))
     if decoded:
         stem_space_to_depth(m, s)
-    save_with_metadata(m, path, {**meta, "format": 3 if decoded else 1})
+    save_with_metadata(m, path, {**meta, "format": 3 if decoded else 1, "outputs": names})
     return path
 
 
@@ -105,11 +106,11 @@ def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbor
     with torch.no_grad():
         model = model.float().eval()
         heads = model(torch.from_numpy(x))
-        graph_cands, graph_scores = DecodedPIPNet(model, nb, x.shape[-1]).eval()(torch.from_numpy(x))
+        graph_cands, graph_scores = DecodedPIPNet(model, nb, x.shape[-1]).eval()(torch.from_numpy(x))[:2]
     graph_pts = merge(graph_cands.numpy(), vote_matrix(nb))
     ref = torch_decode(heads, torch.from_numpy(nb)).numpy()
     ref_scores = heads[0].flatten(2).amax(-1).numpy()
-    np_pts, _ = numpy_decode(*(h.numpy() for h in heads), nb)
+    np_pts, _ = numpy_decode(*(h.numpy() for h in heads[:5]), nb)
     ort_pts, ort_scores = lm.decode(lm.forward(x))
     s = lm.spec.input_size
     px = lambda p: float(np.abs(p - ref).max() * s)  # noqa: E731
@@ -142,7 +143,7 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.nd
         # the network (backbone, head convolutions) is int8; in-graph decoding (format 3) stays float.
         # Weights use 7 bits (reduce_range): u8 x s7 pair sums fit in 16 bits, so the u8s8 kernels of
         # CPUs without VNNI (VPMADDUBSW) cannot saturate and every x86 CPU gives the same landmarks
-        network = ("/backbone/", "/score/", "/offset_", "/neighbor_")
+        network = ("/backbone/", "/score/", "/offset_", "/neighbor_", "/visibility/")
         decoding = [n.name for n in onnx.load(str(pre)).graph.node if not n.name.startswith(network)]
         quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
@@ -172,7 +173,7 @@ def val_nme_per_face(path: str | Path, crops: np.ndarray, points: np.ndarray, no
     """NME (%) of each crop, an ONNX model run through the SDK."""
     from pipnet_sdk.landmark_model import LandmarkModel
 
-    pred, _ = LandmarkModel(path).run_crops(crops)
+    pred = LandmarkModel(path).run_crops(crops).points
     return nme_per_face(pred, points, norm) * 100
 
 

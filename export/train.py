@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import AugmentConfig, augment, upload
+from .augment import AugmentConfig, augment, augment_with_visibility, upload
 from .checkpoint import average_into, load_checkpoint, load_init
 from .config import build_model, check_files, grid_of, load_config
 from .data import (
@@ -66,7 +66,7 @@ from .pack import load_cache
 from .pretrained import load_imagenet
 from .pseudo import onnx_pseudo_labels
 from .schemes import get_scheme
-from .targets import coarse_loss, distill_loss, make_targets, pip_loss
+from .targets import coarse_loss, distill_loss, make_targets, pip_loss, visibility_loss
 
 LOSS_PARTS = ("loss", "score", "offset", "neighbor")
 
@@ -386,7 +386,7 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
     cfg, b, dev = run.cfg, run.batches, run.dev
     on_crops = upload(idx, b.images.device)  # the crops are on the GPU when training there
     im, pt = b.images[on_crops].to(dev), b.points[on_crops].to(dev)
-    x, p = augment(im, pt, b.size, b.margin, run.flip, run.aug, run.gen)
+    x, p, visible = augment_with_visibility(im, pt, b.size, b.margin, run.flip, run.aug, run.gen)
     if run.teacher is not None:
         with torch.no_grad(), autocast(dev, cfg["bf16"]):
             t_heads = run.teacher(normalize(x).contiguous(memory_format=torch.channels_last))
@@ -398,6 +398,10 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
     # STC: pseudo-labeled faces get the full-map loss only in its last stage
     full_w = (~upload(b.is_pseudo[idx], dev) | (stage == 0)).float() if stage is not None else None
     loss, parts = pip_loss(heads, targets, cfg["num_neighbors"], cfg["score_weight"], cfg["offset_weight"], full_w)
+    if cfg["visibility_weight"] > 0:  # the sixth head: is each point seen or hidden
+        l_vis = visibility_loss(heads[5], targets["index"], visible, full_w)
+        loss = loss + cfg["visibility_weight"] * l_vis
+        parts["visibility"] = l_vis.detach()
     if run.teacher is not None:
         a = cfg["distill_weight"]
         loss = (1 - a) * loss + a * distill_loss(heads, t_heads, cfg["num_neighbors"], cfg["score_weight"])
@@ -410,7 +414,8 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
 def train_epoch(run: Run, epoch: int, steps: int, stage: int | None, progress: bool) -> dict[str, torch.Tensor]:
     """One pass over the faces in a random order; the losses summed over its steps."""
     cfg = run.cfg
-    totals = {k: torch.zeros((), device=run.dev) for k in LOSS_PARTS}
+    parts = LOSS_PARTS + (("visibility",) if cfg["visibility_weight"] > 0 else ())
+    totals = {k: torch.zeros((), device=run.dev) for k in parts}
     perm = torch.randperm(len(run.batches.images), generator=run.gen)
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
     for step in bar:

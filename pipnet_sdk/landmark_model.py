@@ -6,6 +6,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -22,6 +23,18 @@ TRAINING_TOOLS = ('the training tools, which are not part of the wheel (in a clo
 # votes) and score, read in the graph at its argmax cell. Both are merged here (decode.merge).
 OUTPUTS = {1: ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"),
            3: ("candidates", "scores")}
+# a format-3 file whose network learned each point's visibility has a third output, (B, N) in [0, 1]
+VISIBILITY = "visibility"
+
+
+class Marks(NamedTuple):
+    """Landmarks of F faces: points (F, N, 2) (normalised to the crop from LandmarkModel, in image
+    pixels from Landmarker), their scores (F, N), and each point's visibility (F, N) in [0, 1]
+    (None when the model file has no visibility output)."""
+
+    points: np.ndarray
+    scores: np.ndarray
+    visibility: np.ndarray | None
 REQUIRED = (
     "format", "name", "version", "num_landmarks", "scheme", "input_size", "stride",
     "num_neighbors", "neighbor_indices", "mean_face", "normalization", "crop",
@@ -131,6 +144,8 @@ class LandmarkModel:
             warnings.warn(f"{self.path} carries no digest ({DIGEST_KEY}), so damage to it cannot be "
                           f"detected; re-export or upgrade it with {TRAINING_TOOLS}", UserWarning, stacklevel=3)
         self.input_name = self.session.get_inputs()[0].name
+        self.has_visibility = self.spec.format == 3 and VISIBILITY in [o.name for o in self.session.get_outputs()]
+        self._outputs = list(OUTPUTS[self.spec.format]) + ([VISIBILITY] if self.has_visibility else [])
         self.use_neighbors = use_neighbors
         flip = self.spec.extra.get("flip")
         if flip_test and not flip:
@@ -141,6 +156,17 @@ class LandmarkModel:
         # fold normalisation into one multiply-add on 0-255 values
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
         self._shift = (-s.mean / s.std).astype(np.float32)
+
+    def quality(self, scores: np.ndarray, visibility: np.ndarray | None) -> np.ndarray | None:
+        """Each face's quality (F,): the calibrated probability that its landmarks are good (NME
+        within the file's ``quality.good_nme`` of the inter-ocular distance), from its mean
+        landmark score and mean visibility; None when the file carries no calibration."""
+        q = self.spec.extra.get("quality")
+        if not q or visibility is None:
+            return None
+        features = {"mean_score": scores.mean(1), "mean_visibility": visibility.mean(1)}
+        z = float(q["intercept"]) + sum(float(c) * features[name] for name, c in zip(q["features"], q["coef"]))
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     def preprocess(self, crops_bgr: np.ndarray) -> np.ndarray:
         """(F, S, S, 3) uint8 BGR crops -> (F, 3, S, S) float32 network input."""
@@ -154,32 +180,43 @@ class LandmarkModel:
         return x
 
     def forward(self, batch: np.ndarray) -> list[np.ndarray]:
-        """The network's outputs for a (B, 3, S, S) input, as the file's format lays them out."""
-        return self.session.run(list(OUTPUTS[self.spec.format]), {self.input_name: batch})
+        """The network's outputs for a (B, 3, S, S) input, as the file's format lays them out (and
+        the visibility last, when the file has it)."""
+        return self.session.run(self._outputs, {self.input_name: batch})
 
     def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Network outputs -> normalised points (B, N, 2) and scores (B, N)."""
-        candidates, scores = outputs if self.spec.format == 3 else candidates_from_maps(*outputs)
+        if self.spec.format == 3:
+            candidates, scores = outputs[0], outputs[1]
+        else:
+            candidates, scores = candidates_from_maps(*outputs[:5])
         return merge(candidates, self._averaging, self.use_neighbors), scores
 
-    def run_crops(self, crops_bgr: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised points (F, N, 2) and scores (F, N) for uint8 BGR crops. With flip_test,
-        each crop also runs mirrored and the two predictions are averaged."""
+    def run_crops(self, crops_bgr: np.ndarray, batch_size: int = 32) -> Marks:
+        """Normalised points (F, N, 2), scores (F, N) and visibility (F, N) or None for uint8 BGR
+        crops. With flip_test, each crop also runs mirrored and the two predictions are averaged."""
         n = self.spec.num_landmarks
         if len(crops_bgr) == 0:
-            return np.zeros((0, n, 2), np.float32), np.zeros((0, n), np.float32)
-        pts, scs = [], []
+            empty = np.zeros((0, n), np.float32)
+            return Marks(np.zeros((0, n, 2), np.float32), empty, empty if self.has_visibility else None)
+        pts, scs, vis = [], [], []
         for i in range(0, len(crops_bgr), batch_size):
             chunk = crops_bgr[i:i + batch_size]
             if self.flip is not None:
                 chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
-            p, s = self.decode(self.forward(self.preprocess(chunk)))
+            outputs = self.forward(self.preprocess(chunk))
+            p, s = self.decode(outputs)
+            v = outputs[-1] if self.has_visibility else None
             if self.flip is not None:
                 k = len(p) // 2
                 mirrored = p[k:][:, self.flip] * np.array([-1, 1], np.float32) + np.array([1, 0], np.float32)
                 p, s = (p[:k] + mirrored) / 2, (s[:k] + s[k:][:, self.flip]) / 2
+                if v is not None:
+                    v = (v[:k] + v[k:][:, self.flip]) / 2
             pts.append(p)
             scs.append(s)
+            vis.append(v)
         if len(pts) == 1:  # one batch: no copy
-            return pts[0], scs[0]
-        return np.concatenate(pts), np.concatenate(scs)
+            return Marks(pts[0], scs[0], vis[0])
+        seen = [v for v in vis if v is not None]
+        return Marks(np.concatenate(pts), np.concatenate(scs), np.concatenate(seen) if seen else None)

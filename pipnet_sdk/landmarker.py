@@ -1,7 +1,8 @@
 """Landmarker: the image side of the pipeline, with public steps.
 
     image -> detect_boxes -> squares (the model's crop rule) -> landmarks_in_squares
-          (crops, test crops, the LandmarkModel network, back to image pixels) -> Face objects
+          (crops, test crops, the LandmarkModel network, back to image pixels) -> upright
+          (faces the rule saw turned: cropped again turned with the face) -> Face objects
 
 ``detect`` runs them all; ``VideoLandmarker`` and the Ray integration call the steps they need.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -21,11 +23,19 @@ from .crop import TEST_CROPS, crop_faces, jitter_squares, squares_from_boxes, to
 from .detect import Detector, YuNet
 from .hub import resolve, sha256_file
 from .images import check_color, is_pil_image, load_image
-from .landmark_model import LandmarkModel
+from .landmark_model import LandmarkModel, Marks
 from .types import Face
 
 DEFAULT_MODEL = "pipnet-fast"
 DEFAULT_DETECTOR = "yunet-n"
+#: a face whose mean landmark score is below this may be turned: its crop is also tried a quarter,
+#: a half and three quarters round, and the best-scoring one kept
+UPRIGHT_SCORE = 0.75
+#: a face whose landmarks are turned more than this (degrees) from the model's mean face is cropped
+#: again (twice: each fit frames it better), turned with it, so that the network sees it upright
+#: as in training
+UPRIGHT_ROLL = 20.0
+UPRIGHT_REFITS = 2
 
 
 def _rows(values: Any, width: int, dtype: type, layout: str) -> np.ndarray:
@@ -51,10 +61,30 @@ def _check_boxes(boxes: Any) -> np.ndarray:
 
 
 def _check_squares(squares: Any) -> np.ndarray:
-    q = _rows(squares, 3, np.float64, "squares cx, cy, side")
+    a = np.asarray(squares)
+    turned = a.ndim >= 1 and a.shape[-1] == 4
+    q = _rows(squares, 4 if turned else 3, np.float64,
+              "squares cx, cy, side, angle" if turned else "squares cx, cy, side")
     if (q[:, 2] <= 0).any():
         raise ValueError("squares need sides > 0")
     return q
+
+
+def fit_mean_face(points: np.ndarray, mean_face: np.ndarray) -> np.ndarray:
+    """For landmarks (F, N, 2) in pixels, the crop square (F, 4) cx, cy, side, angle that puts the
+    model's mean face (N, 2, normalised crop units) closest to them: a similarity fit, so the
+    angle is the face's roll (radians, 0 = upright)."""
+    m = mean_face - mean_face.mean(0)
+    c = points.mean(1, keepdims=True)
+    p = points - c
+    dot = (p * m).sum((1, 2))
+    cross = (m[:, 0] * p[..., 1] - m[:, 1] * p[..., 0]).sum(1)
+    angle = np.arctan2(cross, dot)
+    side = np.hypot(dot, cross) / (m ** 2).sum()
+    cos, sin = np.cos(angle), np.sin(angle)
+    off = 0.5 - mean_face.mean(0)  # the crop centre relative to the mean face's centroid
+    centre = c[:, 0] + side[:, None] * np.stack([cos * off[0] - sin * off[1], sin * off[0] + cos * off[1]], 1)
+    return np.concatenate([centre, side[:, None], angle[:, None]], 1)
 
 
 class Landmarker:
@@ -67,6 +97,8 @@ class Landmarker:
         split, twice the landmark cost).
     test_crops: run each face on 1-5 slightly shifted/zoomed crops and average in image space
         (3 crops: about 2.5-3 % lower NME, three times the landmark cost). Combines with flip_test.
+    upright: give faces the crop rule saw turned a second look (``upright``; on by default: upright
+        faces cost nothing more, turned ones a few more crops).
     providers / threads: passed to onnxruntime. Extra keyword options go to the YuNet detector
     (``size``, ``fallback_sizes``, ``score_threshold``, ``nms_iou``, ``max_faces``, ``upscale``).
     """
@@ -75,7 +107,7 @@ class Landmarker:
         self, model: str | os.PathLike | None = None, detector: str | os.PathLike | Detector | None = None,
         providers: Sequence | None = None, threads: int | None = None,
         use_neighbors: bool = True, flip_test: bool = False, test_crops: int = 1, batch_size: int = 32,
-        color: str = "bgr", **detector_options: Any,
+        color: str = "bgr", upright: bool = True, **detector_options: Any,
     ) -> None:
         if isinstance(test_crops, bool) or not isinstance(test_crops, (int, np.integer)) \
                 or not 1 <= test_crops <= len(TEST_CROPS):
@@ -86,9 +118,12 @@ class Landmarker:
         unknown = sorted(set(detector_options) - set(YuNet.OPTIONS))
         if unknown:
             raise TypeError(f"unknown options {unknown}: Landmarker takes model, detector, providers, threads, "
-                            f"use_neighbors, flip_test, test_crops, batch_size, color and the detector's "
+                            f"use_neighbors, flip_test, test_crops, batch_size, color, upright and the detector's "
                             f"{list(YuNet.OPTIONS)}")
         self.test_crops = int(test_crops)
+        if not isinstance(upright, (bool, np.bool_)):
+            raise TypeError(f"upright must be True or False, got {upright!r}")
+        self.upright_search = bool(upright)
         self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads,
                                    use_neighbors, flip_test)
         if detector is None or isinstance(detector, (str, os.PathLike)):
@@ -157,20 +192,17 @@ class Landmarker:
         """Detector-style boxes (F, 4) -> crop squares (F, 3) cx, cy, side by the model's crop rule."""
         return squares_from_boxes(_check_boxes(boxes), self.model.spec.crop_scale, self.model.spec.crop_shift_y)
 
-    def landmarks_in_squares(
-        self, image: Any, squares: np.ndarray, color: str | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks in image pixels (F, N, 2) and their scores (F, N) for crop squares (F, 3).
+    def landmarks_in_squares(self, image: Any, squares: np.ndarray, color: str | None = None) -> Marks:
+        """Landmarks in image pixels (F, N, 2), their scores (F, N) and visibility (F, N) or None
+        for crop squares (F, 3) cx, cy, side, or (F, 4) with each crop's angle (radians).
         (An array that ``image()`` already returned is BGR: pass ``color="bgr"`` with it.)"""
-        (points, scores), = self.landmarks_for_images([self.image(image, color)], [np.asarray(squares)])
-        return points, scores
+        return self.landmarks_for_images([self.image(image, color)], [np.asarray(squares)])[0]
 
-    def landmarks_for_images(
-        self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """For many images at once: per image, landmarks in pixels (F, N, 2) and scores (F, N) for its
-        squares (F, 3) (the images as ``image()`` returns them). The crops of all images share
-        network batches. With test_crops > 1 each face's jittered crops are averaged in image space."""
+    def landmarks_for_images(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray]) -> list[Marks]:
+        """For many images at once: per image, the Marks (landmarks in pixels, scores, visibility) of
+        its squares (F, 3 or 4) (the images as ``image()`` returns them). The crops of all images
+        share network batches. With test_crops > 1 each face's jittered crops are averaged in image
+        space."""
         if len(images) != len(squares):
             raise ValueError(f"{len(images)} images but {len(squares)} arrays of squares: give one per image")
         k, n, size = self.test_crops, self.num_landmarks, self.model.spec.input_size
@@ -180,29 +212,70 @@ class Landmarker:
             all_crops = crops[0]
         else:
             all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-        pts, scs = self.model.run_crops(all_crops, self.batch_size)
+        marks = self.model.run_crops(all_crops, self.batch_size)
         out, i = [], 0
         for sq in jittered:
             m = len(sq)
-            p, s = to_image(pts[i:i + m], sq), scs[i:i + m]
+            p, s = to_image(marks.points[i:i + m], sq), marks.scores[i:i + m]
+            v = None if marks.visibility is None else marks.visibility[i:i + m]
             if k > 1:  # average each face's k crops
                 p, s = p.reshape(-1, k, n, 2).mean(axis=1), s.reshape(-1, k, n).mean(axis=1)
-            out.append((p, np.clip(s, 0, 1).astype(np.float32)))
+                v = None if v is None else v.reshape(-1, k, n).mean(axis=1)
+            out.append(Marks(p, np.clip(s, 0, 1).astype(np.float32), v))
             i += m
         return out
 
+    def upright(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray],
+                marks: Sequence[Marks]) -> tuple[list[np.ndarray], list[Marks]]:
+        """Second looks at faces the crop rule saw turned (a phone photo on its side, a person lying
+        down). A face whose mean score is below UPRIGHT_SCORE is also cropped a quarter, a half and
+        three quarters round, and the best-scoring crop kept; then a face whose landmarks are turned
+        more than UPRIGHT_ROLL degrees is cropped again from them, turned with the face (the
+        mean-face fit, ``fit_mean_face``; UPRIGHT_REFITS times), and each crop kept if it scores at
+        least as well. Other faces keep their crops and marks exactly. Returns per image the
+        squares (F, 4) and marks."""
+        sq4 = [np.c_[q, np.zeros(len(q))] if q.shape[1] == 3 else q.copy() for q in map(_check_squares, squares)]
+        marks = list(marks)
+        turns = (math.pi / 2, math.pi, 3 * math.pi / 2)
+        low = [np.flatnonzero(mk.scores.mean(1) < UPRIGHT_SCORE) if len(q) else np.zeros(0, int)
+               for q, mk in zip(sq4, marks)]
+        if any(len(i) for i in low):
+            tried = self.landmarks_for_images(
+                images, [np.concatenate([q[i] + [0, 0, 0, t] for t in turns]) for q, i in zip(sq4, low)])
+            for j, (q, i, got) in enumerate(zip(sq4, low, tried)):
+                base = q[i].copy()
+                for r in range(len(turns)):
+                    part = slice(r * len(i), (r + 1) * len(i))
+                    better = got.scores[part].mean(1) > marks[j].scores[i].mean(1)
+                    q[i[better]] = base[better] + [0, 0, 0, turns[r]]
+                    marks[j] = _replace_rows(marks[j], i[better], got, np.flatnonzero(better) + r * len(i))
+        mean_face = self.model.spec.mean_face
+        for _ in range(UPRIGHT_REFITS):
+            fits = [fit_mean_face(mk.points.astype(np.float64), mean_face) for mk in marks]
+            turned = [np.flatnonzero(np.abs(f[:, 3]) > math.radians(UPRIGHT_ROLL)) for f in fits]
+            if not any(len(i) for i in turned):
+                break
+            again = self.landmarks_for_images(images, [f[i] for f, i in zip(fits, turned)])
+            for j, (i, got) in enumerate(zip(turned, again)):
+                better = got.scores.mean(1) >= marks[j].scores[i].mean(1)
+                sq4[j][i[better]] = fits[j][i[better]]
+                marks[j] = _replace_rows(marks[j], i[better], got, np.flatnonzero(better))
+        return sq4, marks
+
     # ------------------------------------------------------------------ whole jobs
     def landmarks(self, image: Any, boxes: Any, color: str | None = None) -> np.ndarray:
-        """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector."""
-        points, _ = self.landmarks_in_squares(image, self.squares(boxes), color)
-        return points
+        """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector (turned faces
+        get their second look, as in ``detect``)."""
+        img = self.image(image, color)
+        squares = [self.squares(boxes)]
+        marks = self.landmarks_for_images([img], squares)
+        if self.upright_search:
+            _, marks = self.upright([img], squares, marks)
+        return marks[0].points
 
     def detect(self, image: Any, color: str | None = None) -> list[Face]:
         """Every face in the image with box, score and landmarks; [] when there is none."""
-        img = self.image(image, color)
-        boxes, scores = self.detect_boxes(img, "bgr")
-        points, point_scores = self.landmarks_in_squares(img, self.squares(boxes), "bgr")
-        return faces_from(boxes, scores, points, point_scores, img.shape)
+        return self.detect_batch([self.image(image, color)], "bgr")[0]
 
     def detect_batch(self, images: Iterable[Any], color: str | None = None) -> list[list[Face]]:
         """Detect on many images; all crops go through the landmark network in real batches."""
@@ -210,9 +283,12 @@ class Landmarker:
             raise TypeError("detect_batch takes a list of images; for one image use detect(image)")
         imgs = [self.image(im, color) for im in images]
         dets = [self.detect_boxes(im, "bgr") for im in imgs]
-        marks = self.landmarks_for_images(imgs, [self.squares(b) for b, _ in dets])
-        return [faces_from(boxes, scores, pts, ls, im.shape)
-                for im, (boxes, scores), (pts, ls) in zip(imgs, dets, marks)]
+        squares = [self.squares(b) for b, _ in dets]
+        marks = self.landmarks_for_images(imgs, squares)
+        if self.upright_search:
+            _, marks = self.upright(imgs, squares, marks)
+        return [faces_from(boxes, scores, mk, im.shape, self.model.quality(mk.scores, mk.visibility))
+                for im, (boxes, scores), mk in zip(imgs, dets, marks)]
 
 
 @functools.lru_cache(maxsize=16)
@@ -220,12 +296,29 @@ def _file_sha256(path: str) -> str:
     return sha256_file(path)
 
 
-def faces_from(boxes: np.ndarray, scores: np.ndarray, points: np.ndarray, point_scores: np.ndarray,
-               image_shape: tuple[int, ...]) -> list[Face]:
-    """Face objects from the pipeline's arrays (image_shape: the image's H, W, ...)."""
+def _replace_rows(marks: Marks, rows: np.ndarray, other: Marks, other_rows: np.ndarray) -> Marks:
+    """marks with its rows replaced by other's other_rows."""
+    if not len(rows):
+        return marks
+    def merged(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+        out = mine.copy()
+        out[rows] = theirs[other_rows]
+        return out
+
+    vis = None if marks.visibility is None or other.visibility is None else merged(marks.visibility, other.visibility)
+    return Marks(merged(marks.points, other.points), merged(marks.scores, other.scores), vis)
+
+
+def faces_from(boxes: np.ndarray, scores: np.ndarray, marks: Marks, image_shape: tuple[int, ...],
+               quality: np.ndarray | None = None) -> list[Face]:
+    """Face objects from the pipeline's arrays (image_shape: the image's H, W, ...; quality (F,)
+    when the model is calibrated)."""
     size = (int(image_shape[1]), int(image_shape[0]))
-    return [Face(box=boxes[i], score=float(scores[i]), landmarks=points[i], landmark_scores=point_scores[i],
-                 image_size=size) for i in range(len(boxes))]
+    vis = marks.visibility
+    return [Face(box=boxes[i], score=float(scores[i]), landmarks=marks.points[i], landmark_scores=marks.scores[i],
+                 visibility=None if vis is None else vis[i].astype(np.float32),
+                 quality=None if quality is None else float(quality[i]), image_size=size)
+            for i in range(len(boxes))]
 
 
 # ---------------------------------------------------------------------------------- detect_landmarks

@@ -39,6 +39,13 @@ class Face:
     landmark_scores: np.ndarray  # (N,) float32
     track_id: int | None = field(default=None)
     image_size: tuple[int, int] | None = field(default=None)
+    visibility: np.ndarray | None = field(default=None)  # (N,) float32 in [0, 1]; None: the model has none
+    quality: float | None = field(default=None)  # P(the face's landmarks are good), when the model is calibrated
+
+    @property
+    def occluded(self) -> np.ndarray | None:
+        """(N,) bool: the points the model sees as hidden (visibility below 0.5), or None."""
+        return None if self.visibility is None else np.asarray(self.visibility) < 0.5
 
     @cached_property
     def five_points(self) -> np.ndarray | None:
@@ -74,7 +81,7 @@ class Face:
         return self is other or (
             self.track_id == other.track_id and self.image_size == other.image_size
             and all(_same(getattr(self, k), getattr(other, k))
-                    for k in ("box", "score", "landmarks", "landmark_scores"))
+                    for k in ("box", "score", "landmarks", "landmark_scores", "visibility", "quality"))
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
@@ -82,6 +89,11 @@ class Face:
     def __repr__(self) -> str:
         box = ", ".join(f"{float(v):.1f}" for v in np.asarray(self.box).ravel())
         parts = [f"box=[{box}]", f"score={float(self.score):.3f}", f"{len(self.landmarks)} points"]
+        if self.quality is not None:
+            parts.append(f"quality={float(self.quality):.2f}")
+        hidden = self.occluded
+        if hidden is not None:
+            parts.append(f"{int(hidden.sum())} hidden")
         if self.track_id is not None:
             parts.append(f"track_id={self.track_id}")
         pose = self.__dict__.get("pose")  # only if already computed: repr must not cost a solve
@@ -98,11 +110,15 @@ class Face:
         def pairs(points: Any) -> list:
             return [[num(x, 2), num(y, 2)] for x, y in points]
 
+        hidden = self.occluded
         d: dict[str, Any] = {
             "box": [num(v, 2) for v in self.box],
             "score": num(self.score, 4),
             "landmarks": pairs(self.landmarks),
             "landmark_scores": [num(v, 4) for v in self.landmark_scores],
+            "quality": None if self.quality is None else num(self.quality, 4),
+            "visibility": None if self.visibility is None else [num(v, 4) for v in self.visibility],
+            "occluded": None if hidden is None else [bool(v) for v in hidden],
         }
         if self.track_id is not None:
             d["track_id"] = int(self.track_id)

@@ -325,7 +325,7 @@ class VideoLandmarker:
             return []
 
         squares = np.array([tr.square for tr in self._tracks])
-        pts, ls = lm.landmarks_in_squares(img, squares, "bgr")
+        pts, ls, _ = lm.landmarks_in_squares(img, squares, "bgr")
         kept: list[_Track] = []
         faces: list[Face] = []
         for i, tr in enumerate(self._tracks):

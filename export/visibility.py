@@ -1,0 +1,276 @@
+"""Teach a trained model file which of its points are hidden, without changing its landmarks.
+
+    python -m export.visibility pipnet_sdk/models/pipnet-fast.onnx --config export/configs/pipnet-fast.json \
+        --version 0.6.0 --out runs/vis/pipnet-fast.onnx
+
+A format-3 file reads each landmark's feature vector at its argmax cell and applies that landmark's
+head rows (export/deploy.py). This adds one more row per landmark: a visibility logit on the same
+feature vector, through a sigmoid, as a third output ``visibility`` (B, N). The graph that makes the
+landmarks is left exactly as it is, so the file's landmarks and scores do not change by a bit.
+
+The rows are a per-landmark logistic regression, fitted on the features the file itself computes
+(int8 as shipped) at its own argmax cells, on training crops under synthetic occluders: flat and
+textured (another face's pixels), rectangles and ellipses, and points pushed out of the crop by
+the geometric jitter. A point is labeled hidden when it lies under the occluder or outside the
+crop (export.augment.visible_points). The fit is chosen on the validation faces under occluders
+drawn with another seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from .augment import AugmentConfig, augment_with_visibility
+from .config import load_config
+from .onnx_meta import file_metadata, save_with_metadata
+from .schemes import get_scheme
+
+#: the occluders the head is fitted under
+OCCLUDERS = {"p_occlude": 0.7, "occlude_max": 0.5, "p_occlude_texture": 0.5, "p_occlude_ellipse": 0.5}
+#: what makes the faces the quality is calibrated on fail now and then: turned beyond training's
+#: range, blurred, dark, occluded
+HARD = {"rotate_deg": 90.0, "p_rotate": 0.5, "p_blur": 0.4, "p_motion_blur": 0.3, "motion_max": 0.2,
+        "p_low_light": 0.3, **OCCLUDERS}
+#: a face is good when its NME (inter-ocular) is at most this: Face.quality estimates P(good)
+GOOD_NME = 0.08
+
+
+def feature_tensor(model: onnx.ModelProto) -> str:
+    """Name of the per-landmark feature tensor (B, N, 1, D) that the decoding MatMul reads."""
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.input[1] == "weight":
+            return node.input[0]
+    raise ValueError("not a format-3 graph: no MatMul on the per-landmark head rows ('weight')")
+
+
+def with_features(path: str | Path) -> bytes:
+    """The model file's bytes with its per-landmark features as an extra output ``features``."""
+    m = onnx.load(str(path))
+    name = feature_tensor(m)
+    m.graph.node.append(helper.make_node("Identity", [name], ["features"], name="features_out"))
+    m.graph.output.append(helper.make_tensor_value_info("features", onnx.TensorProto.FLOAT, None))
+    return m.SerializeToString()
+
+
+def occluded_crops(images: np.ndarray, points: np.ndarray, cfg: dict[str, Any], rounds: int, seed: int,
+                   extra: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rounds`` augmented, occluded copies of each base crop (the config's augmentation, the
+    OCCLUDERS, then ``extra``): uint8 BGR crops (M, S, S, 3), normalised points (M, N, 2) and
+    visibility labels (M, N)."""
+    aug = AugmentConfig(**{**cfg["augment"], **OCCLUDERS, **(extra or {})})
+    flip = torch.tensor(get_scheme(cfg["scheme"]).flip)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    crops, pts, vis = [], [], []
+    im_all, pt_all = torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(points)
+    for _ in range(rounds):
+        for i in range(0, len(images), 256):
+            x, p, v = augment_with_visibility(im_all[i:i + 256], pt_all[i:i + 256], cfg["input_size"],
+                                              cfg["margin"], flip, aug, gen, train=True)
+            crops.append((x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+            pts.append(p.numpy())
+            vis.append(v.numpy())
+    return np.concatenate(crops), np.concatenate(pts), np.concatenate(vis)
+
+
+def run_with_features(model_bytes: bytes, crops: np.ndarray, threads: int | None = None,
+                      progress: bool = True) -> dict[str, np.ndarray]:
+    """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16)."""
+    import onnxruntime as ort
+    from tqdm import tqdm
+
+    from pipnet_sdk.decode import merge, vote_matrix
+    from pipnet_sdk.landmark_model import LandmarkSpec
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    spec = LandmarkSpec.from_json(sess.get_modelmeta().custom_metadata_map["pipnet"])
+    scale, shift = 1.0 / (255.0 * spec.std), -spec.mean / spec.std
+    averaging = vote_matrix(spec.neighbor_indices)
+    pts, scs, feats = [], [], []
+    for i in tqdm(range(0, len(crops), 64), desc="features", disable=not progress):
+        c = crops[i:i + 64].astype(np.float32)
+        c = c[..., ::-1] if spec.color == "rgb" else c
+        x = np.ascontiguousarray((c * scale + shift).transpose(0, 3, 1, 2), np.float32)
+        cand, sc, f = sess.run(["candidates", "scores", "features"], {sess.get_inputs()[0].name: x})
+        pts.append(merge(cand, averaging))
+        scs.append(sc)
+        feats.append(f[:, :, 0].astype(np.float16))
+    return {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
+
+
+def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Probability that a random positive ranks above a random negative (ties count half)."""
+    values = np.concatenate([positive, negative])
+    order = values.argsort(kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, ranks)  # tied values share their mean rank
+    ranks = (sums / counts)[inverse]
+    n_pos, n_neg = len(positive), len(negative)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fit_rows(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray, val_labels: np.ndarray,
+             epochs: int = 40, lr: float = 0.01, weight_decay: float = 1e-3, progress: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+    """Per-landmark logistic regression: weights (N, D) and biases (N,) from features (M, N, D)
+    and labels (M, N) (1 = visible), the epoch with the lowest validation loss kept. Returns them
+    and the per-epoch log."""
+    f = torch.from_numpy(features)
+    y = torch.from_numpy(labels.astype(np.float32))
+    vf, vy = torch.from_numpy(val_features).float(), torch.from_numpy(val_labels.astype(np.float32))
+    mu = f[:4096].float().mean((0,))  # (N, D): centred features train faster
+    n, d = f.shape[1:]
+    w = torch.zeros(n, d, requires_grad=True)
+    b = torch.zeros(n, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    best: tuple[float, np.ndarray, np.ndarray] = (math.inf, np.zeros((n, d), np.float32), np.zeros(n, np.float32))
+    log = []
+    for epoch in range(epochs):
+        for idx in torch.randperm(len(f), generator=gen).split(512):
+            logits = ((f[idx].float() - mu) * w).sum(-1) + b
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx])
+            loss = loss + weight_decay * (w ** 2).sum() / n
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            v_logits = ((vf - mu) * w).sum(-1) + b
+            v_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(v_logits, vy))
+            p = torch.sigmoid(v_logits).numpy()
+        hidden = val_labels < 0.5
+        record = {"epoch": epoch + 1, "val_bce": round(v_loss, 4),
+                  "val_auroc_hidden": round(auroc(1 - p[hidden], 1 - p[~hidden]), 4)}
+        log.append(record)
+        if progress:
+            print(json.dumps(record), flush=True)
+        if v_loss < best[0]:
+            # fold the centring into the bias: w . (f - mu) + b = w . f + (b - w . mu)
+            best = (v_loss, w.detach().numpy().copy(), (b - (w * mu).sum(-1)).detach().numpy().copy())
+    return best[1], best[2], log
+
+
+def fit_quality(scores: np.ndarray, visibility: np.ndarray, good: np.ndarray) -> dict[str, Any]:
+    """Face quality as a logistic regression of P(good) on the mean landmark score and mean
+    visibility of each face (scores, visibility (M, N); good (M,) bool): the metadata entry the
+    SDK reads (pipnet_sdk.quality)."""
+    x = torch.from_numpy(np.stack([scores.mean(1), visibility.mean(1)], 1).astype(np.float32))
+    y = torch.from_numpy(good.astype(np.float32))
+    w = torch.zeros(2, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=500, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"good_nme": GOOD_NME, "features": ["mean_score", "mean_visibility"],
+            "coef": [round(float(v), 5) for v in w.detach()], "intercept": round(float(b.detach()[0]), 5)}
+
+
+def graft(path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | Path,
+          meta_update: dict[str, Any]) -> Path:
+    """Write the model file with a ``visibility`` output: sigmoid(features . weights + biases) per
+    landmark, computed on the feature vectors its decoding reads; everything else unchanged."""
+    m = onnx.load(str(path))
+    feat = feature_tensor(m)
+    if any(o.name == "visibility" for o in m.graph.output):
+        raise ValueError(f"{path} already has a visibility output")
+    n, d = weights.shape
+    m.graph.initializer.extend([
+        numpy_helper.from_array(weights.astype(np.float32).reshape(n, d, 1), "visibility_weight"),
+        numpy_helper.from_array(biases.astype(np.float32).reshape(n, 1, 1), "visibility_bias"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "visibility_axes"),
+    ])
+    m.graph.node.extend([
+        helper.make_node("MatMul", [feat, "visibility_weight"], ["visibility_logit_raw"], name="/visibility/MatMul"),
+        helper.make_node("Add", ["visibility_logit_raw", "visibility_bias"], ["visibility_logit"],
+                         name="/visibility/Add"),
+        helper.make_node("Squeeze", ["visibility_logit", "visibility_axes"], ["visibility_logit_2d"],
+                         name="/visibility/Squeeze"),
+        helper.make_node("Sigmoid", ["visibility_logit_2d"], ["visibility"], name="/visibility/Sigmoid"),
+    ])
+    m.graph.output.append(helper.make_tensor_value_info("visibility", onnx.TensorProto.FLOAT, ["batch", n]))
+    onnx.checker.check_model(m)
+    meta = {**file_metadata(m), **meta_update}
+    meta["outputs"] = ["candidates", "scores", "visibility"]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_with_metadata(m, out, meta)
+    return out
+
+
+def framing_config(path: str | Path, config: str | Path) -> dict[str, Any]:
+    """The config's data and augmentation, with the model file's input size and crop rule."""
+    meta = file_metadata(onnx.load(str(path), load_external_data=False))
+    cfg = load_config(config, {})
+    labeled = ["data/300w/train", "data/ytf68/train"]
+    base = int(round(meta["input_size"] * cfg["base_size"] / cfg["input_size"]))
+    return {**cfg, "input_size": meta["input_size"], "crop": meta["crop"], "labeled": labeled, "base_size": base}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m export.visibility", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a format-3 model file (int8 or fp32)")
+    ap.add_argument("--config", required=True, help="the model's training config (data, split, augmentation)")
+    ap.add_argument("--out", required=True, help="the new model file")
+    ap.add_argument("--version", required=True, help="the new file's version")
+    ap.add_argument("--rounds", type=int, default=3, help="occluded copies of each training face")
+    ap.add_argument("--epochs", type=int, default=40, help="passes of the logistic fit")
+    ap.add_argument("--limit", type=int, help="at most this many faces per folder (smoke runs)")
+    ap.add_argument("--threads", type=int, help="onnxruntime threads")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args(argv)
+    from .train import prepare
+
+    cfg = framing_config(a.model, a.config)
+    if a.limit:
+        cfg["limit"] = a.limit
+    d = prepare(cfg, progress=not a.quiet)
+    model_bytes = with_features(a.model)
+    runs = {}
+    sets = (("train", "train", a.rounds, 0, None), ("val", "val", 4, 1, None), ("hard", "val", 8, 2, HARD))
+    for part, source, rounds, seed, extra in sets:
+        crops, points, labels = occluded_crops(d[f"{source}_images"], d[f"{source}_points"], cfg, rounds, seed, extra)
+        runs[part] = {**run_with_features(model_bytes, crops, a.threads, not a.quiet), "labels": labels,
+                      "truth": points}
+    w, b, log = fit_rows(runs["train"]["features"], runs["train"]["labels"], runs["val"]["features"],
+                         runs["val"]["labels"], a.epochs, progress=not a.quiet)
+    # quality, on the validation faces: plain occluded copies and hard ones (so that some fail)
+    from .evaluate import nme_per_face
+
+    norm = tuple(get_scheme(cfg["scheme"]).norm)
+    scores, vis, good = [], [], []
+    for part in ("val", "hard"):
+        r = runs[part]
+        vis.append(1 / (1 + np.exp(-((r["features"].astype(np.float32) * w).sum(-1) + b))))
+        scores.append(r["scores"])
+        good.append(nme_per_face(r["points"], r["truth"], norm) <= GOOD_NME)
+    quality = fit_quality(np.concatenate(scores), np.concatenate(vis), np.concatenate(good))
+    out = graft(a.model, w, b, a.out, {"version": a.version, "visibility": {
+        "fitted_on": f"{len(runs['train']['labels'])} occluded training crops", "threshold": 0.5,
+        "occluders": OCCLUDERS}, "quality": quality})
+    best = min(log, key=lambda r: r["val_bce"])
+    print(json.dumps({"out": str(out), "best": best, "quality": quality,
+                      "good_fraction": float(np.concatenate(good).mean())}))
+
+
+if __name__ == "__main__":
+    main()

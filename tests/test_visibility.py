@@ -1,0 +1,114 @@
+"""Per-point visibility: occluder labels in training, the network's sixth head in the shipped
+graph, a visibility output grafted onto a trained file, and Face.visibility / occluded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from export.augment import AugmentConfig, augment_with_visibility  # noqa: E402
+from pipnet_sdk import Landmarker  # noqa: E402
+from pipnet_sdk.types import Face  # noqa: E402
+
+
+def test_points_under_the_occluder_are_labeled_hidden() -> None:
+    """On black crops with a flat occluder and nothing else, a point is hidden exactly where the
+    crop is no longer black, or when it lies outside the crop."""
+    rng = np.random.default_rng(0)
+    images = torch.zeros(64, 3, 80, 80, dtype=torch.uint8)
+    points = torch.from_numpy(rng.uniform(-5, 85, (64, 68, 2)).astype(np.float32))
+    cfg = AugmentConfig(p_rotate=0, scale=0, shift=0, p_flip=0, p_occlude=1.0, occlude_max=0.6, p_blur=0,
+                        p_gray=0, brightness=0, contrast=0, noise=0, p_occlude_ellipse=0.5)
+    x, p, visible = augment_with_visibility(images, points, 64, 1.25, torch.arange(68), cfg,
+                                            torch.Generator().manual_seed(0))
+    inside = ((p >= 0) & (p < 1)).all(-1)
+    cell = (p.clamp(0, 0.999) * 64).long()
+    covered = x.amax(1)[torch.arange(64)[:, None], cell[..., 1], cell[..., 0]] > 0
+    assert torch.equal(visible.bool(), inside & ~covered)
+    assert 0.1 < float(visible.mean()) < 0.9  # both kinds occur
+    _, _, all_seen = augment_with_visibility(images, points, 64, 1.25, torch.arange(68), cfg, train=False)
+    assert torch.equal(all_seen.bool(), inside)  # no occluder outside training
+
+
+def _model_with_visibility(tmp_path: Path, bias: float) -> Path:
+    from export.config import build_model, load_config
+    from export.data import neighbor_indices
+    from export.to_onnx import export_model, metadata
+
+    torch.manual_seed(0)
+    cfg = load_config(None, {"name": "vis", "backbone": "resnet18", "width": 0.25, "input_size": 64,
+                             "stride": 16, "visibility_weight": 0.2})
+    model = build_model(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+    torch.nn.init.normal_(model.score.weight, std=0.05)
+    torch.nn.init.zeros_(model.visibility.weight)
+    torch.nn.init.constant_(model.visibility.bias, bias)
+    model.visibility.bias.data[0] = -bias  # point 0 hidden, the others seen
+    mean = np.random.default_rng(0).uniform(0.2, 0.8, (68, 2)).astype(np.float32)
+    return export_model(model, metadata(cfg, mean, neighbor_indices(mean, 10)), tmp_path / "vis.onnx")
+
+
+def test_a_network_with_a_visibility_head_ships_it(tmp_path: Path, samples: Path) -> None:
+    path = _model_with_visibility(tmp_path, 3.0)
+    lm = Landmarker(model=path, threads=1)
+    assert lm.model.has_visibility
+    faces = lm.detect(samples / "group_2.jpg")
+    assert len(faces) == 4
+    for f in faces:
+        assert f.visibility.shape == (68,) and f.visibility.dtype == np.float32
+        np.testing.assert_allclose(f.visibility[1:], 1 / (1 + np.exp(-3.0)), rtol=1e-5)
+        assert f.occluded[0] and not f.occluded[1:].any()
+    flipped = Landmarker(model=path, threads=1, flip_test=True, test_crops=3).detect(samples / "group_2.jpg")
+    assert flipped[0].visibility.shape == (68,)
+
+
+def test_a_file_without_visibility_says_none(samples: Path) -> None:
+    face = Landmarker(threads=1).detect(samples / "group_2.jpg")[0]
+    assert face.visibility is None and face.occluded is None
+    d = face.to_dict()
+    assert d["visibility"] is None and d["occluded"] is None
+
+
+def test_grafted_visibility_leaves_the_landmarks_alone(tmp_path: Path, random_model: Path, samples: Path) -> None:
+    """export.visibility.graft adds the output to a trained file: its landmarks and scores stay
+    bit for bit, the new output is the logistic rows on the features its decoding reads."""
+    import onnx
+
+    from export.visibility import feature_tensor, graft
+
+    m = onnx.load(str(random_model))
+    assert feature_tensor(m)
+    dim = next(i for i in m.graph.initializer if i.name == "weight").dims[1]
+    bias = np.full(68, 2.0, np.float32)
+    bias[5] = -2.0
+    out = graft(random_model, np.zeros((68, dim), np.float32), bias, tmp_path / "grafted.onnx", {"version": "9.9"})
+    a, b = Landmarker(model=random_model, threads=1), Landmarker(model=out, threads=1)
+    assert b.model.spec.version == "9.9" and not a.model.has_visibility and b.model.has_visibility
+    fa, fb = a.detect(samples / "group_2.jpg"), b.detect(samples / "group_2.jpg")
+    assert len(fa) == len(fb) > 0
+    for x, y in zip(fa, fb):
+        np.testing.assert_array_equal(x.landmarks, y.landmarks)
+        np.testing.assert_array_equal(x.landmark_scores, y.landmark_scores)
+        assert list(np.flatnonzero(y.occluded)) == [5]
+    with pytest.raises(ValueError, match="already has"):
+        graft(out, np.zeros((68, dim), np.float32), bias, tmp_path / "twice.onnx", {})
+
+
+def test_face_fields_for_visibility_and_quality() -> None:
+    base = dict(box=np.array([0, 0, 10, 10], np.float32), score=0.9, landmarks=np.zeros((68, 2), np.float32),
+                landmark_scores=np.ones(68, np.float32))
+    vis = np.ones(68, np.float32)
+    vis[:3] = 0.2
+    f = Face(**base, visibility=vis, quality=0.87)
+    assert f.occluded.sum() == 3
+    assert "quality=0.87" in repr(f) and "3 hidden" in repr(f)
+    d = f.to_dict()
+    assert d["quality"] == 0.87 and d["occluded"][:4] == [True, True, True, False] and d["visibility"][0] == 0.2
+    assert f != Face(**base, visibility=np.ones(68, np.float32), quality=0.87)
+    assert f != Face(**base, visibility=vis, quality=0.5)
+    assert f == Face(**base, visibility=vis.copy(), quality=0.87)
