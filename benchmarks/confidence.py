@@ -37,8 +37,7 @@ from benchmarks.cpu import cpu_line  # noqa: E402
 from benchmarks.landmarks import MIN_IOU, md_table  # noqa: E402
 from benchmarks.robustness import downscale, face_size, gaussian_blur, low_light, rotation  # noqa: E402
 from export.data import landmark_box, read_pts_folder  # noqa: E402
-from export.evaluate import data_path, match  # noqa: E402
-from export.visibility import auroc  # noqa: E402
+from export.evaluate import auroc, data_path, match  # noqa: E402
 
 BAD_POINT = 0.10
 TARGETS = {"quality_auroc": 0.95, "ece": 0.05, "hidden_auroc": 0.90, "hidden_f1": 0.75, "bad_auroc": 0.85}

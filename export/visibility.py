@@ -30,6 +30,7 @@ from onnx import helper, numpy_helper
 
 from .augment import AugmentConfig, augment_with_visibility
 from .config import load_config
+from .evaluate import auroc
 from .onnx_meta import file_metadata, save_with_metadata
 from .schemes import get_scheme
 
@@ -107,19 +108,6 @@ def run_with_features(model_bytes: bytes, crops: np.ndarray, threads: int | None
         scs.append(sc)
         feats.append(f[:, :, 0].astype(np.float16))
     return {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
-
-
-def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """Probability that a random positive ranks above a random negative (ties count half)."""
-    values = np.concatenate([positive, negative])
-    order = values.argsort(kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, ranks)  # tied values share their mean rank
-    ranks = (sums / counts)[inverse]
-    n_pos, n_neg = len(positive), len(negative)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def fit_rows(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray, val_labels: np.ndarray,

@@ -230,7 +230,11 @@ def _add_detect(sub: Any) -> None:
     p.add_argument("--test-crops", type=_positive_int, default=1, metavar="K",
                    help="average each face over K (1-5) shifted/zoomed crops: more accurate, K times slower")
     p.add_argument("--flip-test", action="store_true", help="also average over mirrored crops (2x slower)")
+    p.add_argument("--no-upright", action="store_true",
+                   help="no second look at faces the crop saw turned (on their side, upside down)")
     p.add_argument("--score-threshold", type=_unit_float, metavar="T", help="detector score threshold (0-1)")
+    p.add_argument("--min-quality", type=_unit_float, metavar="Q",
+                   help="leave out faces whose quality (0-1, P(landmarks good)) is below Q; needs a calibrated model")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar, no warnings, no messages from the image libraries")
     p.set_defaults(func=_cmd_detect)
@@ -269,7 +273,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     lm = Landmarker(model=args.model, detector=args.detector, threads=cap_threads(args.threads, args.quiet),
-                    test_crops=args.test_crops, flip_test=args.flip_test, **options)
+                    test_crops=args.test_crops, flip_test=args.flip_test, upright=not args.no_upright, **options)
+    if args.min_quality is not None and not lm.model.spec.extra.get("quality"):
+        raise UsageError(f"--min-quality needs a model with a quality calibration; "
+                         f"{lm.model.spec.name} {lm.model.spec.version} has none")
     head = {"model": display_text(str(args.model or DEFAULT_MODEL)),
             "detector": display_text(str(args.detector or DEFAULT_DETECTOR)), "provenance": lm.provenance()}
     to_stdout = args.json == "-" or (args.json is None and args.jsonl is None)
@@ -319,6 +326,8 @@ def _run_detect(args: argparse.Namespace, lm: Any, images: list[tuple[Path, Path
                 warn(entry["error"])
             else:
                 faces = lm.detect(img)
+                if args.min_quality is not None:
+                    faces = [f for f in faces if f.quality is not None and f.quality >= args.min_quality]
                 entry.update(width=int(img.shape[1]), height=int(img.shape[0]), faces=[f.to_dict() for f in faces])
             if doc is not None:
                 try:

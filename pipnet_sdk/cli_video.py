@@ -72,6 +72,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=_positive_int, default=10, metavar="K",
                    help="run the face detector at least every K frames (default 10)")
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the landmarks")
+    p.add_argument("--no-upright", action="store_true",
+                   help="no second look at faces the crop saw turned (on their side, upside down)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="onnxruntime threads (at most the number of CPUs)")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -359,7 +361,8 @@ def run(args: argparse.Namespace) -> int:
         cap.release()
         return _error(str(e))
     try:
-        lm = Landmarker(model=args.model, detector=args.detector, threads=cap_threads(args.threads, args.quiet))
+        lm = Landmarker(model=args.model, detector=args.detector, threads=cap_threads(args.threads, args.quiet),
+                        upright=not args.no_upright)
         provenance = lm.provenance()
     except (OSError, ValueError) as e:
         cap.release()
@@ -471,8 +474,3 @@ def _missing_text(missing: list[list[int]], total: int) -> str:
     of = f" of the {total}" if total > 0 else ""
     return f"{count}{of} frames could not be read (frames {where})"
 
-
-if __name__ == "__main__":  # python -m pipnet_sdk.cli_video IN ... (the same as `pipnet video IN ...`)
-    from .cli import main
-
-    sys.exit(main(["video", *sys.argv[1:]]))

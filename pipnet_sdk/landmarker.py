@@ -252,7 +252,9 @@ class Landmarker:
         mean_face = self.model.spec.mean_face
         for _ in range(UPRIGHT_REFITS):
             fits = [fit_mean_face(mk.points.astype(np.float64), mean_face) for mk in marks]
-            turned = [np.flatnonzero(np.abs(f[:, 3]) > math.radians(UPRIGHT_ROLL)) for f in fits]
+            # a fit far larger or smaller than the crop it came from is no face (points collapsed)
+            turned = [np.flatnonzero((np.abs(f[:, 3]) > math.radians(UPRIGHT_ROLL))
+                                     & (f[:, 2] > 0.25 * q[:, 2]) & (f[:, 2] < 4 * q[:, 2])) for f, q in zip(fits, sq4)]
             if not any(len(i) for i in turned):
                 break
             again = self.landmarks_for_images(images, [f[i] for f, i in zip(fits, turned)])

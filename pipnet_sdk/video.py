@@ -18,6 +18,12 @@ stays centred). ``rel`` is refreshed on every detect frame that the track is mat
 the square is only moved when it would change by more than ``hold`` x side (default 1 %).
 On a matched detect frame the track keeps its own square unless it disagrees with the
 detector's (IoU below ``resync_iou``), so a steady face does not jump every K frames.
+A face the crop saw turned gets the Landmarker's upright search (``Landmarker.upright``), and its
+next crop is then the mean-face fit of its landmarks, turned with the face.
+
+With a model that has a visibility output, hidden points are smoothed harder (their cutoff is
+``HIDDEN_CUTOFF`` times the others'), and a face whose quality falls below ``min_quality`` makes
+the next frame a detect frame.
 
 A track is lost when the mean landmark score falls below ``min_score``, when its box is mostly
 outside the image, when it goes unmatched on more than ``max_lost`` detect frames in a row, or
@@ -43,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from .boxes import boxes_from_squares, iou
+from .landmarker import fit_mean_face
 from .types import Face
 
 
@@ -85,7 +92,10 @@ class OneEuroFilter:
         tau = 1.0 / (2 * math.pi * cutoff)
         return 1.0 / (1.0 + tau / dt)
 
-    def __call__(self, x: Any, t: float | None = None, scale: float = 1.0) -> np.ndarray:
+    def __call__(self, x: Any, t: float | None = None, scale: float = 1.0,
+                 steady: np.ndarray | None = None) -> np.ndarray:
+        """The filtered x. ``steady`` (N,) bool marks rows of x (points) to hold steadier: their
+        cutoff is HIDDEN_CUTOFF times the others' (hidden points, whose estimates wander)."""
         x = np.asarray(x, dtype=np.float64)
         t = self._n / self.rate if t is None else float(t)
         if not math.isfinite(t):
@@ -106,10 +116,16 @@ class OneEuroFilter:
             if self.speed == "mean":
                 speed = speed.mean()
         cutoff = self.min_cutoff + self.beta * speed / max(float(scale), 1e-12)
+        if steady is not None and x.ndim == 2:
+            cutoff = cutoff * np.where(np.asarray(steady, bool)[:, None], HIDDEN_CUTOFF, 1.0)
         a = self._alpha(dt, cutoff)
         x_hat = self._x + a * (x - self._x)
         self._x, self._dx, self._t = x_hat, dx_hat, t
         return x_hat.copy()
+
+
+#: a hidden point's smoothing cutoff relative to a seen one's (lower: steadier, slower)
+HIDDEN_CUTOFF = 0.25
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -122,7 +138,7 @@ def _reference(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _square_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (len(a), len(b)) of squares cx, cy, side."""
-    a, b = (boxes_from_squares(np.reshape(s, (-1, 3))) for s in (a, b))
+    a, b = (boxes_from_squares(np.reshape(s, (-1, np.shape(s)[-1]))[:, :3]) for s in (a, b))
     return iou(a[:, None], b[None])
 
 
@@ -147,7 +163,7 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
 @dataclass
 class _Track:
     id: int
-    square: np.ndarray  # crop square (cx, cy, side) for the next frame
+    square: np.ndarray  # crop square (cx, cy, side[, angle]) for the next frame
     box_rel: np.ndarray  # detector box relative to its square: (x1 - cx) / side, ...
     score: float  # last detector score
     rel: np.ndarray | None = None  # (dx, dy, side) of the square in landmark reference units
@@ -170,6 +186,8 @@ class VideoLandmarker:
     iou_threshold: least IoU between a track's crop square and a detection's to be the same face.
     max_lost: detect frames in a row a track may go unmatched before it is dropped.
     min_score: a track whose mean landmark score falls below this is lost.
+    min_quality: with a calibrated model, a face whose quality falls below this is kept but the
+        detector runs on the next frame.
     hold: the crop square only moves when it would change by more than this fraction of its side.
     resync_iou: on a matched detect frame, the detector's square replaces the track's only when
         their IoU is below this.
@@ -182,7 +200,7 @@ class VideoLandmarker:
                  min_cutoff: float = 0.2, beta: float = 20.0, d_cutoff: float = 1.0,
                  fps: float = 30.0, iou_threshold: float = 0.3, max_lost: int = 1,
                  min_score: float = 0.3, hold: float = 0.01, resync_iou: float = 0.6,
-                 predict: bool = False) -> None:
+                 predict: bool = False, min_quality: float = 0.3) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         OneEuroFilter(min_cutoff, beta, d_cutoff, fps)  # checks the filter options now, not at the first face
@@ -201,6 +219,7 @@ class VideoLandmarker:
         self.iou_threshold = float(iou_threshold)
         self.max_lost = int(max_lost)
         self.min_score = float(min_score)
+        self.min_quality = float(min_quality)
         self.hold = float(hold)
         self.resync_iou = float(resync_iou)
         self.predict = bool(predict)
@@ -246,7 +265,7 @@ class VideoLandmarker:
     def _associate(self, image: np.ndarray) -> None:
         boxes, scores = self.landmarker.detect_boxes(image, "bgr")
         squares = self.landmarker.squares(boxes) if len(boxes) else np.zeros((0, 3))
-        iou = _square_iou(np.array([t.square for t in self._tracks]).reshape(-1, 3), squares)
+        iou = _square_iou(np.array([t.square[:3] for t in self._tracks]).reshape(-1, 3), squares)
         pairs = _greedy_match(iou, self.iou_threshold)
         matched_t = {r for r, _ in pairs}
         matched_d = {c for _, c in pairs}
@@ -324,8 +343,13 @@ class VideoLandmarker:
         if not self._tracks:
             return []
 
-        squares = np.array([tr.square for tr in self._tracks])
-        pts, ls, _ = lm.landmarks_in_squares(img, squares, "bgr")
+        squares = np.array([np.r_[tr.square[:3], tr.square[3:4] if len(tr.square) > 3 else 0.0]
+                            for tr in self._tracks])
+        marks = lm.landmarks_in_squares(img, squares, "bgr")
+        if getattr(lm, "upright_search", False):  # a face turned since the last frame, or on its side
+            (squares,), (marks,) = lm.upright([img], [squares], [marks])
+        pts, ls, vis = marks
+        quality = lm.model.quality(ls, vis)
         kept: list[_Track] = []
         faces: list[Face] = []
         for i, tr in enumerate(self._tracks):
@@ -339,6 +363,10 @@ class VideoLandmarker:
             to_square = tr.rel
             assert to_square is not None  # set on the track's first detect frame
             new_sq = np.array([c[0] + to_square[0] * r, c[1] + to_square[1] * r, to_square[2] * r])
+            if squares[i][3]:  # turned: the next crop from the mean-face fit, turned with the face
+                fit = fit_mean_face(p[None], lm.model.spec.mean_face)[0]
+                if 0.5 * squares[i][2] < fit[2] < 2 * squares[i][2]:
+                    new_sq = fit
             box = (np.r_[new_sq[:2], new_sq[:2]] + tr.box_rel * new_sq[2]).astype(np.float32)
             if self.predict and tr.centre is not None:  # constant velocity: where it will be next
                 new_sq[:2] += c - tr.centre
@@ -346,15 +374,20 @@ class VideoLandmarker:
             if float(s.mean()) < self.min_score or not self._inside(box, img.shape):
                 self._force_detect = True
                 continue
-            if kept and _square_iou(new_sq, np.array([k.square for k in kept])).max() > 0.7:
+            if kept and _square_iou(new_sq[:3], np.array([k.square[:3] for k in kept])).max() > 0.7:
                 continue  # two tracks on one face: keep the older (tracks are in id order)
+            if quality is not None and quality[i] < self.min_quality:
+                self._force_detect = True  # keep the face, but let the detector look again
             move = max(np.abs(new_sq[:2] - tr.square[:2]).max(), abs(new_sq[2] - tr.square[2]))
-            if move > self.hold * tr.square[2]:
+            if move > self.hold * tr.square[2] or len(new_sq) != len(tr.square) or \
+                    (len(new_sq) > 3 and abs(new_sq[3] - tr.square[3]) > math.radians(2)):
                 tr.square = new_sq
+            v = None if vis is None else vis[i].astype(np.float32)
             if tr.filter is not None:
-                p = tr.filter(p, t, scale=r)
+                p = tr.filter(p, t, scale=r, steady=None if v is None else v < 0.5)
             tr.face = Face(box=box, score=tr.score, landmarks=p.astype(np.float32),
-                           landmark_scores=s, track_id=tr.id, image_size=(img.shape[1], img.shape[0]))
+                           landmark_scores=s, track_id=tr.id, image_size=(img.shape[1], img.shape[0]),
+                           visibility=v, quality=None if quality is None else float(quality[i]))
             kept.append(tr)
             faces.append(tr.face)
         self._tracks = kept

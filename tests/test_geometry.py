@@ -407,8 +407,9 @@ def test_cli_draw_pose(models_dir: Path, group_faces, tmp_path: Path, capsys) ->
     src = tmp_path / "face.png"
     cv2.imwrite(str(src), group_faces[0][0])
     assert main(["detect", str(src), "--draw", "--out", str(tmp_path / "a"), "-q"]) == 0
+    capsys.readouterr()
     assert main(["detect", str(src), "--draw", "--draw-pose", "--out", str(tmp_path / "b"), "-q"]) == 0
-    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    out = json.loads(capsys.readouterr().out)
     assert out["images"][0]["faces"][0]["pose"] is not None
     a, b = cv2.imread(str(tmp_path / "a" / "face.png")), cv2.imread(str(tmp_path / "b" / "face.png"))
     assert (a != b).any()

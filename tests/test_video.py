@@ -126,7 +126,8 @@ def make_video(landmarker: Landmarker, **options) -> VideoLandmarker:
 @pytest.fixture
 def counted(random_model: Path, yunet_path: Path) -> tuple[Landmarker, CountingDetector]:
     det = CountingDetector(yunet_path)
-    return Landmarker(model=random_model, detector=det, threads=1), det
+    # random weights score faces low and put their points anywhere: no upright search on them
+    return Landmarker(model=random_model, detector=det, threads=1, upright=False), det
 
 
 def test_detect_every_is_honoured(counted, two_faces) -> None:
@@ -276,7 +277,7 @@ def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yun
         w.write(canvas((two_faces[0], 40 + 2 * i, 40)))
     w.release()
     out, js = tmp_path / "out" / "a.mp4", tmp_path / "a.json"
-    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
+    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model), "--no-upright",
                        "--detector", str(yunet_path), "--detect-every", "3", "--threads", "1")
     assert args.func(args) == 0
     d = json.loads(js.read_text())
@@ -310,7 +311,7 @@ def test_cli_video_unwritable_output_and_crash(tmp_path: Path, random_model: Pat
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 2 * i, 40)) for i in range(6)])
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    models = ["--model", str(random_model), "--detector", str(yunet_path)]
+    models = ["--model", str(random_model), "--no-upright", "--detector", str(yunet_path)]
     for option in ("--out", "--json"):
         args = _video_args(str(clip), option, str(blocker / "x.mp4"), *models)
         assert args.func(args) == 2
@@ -339,11 +340,11 @@ def test_cli_video_unwritable_output_and_crash(tmp_path: Path, random_model: Pat
 
 
 def test_cli_video_errors(tmp_path: Path, random_model: Path, capsys) -> None:
-    args = _video_args(str(tmp_path / "missing.mp4"), "--model", str(random_model))
+    args = _video_args(str(tmp_path / "missing.mp4"), "--model", str(random_model), "--no-upright")
     assert args.func(args) == 2
     bad = tmp_path / "not_a_video.mp4"
     bad.write_text("hello")
-    args = _video_args(str(bad), "--model", str(random_model))
+    args = _video_args(str(bad), "--model", str(random_model), "--no-upright")
     assert args.func(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("pipnet: error: ") for line in err)
@@ -494,7 +495,7 @@ def test_damaged_frames_are_skipped_and_reported(tmp_path: Path, random_model: P
     data[len(data) // 3: len(data) // 3 + 5000] = bytes(5000)
     clip.write_bytes(bytes(data))
     js = tmp_path / "t.json"
-    models = ["--model", str(random_model), "--detector", str(yunet_path)]
+    models = ["--model", str(random_model), "--no-upright", "--detector", str(yunet_path)]
     quiet = _cli("video", str(clip), "--json", str(js), *models, "-q")
     assert quiet.returncode == 1 and quiet.stderr == ""
     d = json.loads(js.read_text())
@@ -526,7 +527,7 @@ def test_odd_sized_video_json_says_what_was_written(tmp_path: Path, random_model
     assert cap.read()[1].shape == (481, 641, 3)
     cap.release()
     out, js = tmp_path / "o.mp4", tmp_path / "o.json"
-    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
+    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model), "--no-upright",
                        "--detector", str(yunet_path))
     assert args.func(args) == 0
     d = json.loads(js.read_text())
@@ -558,7 +559,8 @@ def test_a_signal_stops_the_run_with_whole_outputs(signame: str, tmp_path: Path,
 
     out, js = tmp_path / "o.mp4", tmp_path / "o.json"
     proc = subprocess.Popen([sys.executable, "-m", "pipnet_sdk.cli", "video", str(long_clip), "--out", str(out),
-                             "--json", str(js), "--model", str(random_model), "--detector", str(yunet_path),
+                             "--json", str(js), "--model", str(random_model), "--no-upright",
+                             "--detector", str(yunet_path),
                              "--detect-every", "1", "-q"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -587,7 +589,7 @@ def test_video_on_a_really_full_disk(tmp_path: Path, random_model: Path, yunet_p
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(60)])
     disk = tmp_path / "disk"
     got = run_on_a_tiny_disk(tmp_path, "160k", ["video", str(clip), "--out", str(disk / "o.mp4"), "--json",
-                                                str(disk / "o.json"), "--model", str(random_model),
+                                                str(disk / "o.json"), "--model", str(random_model), "--no-upright",
                                                 "--detector", str(yunet_path), "-q"], dict(os.environ))
     assert got["rc"] == 3
     errors = got["stderr"].strip().splitlines()
@@ -610,7 +612,7 @@ def test_video_json_on_a_full_disk_keeps_whole_frames(tmp_path: Path, random_mod
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(12)])
     out, js = tmp_path / "o.mp4", tmp_path / "o.json"
     _disk_fills(monkeypatch, lambda p: p == os.path.realpath(js), room=6000)  # the head and a few frames
-    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model),
+    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model), "--no-upright",
                        "--detector", str(yunet_path), "-q")
     assert args.func(args) == 3
     err = capsys.readouterr().err
@@ -648,7 +650,8 @@ def test_unplayable_video_is_removed_and_named(tmp_path: Path, random_model: Pat
     out.write_bytes(b"an older video")
     monkeypatch.setattr(cli_video, "open_video_writer", BrokenWriter)
     monkeypatch.setattr(cli_video, "_no_room", lambda path: "No space left on device")
-    args = _video_args(str(clip), "--out", str(out), "--model", str(random_model), "--detector", str(yunet_path),
+    args = _video_args(str(clip), "--out", str(out), "--model", str(random_model), "--no-upright",
+                       "--detector", str(yunet_path),
                        "-q")
     assert args.func(args) == 3
     [line] = capsys.readouterr().err.strip().splitlines()
