@@ -5,7 +5,8 @@
 
 A format-3 file reads each landmark's feature vector at its argmax cell and applies that landmark's
 head rows (export/deploy.py). This adds one more row per landmark: a visibility logit on the same
-feature vector, through a sigmoid, as a third output ``visibility`` (B, N). The graph that makes the
+feature vector and the landmark's score, through a sigmoid, as a third output ``visibility``
+(B, N). The graph that makes the
 landmarks is left exactly as it is, so the file's landmarks and scores do not change by a bit.
 
 The rows are a per-landmark logistic regression, fitted on the features the file itself computes
@@ -13,7 +14,8 @@ The rows are a per-landmark logistic regression, fitted on the features the file
 textured (another face's pixels), rectangles and ellipses, and points pushed out of the crop by
 the geometric jitter. A point is labeled hidden when it lies under the occluder or outside the
 crop (export.augment.visible_points). The fit is chosen on the validation faces under occluders
-drawn with another seed.
+drawn with another seed, and its bias shifted so that 0.5 is the threshold that gave the best F1
+for hidden points there (so ``Face.occluded``, visibility < 0.5, is that choice).
 """
 from __future__ import annotations
 
@@ -50,6 +52,22 @@ def feature_tensor(model: onnx.ModelProto) -> str:
         if node.op_type == "MatMul" and node.input[1] == "weight":
             return node.input[0]
     raise ValueError("not a format-3 graph: no MatMul on the per-landmark head rows ('weight')")
+
+
+def with_score(features: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Features (M, N, D) with each landmark's score as one more value (M, N, D + 1)."""
+    return np.concatenate([features, scores[..., None].astype(features.dtype)], -1)
+
+
+def best_f1_threshold(p: np.ndarray, hidden: np.ndarray) -> tuple[float, float]:
+    """The visibility threshold t (hidden when p < t) with the best F1 for hidden points, and that F1."""
+    best = (0.5, -1.0)
+    for t in np.linspace(0.05, 0.95, 91):
+        pred = p < t
+        f1 = 2 * float((pred & hidden).sum()) / max(1.0, float(pred.sum() + hidden.sum()))
+        if f1 > best[1]:
+            best = (float(t), f1)
+    return best
 
 
 def with_features(path: str | Path) -> bytes:
@@ -180,14 +198,19 @@ def graft(path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | 
     feat = feature_tensor(m)
     if any(o.name == "visibility" for o in m.graph.output):
         raise ValueError(f"{path} already has a visibility output")
-    n, d = weights.shape
+    n, d = weights.shape  # d: the feature vector and the landmark's score
     m.graph.initializer.extend([
         numpy_helper.from_array(weights.astype(np.float32).reshape(n, d, 1), "visibility_weight"),
         numpy_helper.from_array(biases.astype(np.float32).reshape(n, 1, 1), "visibility_bias"),
         numpy_helper.from_array(np.array([2, 3], np.int64), "visibility_axes"),
     ])
     m.graph.node.extend([
-        helper.make_node("MatMul", [feat, "visibility_weight"], ["visibility_logit_raw"], name="/visibility/MatMul"),
+        helper.make_node("Unsqueeze", ["scores", "visibility_axes"], ["visibility_scores"],
+                         name="/visibility/Unsqueeze"),
+        helper.make_node("Concat", [feat, "visibility_scores"], ["visibility_inputs"], axis=-1,
+                         name="/visibility/Concat"),
+        helper.make_node("MatMul", ["visibility_inputs", "visibility_weight"], ["visibility_logit_raw"],
+                         name="/visibility/MatMul"),
         helper.make_node("Add", ["visibility_logit_raw", "visibility_bias"], ["visibility_logit"],
                          name="/visibility/Add"),
         helper.make_node("Squeeze", ["visibility_logit", "visibility_axes"], ["visibility_logit_2d"],
@@ -239,8 +262,13 @@ def main(argv: list[str] | None = None) -> None:
         crops, points, labels = occluded_crops(d[f"{source}_images"], d[f"{source}_points"], cfg, rounds, seed, extra)
         runs[part] = {**run_with_features(model_bytes, crops, a.threads, not a.quiet), "labels": labels,
                       "truth": points}
+    for r in runs.values():  # each landmark's score is an input too
+        r["features"] = with_score(r["features"], r["scores"])
     w, b, log = fit_rows(runs["train"]["features"], runs["train"]["labels"], runs["val"]["features"],
                          runs["val"]["labels"], a.epochs, progress=not a.quiet)
+    val_p = 1 / (1 + np.exp(-((runs["val"]["features"].astype(np.float32) * w).sum(-1) + b)))
+    threshold, val_f1 = best_f1_threshold(val_p, runs["val"]["labels"] < 0.5)
+    b = b - math.log(threshold / (1 - threshold))  # visibility < 0.5 now means p < threshold
     # quality, on the validation faces: plain occluded copies and hard ones (so that some fail)
     from .evaluate import nme_per_face
 
@@ -254,9 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     quality = fit_quality(np.concatenate(scores), np.concatenate(vis), np.concatenate(good))
     out = graft(a.model, w, b, a.out, {"version": a.version, "visibility": {
         "fitted_on": f"{len(runs['train']['labels'])} occluded training crops", "threshold": 0.5,
-        "occluders": OCCLUDERS}, "quality": quality})
+        "validation_f1": round(val_f1, 4), "occluders": OCCLUDERS}, "quality": quality})
     best = min(log, key=lambda r: r["val_bce"])
-    print(json.dumps({"out": str(out), "best": best, "quality": quality,
+    print(json.dumps({"out": str(out), "best": best, "quality": quality, "f1_threshold": threshold, "val_f1": val_f1,
                       "good_fraction": float(np.concatenate(good).mean())}))
 
 

@@ -86,7 +86,7 @@ def test_grafted_visibility_leaves_the_landmarks_alone(tmp_path: Path, random_mo
     dim = next(i for i in m.graph.initializer if i.name == "weight").dims[1]
     bias = np.full(68, 2.0, np.float32)
     bias[5] = -2.0
-    out = graft(random_model, np.zeros((68, dim), np.float32), bias, tmp_path / "grafted.onnx", {"version": "9.9"})
+    out = graft(random_model, np.zeros((68, dim + 1), np.float32), bias, tmp_path / "grafted.onnx", {"version": "9.9"})
     a, b = Landmarker(model=random_model, threads=1), Landmarker(model=out, threads=1)
     assert b.model.spec.version == "9.9" and not a.model.has_visibility and b.model.has_visibility
     fa, fb = a.detect(samples / "group_2.jpg"), b.detect(samples / "group_2.jpg")
@@ -96,7 +96,7 @@ def test_grafted_visibility_leaves_the_landmarks_alone(tmp_path: Path, random_mo
         np.testing.assert_array_equal(x.landmark_scores, y.landmark_scores)
         assert list(np.flatnonzero(y.occluded)) == [5]
     with pytest.raises(ValueError, match="already has"):
-        graft(out, np.zeros((68, dim), np.float32), bias, tmp_path / "twice.onnx", {})
+        graft(out, np.zeros((68, dim + 1), np.float32), bias, tmp_path / "twice.onnx", {})
 
 
 def test_face_fields_for_visibility_and_quality() -> None:
