@@ -47,8 +47,12 @@ def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
         labels.append(f"id {face.track_id}")
     r = max(1.0, size / 120) if radius is None else float(radius)
     pts = np.asarray(face.landmarks, dtype=np.float64).reshape(-1, 2)
-    for x, y in pts[np.isfinite(pts).all(axis=1)]:
-        cv2.circle(img, _fixed(x, y), int(round(r * (1 << _SHIFT))), color, -1, cv2.LINE_AA, _SHIFT)
+    hidden = face.occluded if face.occluded is not None and len(face.occluded) == len(pts) else np.zeros(len(pts), bool)
+    ring = max(1, int(round(r / 2)))
+    for (x, y), seen in zip(pts, ~hidden):
+        if np.isfinite(x) and np.isfinite(y):  # a hidden point is a ring, a seen one a dot
+            cv2.circle(img, _fixed(x, y), int(round((r if seen else 1.6 * r) * (1 << _SHIFT))), color,
+                       -1 if seen else ring, cv2.LINE_AA, _SHIFT)
     if pose:
         _draw_axes(img, face, size)
     if labels and np.isfinite(box).all():
@@ -71,7 +75,8 @@ def draw(
     ``color`` is in that order (BGR for OpenCV images); gray and 4-channel arrays come back as
     3-channel BGR; a path in -> the file as a BGR array. PIL in -> a new RGB PIL image,
     ``color`` in RGB. ``radius`` is the landmark
-    dot radius in pixels (default: scaled to each face's size). ``pose`` also draws the head's
+    dot radius in pixels (default: scaled to each face's size); points the model sees as hidden
+    (``Face.occluded``) are drawn as rings instead of dots. ``pose`` also draws the head's
     axes from its pose (68-point faces; from the nose tip, about 6 cm long): the face's
     left-to-right axis red, up green, forward blue (BGR colours, whatever ``color`` is).
     """

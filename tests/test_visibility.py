@@ -112,3 +112,16 @@ def test_face_fields_for_visibility_and_quality() -> None:
     assert f != Face(**base, visibility=np.ones(68, np.float32), quality=0.87)
     assert f != Face(**base, visibility=vis, quality=0.5)
     assert f == Face(**base, visibility=vis.copy(), quality=0.87)
+
+
+def test_hidden_points_are_drawn_as_rings() -> None:
+    from pipnet_sdk import draw
+
+    base = dict(box=np.array([10, 10, 110, 110], np.float32), score=0.9,
+                landmarks=np.array([[40.0, 40.0]] * 34 + [[80.0, 80.0]] * 34, np.float32),
+                landmark_scores=np.ones(68, np.float32))
+    vis = np.ones(68, np.float32)
+    vis[34:] = 0.1  # the points at (80, 80) are hidden
+    img = draw(np.zeros((120, 120, 3), np.uint8), Face(**base, visibility=vis), boxes=False, radius=6)
+    assert img[40, 40, 1] == 255  # a dot: its centre painted
+    assert img[80, 80, 1] == 0 and img[80, 80 + 9, 1] > 0  # a ring: centre empty, rim painted
