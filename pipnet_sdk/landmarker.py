@@ -60,6 +60,19 @@ def _check_boxes(boxes: Any) -> np.ndarray:
     return b
 
 
+def _check_boxes_fit(boxes: np.ndarray, image_shape: tuple[int, ...]) -> None:
+    """ValueError for caller boxes that cannot be faces of this image: all of them within 0-1.5
+    (normalised units, not pixels) on an image larger than that, or a box entirely outside it."""
+    h, w = image_shape[:2]
+    if len(boxes) and float(np.abs(boxes).max()) <= 1.5 < max(h, w):
+        raise ValueError("the boxes look like fractions of the image (all within 0-1.5): give them in pixels, "
+                         f"x1, y1, x2, y2 of this {w} x {h} image")
+    outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
+    if outside.any():
+        i = int(np.flatnonzero(outside)[0])
+        raise ValueError(f"box {i} {boxes[i].round(1).tolist()} lies entirely outside the {w} x {h} image")
+
+
 def _check_squares(squares: Any) -> np.ndarray:
     a = np.asarray(squares)
     turned = a.ndim >= 1 and a.shape[-1] == 4
@@ -269,7 +282,9 @@ class Landmarker:
         """Landmarks (F, N, 2) for caller-given boxes (F, 4), skipping the detector (turned faces
         get their second look, as in ``detect``)."""
         img = self.image(image, color)
-        squares = [self.squares(boxes)]
+        checked = _check_boxes(boxes)
+        _check_boxes_fit(checked, img.shape)
+        squares = [self.squares(checked)]
         marks = self.landmarks_for_images([img], squares)
         if self.upright_search:
             _, marks = self.upright([img], squares, marks)

@@ -110,3 +110,15 @@ def test_upright_faces_keep_their_crops(samples: Path) -> None:
 def test_upright_option_is_checked() -> None:
     with pytest.raises(TypeError, match="upright"):
         Landmarker(upright="yes")
+
+
+def test_boxes_outside_the_image_or_in_fractions_are_refused(samples: Path) -> None:
+    """Caller boxes in 0-1 units, or wholly off the image, used to give confident points anywhere."""
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    lm = Landmarker(threads=1)
+    h, w = img.shape[:2]
+    with pytest.raises(ValueError, match="fractions of the image"):
+        lm.landmarks(img, [[0.2, 0.3, 0.4, 0.6]])
+    with pytest.raises(ValueError, match="box 1 .* entirely outside"):
+        lm.landmarks(img, [[10, 10, 100, 100], [w + 10, 10, w + 90, 100]])
+    assert lm.landmarks(img, [[-20, -20, 60, 60]]).shape == (1, 68, 2)  # partly inside: a face at the edge
