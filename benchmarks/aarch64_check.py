@@ -1,10 +1,12 @@
 """Do the int8 models give the same landmarks on aarch64 (Raspberry Pi, Graviton, Apple Silicon
 under Linux) as on this x86-64 CPU? Checked without such a machine: an arm64 Python with
 onnxruntime's aarch64 wheel runs under qemu-user, on emulated ARM CPUs of three kinds.
+Results and their meaning: docs/aarch64.md.
 
     python benchmarks/aarch64_check.py [--step 9] [--cpus cortex-a72 cortex-a76 max]
                                        [--models pipnet-fast pipnet-r18 | PATH ...]
-                                       [--eight-bit] [--float-arm] [--prepare-only] [--no-prepare]
+                                       [--eight-bit] [--float-arm] [--int8-activations]
+                                       [--add-rounding] [--prepare-only] [--no-prepare] [--json OUT]
 
 Method (the AVX2-only check of tests/test_integrity.py, with an ARM userland): for every
 ``--step``-th 300-W test image, the face that matches its ground truth is detected and cropped
@@ -15,19 +17,20 @@ decodes them with the SDK's NumPy decoder (``pipnet_sdk.decode``), both imported
 checkout; the same inputs run natively through ``LandmarkModel`` at batch 1. Figures per model
 and emulated CPU: landmark differences in image pixels (max, mean), faces moved by more than
 0.01 px, faces whose raw network outputs are bit-identical, mean move in % of the inter-ocular
-distance.
+distance, largest difference of a raw output (crop units).
 
-Emulated CPUs (qemu 7.2 names) and the int8 kernels onnxruntime picks on them (MLAS,
-``platform.cpp``: by HWCAP, read through pytorch/cpuinfo):
-  cortex-a72  ARMv8.0 NEON, no dot product (Raspberry Pi 4): the NEON u8/s8 GEMM and ConvSym kernels
-              (UMULL/SMULL + pairwise add into 32 bits)
-  cortex-a76  + dot product, no i8mm (Raspberry Pi 5; Graviton2 / Neoverse N1 has the same
-              features): UDOT/SDOT GEMM and ConvSym kernels
-  max         everything qemu has: dot product, i8mm, SVE, SME (Graviton3/4, recent Apple cores):
-              UMMLA/SMMLA GEMM kernels, the dot-product ConvSym kernels
+Emulated CPUs (qemu 7.2 names) and what onnxruntime's MLAS picks on them (platform.cpp, by the
+HWCAP bits the emulated program sees, which the script prints):
+  cortex-a72  ARMv8.0, no dot product (Raspberry Pi 4): NEON int8 convolution kernels
+  cortex-a76  + dot product (Raspberry Pi 5; Graviton2 / Neoverse N1 have the same features):
+              SDOT/UDOT int8 convolution kernels
+  max         dot product, i8mm, SVE, SME (closest to Graviton3/4 and recent Apple cores): the
+              dot-product convolution kernels, i8mm (SMMLA/UMMLA) GEMMs, SVE float kernels
+The residual adds (QLinearAdd) take one kernel on every ARM CPU (NEON, fixed-point) and another
+on every x86 CPU with AVX2 (float32 FMA); add_rounding_pairs() emulates both exactly.
 
 Setup (done by this script when missing, under .cache/aarch64/, from Debian's and PyPI's
-registries only; needs root for apt-get install qemu-user, otherwise nothing is installed):
+registries only; apt-get install qemu-user needs root, nothing else is installed):
 qemu-user from Debian; an arm64 sysroot made of Debian bookworm's arm64 .deb files of
 python3.11 and the libraries it needs (downloaded with a private apt state, unpacked with dpkg-deb:
 the system's apt and dpkg are untouched); numpy and onnxruntime aarch64 wheels (the versions
@@ -36,10 +39,15 @@ installed here) unpacked into a folder put on PYTHONPATH. qemu 7.2 shows the hos
 (pytorch/cpuinfo finds no ARM processor); the script writes an ARM /proc/cpuinfo for the emulated
 CPU into the sysroot, which qemu's -L prefix serves in its place.
 
---eight-bit also checks the 0.5.0 weights with full 8-bit int8 weights (the files that saturated
-on AVX2-only CPUs), taken from git history and brought to format 3 without the 7-bit step;
---float-arm runs the ARM side with graph optimisation off (the QDQ graph in float), i.e. a
-kernel that computes differently from this CPU's: what a real difference looks like here.
+Options:
+  --eight-bit         also the 0.5.0 weights with full 8-bit int8 weights (the files that
+                      saturated on AVX2-only CPUs), taken from git history, format 3, no 7-bit step
+  --float-arm         the ARM side with graph optimisation off (the QDQ graph in float): what a
+                      kernel that computes differently does to the landmarks
+  --int8-activations  also every quantized activation of the first model, bit for bit
+  --add-rounding      instead: the input pairs of each residual add that round differently on ARM,
+                      the test faces that meet one (natively, every test image), their moves on the
+                      first --cpus, and the same for the file with ARM-safe add scales
 Emulated timings mean nothing; no speed is measured.
 """
 from __future__ import annotations
@@ -302,8 +310,8 @@ def native_outputs(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
 
     raw = [model.forward(x[i:i + 1]) for i in range(len(x))]
     raw = [np.concatenate(r) for r in zip(*raw)]
-    candidates, scores = raw if model.spec.format == 3 else candidates_from_maps(*raw)
-    points, _ = model.decode(raw)
+    candidates, scores = raw[:2] if model.spec.format == 3 else candidates_from_maps(*raw[:5])
+    points, _ = model.decode(raw)  # a visibility output, last, is not compared
     return {"points": points, "candidates": candidates, "scores": scores}
 
 
@@ -402,10 +410,242 @@ def compare_int8_activations(model: str, x: np.ndarray, cpus: Sequence[str], tmp
               + (f"; differ: {differ}" if differ else ""))
 
 
+def add_rounding_table(sa: float, zpa: int, sb: float, zpb: int, sc: float, zpc: int) -> np.ndarray:
+    """(256, 256) booleans for a uint8 QLinearAdd with these scales and zero points: True where
+    MLAS's NEON kernel and its x86 AVX2 kernel give different outputs for inputs (a, b)."""
+    f32 = np.float32
+    a = np.arange(256, dtype=np.float64)[:, None]
+    b = np.arange(256, dtype=np.float64)[None, :]
+    ra, rb = f32(f32(sa) / f32(sc)), f32(f32(sb) / f32(sc))
+    # AVX2: fixed = zpC - (rA zpA + rB zpB); t = fma(b, rB, fixed); t = fma(a, rA, t); round half even
+    fixed_variants = {
+        f32(zpc - f32(f32(ra * zpa) + f32(rb * zpb))),
+        f32(zpc - f32(float(ra) * zpa + float(f32(rb * zpb)))),
+        f32(zpc - f32(float(rb) * zpb + float(f32(ra * zpa)))),
+    }
+    x86 = []
+    for fixed in fixed_variants:
+        t = (b * float(rb) + float(fixed)).astype(np.float32).astype(np.float64)
+        t = (a * float(ra) + t).astype(np.float32).astype(np.float64)
+        x86.append(np.clip(np.rint(t), 0, 255))
+    # NEON: MlasCalcQLinearAddParameters, then the integer kernel
+    exponent = int(np.frombuffer(f32(max(ra, rb)).tobytes(), np.uint32)[0] >> 23) - 127
+    shift = 21 - exponent
+    ma = int(np.rint(float(f32(ra * f32(2.0 ** shift)))))
+    mb = int(np.rint(float(f32(rb * f32(2.0 ** shift)))))
+    usable = (6.103515625e-05 <= ra < 256 and 6.103515625e-05 <= rb < 256 and 13 <= shift <= 31
+              and ma < 0x400000 and mb < 0x400000 and (ma >= 0x200000 or mb >= 0x200000))
+    if not usable:  # NEON falls back to a plain float loop, not emulated here: count every pair
+        return np.ones((256, 256), bool)
+    acc = (np.arange(256)[:, None] - zpa) * ma + (np.arange(256)[None, :] - zpb) * mb
+    acc = acc - (acc < 0)
+    neon = np.clip(np.clip((acc + (1 << (shift - 1))) >> shift, -32768, 32767) + zpc, 0, 255)
+    return np.any([neon != x for x in x86], axis=0)
+
+
+def arm_safe_add_scales(src: str | os.PathLike, dst: Path, max_steps: int = 64) -> list[tuple[str, int]]:
+    """A proposed remedy, written to ``dst`` (sealed; not a shipped file): for each residual Add,
+    in graph order, nudge the scale of its output quantization by k * 2**-20 (relative, the
+    smallest |k| that works) so that add_rounding_table has no differing pair, i.e. MLAS's NEON
+    and AVX2 kernels agree on every uint8 input. The Q node and every DQ that reads its output get
+    the new scale (a new initializer each time: scales may be shared). Returns (output, k) per Add."""
+    import onnx
+    from onnx import numpy_helper
+
+    from export.onnx_meta import file_metadata, save_with_metadata
+    from pipnet_sdk.hub import resolve
+
+    m = onnx.load(str(resolve(str(src), "landmark")))
+    g = m.graph
+    init = {t.name: t for t in g.initializer}
+    arrays = {n: numpy_helper.to_array(t) for n, t in init.items()}
+    value = {n: float(v.reshape(-1)[0]) for n, v in arrays.items() if v.size == 1}
+    made_by = {o: n for n in g.node for o in n.output}
+    used_by: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            used_by.setdefault(i, []).append(n)
+    changes = []
+    for add in [n for n in g.node if n.op_type == "Add"]:
+        dqs = [made_by.get(i) for i in add.input]
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in dqs):
+            continue
+        nxt = used_by.get(add.output[0], [])
+        if len(nxt) == 1 and nxt[0].op_type == "Relu":
+            nxt = used_by.get(nxt[0].output[0], [])
+        q = next((n for n in nxt if n.op_type == "QuantizeLinear"), None)
+        if q is None:
+            continue
+        (sa, zpa), (sb, zpb) = ((value[d.input[1]], int(value[d.input[2]])) for d in dqs)
+        sc, zpc = value[q.input[1]], int(value[q.input[2]])
+        for k in sorted(range(-max_steps, max_steps + 1), key=lambda k: (abs(k), k)):
+            new = float(np.float32(sc * (1 + k * 2.0 ** -20)))
+            if not add_rounding_table(sa, zpa, sb, zpb, new, zpc).any():
+                break
+        else:
+            raise RuntimeError(f"no scale within {max_steps} steps makes {q.output[0]} agree on ARM")
+        if k:
+            name = f"{q.output[0]}_scale_arm_safe"
+            g.initializer.append(numpy_helper.from_array(np.array(new, np.float32), name))
+            value[name] = new
+            for n in [q] + [d for d in used_by.get(q.output[0], []) if d.op_type == "DequantizeLinear"]:
+                n.input[1] = name
+        changes.append((q.output[0], k))
+    save_with_metadata(m, dst, file_metadata(m))
+    return changes
+
+
+def add_rounding_pairs(model: str | os.PathLike) -> dict[tuple[str, str, str], np.ndarray]:
+    """For each QLinearAdd that onnxruntime makes of ``model`` (a residual Add between Q/DQ pairs),
+    keyed by the names of its uint8 inputs A, B and output: a (256, 256) boolean table, True
+    where MLAS's NEON kernel and its x86 AVX2 kernel give different outputs for inputs (a, b).
+    NEON (qladd.cpp): scale ratios as 22-bit fixed-point multipliers, a rounding shift that rounds
+    half away from zero. AVX2 (qladd_avx2.cpp): float32 FMAs, rounding half to even. The constant
+    part of the AVX2 sum may or may not be contracted into an FMA by the compiler: a pair counts
+    if it differs either way. Emulated exactly (every product and sum fits a float64 mantissa)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from pipnet_sdk.hub import resolve
+
+    path = str(resolve(str(model), "landmark"))
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3
+        ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        m = onnx.load(opts.optimized_model_filepath)
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    # the QDQ graph's names for each QLinearAdd's inputs and output (the tensors int8_activation_outputs
+    # exposes), found by their scales: DQ(qa) + DQ(qb) -> Add [-> Relu] -> Q -> qout
+    qdq = onnx.load(path).graph
+    qinit = {t.name: numpy_helper.to_array(t) for t in qdq.initializer}
+    made_by = {o: n for n in qdq.node for o in n.output}
+    used_by: dict[str, list] = {}
+    for n in qdq.node:
+        for i in n.input:
+            used_by.setdefault(i, []).append(n)
+    names_by_scales = {}
+    for add in (n for n in qdq.node if n.op_type == "Add"):
+        dqs = [made_by.get(i) for i in add.input]
+        if not all(d is not None and d.op_type == "DequantizeLinear" for d in dqs):
+            continue
+        nxt = used_by.get(add.output[0], [])
+        if len(nxt) == 1 and nxt[0].op_type == "Relu":
+            nxt = used_by.get(nxt[0].output[0], [])
+        q = next((n for n in nxt if n.op_type == "QuantizeLinear"), None)
+        if q is not None:
+            key = tuple(float(qinit[d.input[1]]) for d in dqs) + (float(qinit[q.input[1]]),)
+            names_by_scales[key] = (dqs[0].input[0], dqs[1].input[0], q.output[0])
+    tables = {}
+    for node in m.graph.node:
+        if node.op_type != "QLinearAdd" or init[node.input[2]].dtype != np.uint8:
+            continue
+        sa, zpa, sb, zpb, sc, zpc = (init[node.input[i]] for i in (1, 2, 4, 5, 6, 7))
+        names = names_by_scales.get((float(sa), float(sb), float(sc)))
+        if names is None:  # inputs swapped by the optimizer
+            qb_, qa_, qo_ = names_by_scales[(float(sb), float(sa), float(sc))]
+            names = (qa_, qb_, qo_)
+        tables[names] = add_rounding_table(float(sa), int(zpa), float(sb), int(zpb), float(sc), int(zpc))
+    return tables
+
+
+def scan_add_rounding(model: str, shared_dir: Path, step: int) -> dict[str, Any]:
+    """Run ``model``'s int8 graph here on every step-th test face and count, from
+    add_rounding_pairs, the residual-add elements where an ARM CPU would round differently."""
+    from pipnet_sdk.runtime import make_session
+
+    tables = add_rounding_pairs(model)
+    lm, x, squares, truth = labeled_inputs(model, shared_dir, step)
+    with tempfile.TemporaryDirectory() as tmp:
+        names = int8_activation_outputs(lm.path, Path(tmp) / "acts.onnx")
+        session = make_session(Path(tmp) / "acts.onnx", threads=1)
+    hits = np.zeros(len(x), int)
+    elements = 0
+    for i in range(len(x)):
+        acts = dict(zip(names, session.run(names, {session.get_inputs()[0].name: x[i:i + 1]})))
+        for (ka, kb, _), table in tables.items():
+            hits[i] += int(table[acts[ka], acts[kb]].sum())
+            elements += acts[ka].size if i == 0 else 0
+    return {"faces": len(x), "adds": len(tables), "pairs": {k[2]: int(t.sum()) for k, t in tables.items()},
+            "elements_per_face": elements, "faces_hit": np.flatnonzero(hits).tolist(), "hits": hits,
+            "inputs": x, "squares": squares, "truth": truth, "model": lm}
+
+
+def _nme_pct(points: np.ndarray, squares: np.ndarray, truth: np.ndarray) -> float:
+    """Mean NME in % of the outer-eye-corner distance (points 36, 45), image coordinates."""
+    from pipnet_sdk.crop import to_image
+
+    err = np.linalg.norm(to_image(points, squares) - truth, axis=-1).mean(1)
+    return float((err / np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)).mean() * 100)
+
+
+def add_rounding_report(models: Sequence[str], shared: Path, step: int, cpu: str, out: Path | None) -> int:
+    """--add-rounding: per model, the input pairs of each residual add that round differently on
+    ARM, the test faces that meet one here, how far those faces (and 10 that meet none) move on
+    the emulated ``cpu``; then the same for the file with ARM-safe add scales."""
+    from benchmarks.cpu import cpu_line
+    from pipnet_sdk.crop import to_image
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for name in models:
+            safe = CACHE / "models" / f"{Path(name).stem}-arm-safe.onnx"
+            safe.parent.mkdir(parents=True, exist_ok=True)
+            nudges = [k for _, k in arm_safe_add_scales(name, safe)]
+            shipped_points = None
+            for label, path in ((Path(name).stem, name), (f"{Path(name).stem}, ARM-safe add scales", str(safe))):
+                t = time.perf_counter()
+                r = scan_add_rounding(path, shared, step)
+                hit = np.array(r["faces_hit"], int)
+                rest = np.setdiff1d(np.arange(r["faces"]), hit)
+                idx = np.concatenate([hit, rest[:: max(1, len(rest) // 10)][:10]])
+                np.save(tmp / "x.npy", r["inputs"][idx])
+                run_emulated(cpu, [(Path(r["model"].path), tmp / "x.npy", tmp / "arm.npz")])
+                with np.load(tmp / "arm.npz") as z:
+                    there = z["points"]
+                here = native_outputs(r["model"], r["inputs"][idx])["points"]
+                sq, truth = r["squares"][idx], r["truth"][idx]
+                moved = np.linalg.norm(to_image(here, sq) - to_image(there, sq), axis=-1)
+                iod = np.linalg.norm(truth[:, 36:42].mean(1) - truth[:, 42:48].mean(1), axis=-1)
+                n = len(hit)
+                points = native_outputs(r["model"], r["inputs"])["points"]
+                row = {"file": label, "faces": r["faces"], "pairs_per_add": list(r["pairs"].values()),
+                       "faces_hit": n, "hit_moved": int((moved[:n].max(1) > PX_MOVED).sum()),
+                       "hit_max_px": float(moved[:n].max()) if n else 0.0,
+                       "hit_mean_iod_pct": float((moved[:n].mean(1) / iod[:n] * 100).mean()) if n else 0.0,
+                       "others": len(idx) - n, "others_max_px": float(moved[n:].max()),
+                       "nme_pct": _nme_pct(points, r["squares"], r["truth"])}
+                if shipped_points is None:
+                    shipped_points = points
+                else:
+                    row["nudges_2^-20"] = nudges
+                    shift = np.linalg.norm(to_image(points, r["squares"]) - to_image(shipped_points, r["squares"]),
+                                           axis=-1)
+                    row["faces_moved_vs_shipped_here"] = int((shift.max(1) > PX_MOVED).sum())
+                rows.append(row)
+                print(f"\n{label}: input pairs (of 65536) that round differently on ARM, per residual add: "
+                      f"{row['pairs_per_add']}" + (f"; scales nudged by {nudges} x 2^-20" if "nudges_2^-20" in row
+                                                   else ""))
+                print(f"  {r['faces']} test faces, {n} meet such a pair here; on emulated {cpu} {row['hit_moved']} "
+                      f"of them moved > {PX_MOVED} px (max {row['hit_max_px']:.3g} px, mean "
+                      f"{row['hit_mean_iod_pct']:.3f} % IOD); {row['others']} others: "
+                      f"max {row['others_max_px']:.2e} px")
+                print(f"  NME here {row['nme_pct']:.3f} % (all {r['faces']} faces)"
+                      + (f"; {row['faces_moved_vs_shipped_here']} faces moved > {PX_MOVED} px here vs the shipped file"
+                         if "faces_moved_vs_shipped_here" in row else "") + f"; {time.perf_counter() - t:.0f} s")
+    if out:
+        out.write_text(json.dumps({"host": cpu_line(), "cpu": cpu, "step": step, "rows": rows}, indent=1))
+    return 0
+
+
 # --------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--step", type=int, default=9, help="every STEP-th 300-W test image (9: 62 faces)")
+    ap.add_argument("--step", type=int,
+                    help="every STEP-th 300-W test image (default 9: 62 faces; 1 with --add-rounding)")
     ap.add_argument("--cpus", nargs="+", default=list(DEFAULT_CPUS), choices=sorted(CPUINFO))
     ap.add_argument("--models", nargs="+", default=["pipnet-fast", "pipnet-r18"],
                     help="registry names or .onnx paths")
@@ -414,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="ARM side with graph optimisation off (QDQ in float): what a real difference looks like")
     ap.add_argument("--int8-activations", action="store_true",
                     help="also compare every quantized activation bit for bit (the first model, every 4th face)")
+    ap.add_argument("--add-rounding", action="store_true",
+                    help="instead: find, natively, the test faces whose residual adds round differently on ARM "
+                         "(every test image unless --step is given), run them (and 10 others) on the first "
+                         "--cpus, and the same with the ARM-safe add scales (arm_safe_add_scales)")
     ap.add_argument("--prepare-only", action="store_true", help="make the emulated userland and stop")
     ap.add_argument("--no-prepare", action="store_true", help="fail instead of downloading what is missing")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -447,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     qemu_version = _run([qemu(), "--version"], lambda _: None).splitlines()[0]
     print(f"host: {cpu_line()}; {platform.python_version()}, onnxruntime {versions()['onnxruntime']}, "
           f"numpy {versions()['numpy']}; {qemu_version}")
+    if a.add_rounding:
+        return add_rounding_report(models, shared, a.step or 1, a.cpus[0], a.json)
+    a.step = a.step or 9
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,11 +48,11 @@ MODELS: dict[str, ModelSpec] = {
         name="pipnet-fast",
         kind="landmark",
         filename="pipnet-fast.onnx",
-        sha256="bd47dacb2fda066868db37c4318c1a4780f874ca0268db78ddd326afb737fc3e",
+        sha256="39da591ff8f711a878de11f73cf3b3fe134721303e4aa9acfb83e3850b7d1087",
         repo_id=HUB_REPO_ID,
         revision=None,
         description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8 (7-bit weights); "
-                    "68 iBUG points; packaged in the wheel",
+                    "68 iBUG points with per-point visibility and a calibrated face quality; packaged in the wheel",
         license="weights: research use only (trained on 300-W and YouTube Faces data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
@@ -61,11 +61,11 @@ MODELS: dict[str, ModelSpec] = {
         name="pipnet-r18",
         kind="landmark",
         filename="pipnet-r18.onnx",
-        sha256="c8d8b45bc0094c4f5a2bfdaffb02ee0af6dfa2fe99df9e9a4233fda2e402061c",
+        sha256="c9b0add5e16859debae489074f3d0475b478b3bda3fb0acc0bc7492d15c9dd9e",
         repo_id=HUB_REPO_ID,
         revision=None,
-        description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points; "
-                    "packaged in the wheel",
+        description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points "
+                    "with per-point visibility and a calibrated face quality; packaged in the wheel",
         license="weights: research use only (trained on 300-W, YouTube Faces and LFW data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
