@@ -231,13 +231,15 @@ def draw_reliability(records: dict[str, list[dict]], path: str) -> None:
         q = np.array([r["quality"] for r in rs])
         good = np.array([r["nme"] for r in rs]) <= 0.08
         err, bins = ece(q, good)
-        ax.plot([b[0] for b in bins], [b[1] for b in bins], "o-", label=f"{model} (ECE {err:.3f})")
+        line, = ax.plot([b[0] for b in bins], [b[1] for b in bins], "-", lw=1, label=f"{model} (ECE {err:.3f})")
+        ax.scatter([b[0] for b in bins], [b[1] for b in bins], s=[8 + 2 * b[2] ** 0.75 for b in bins],
+                   color=line.get_color(), alpha=0.8)  # area grows with the faces in the bin
     ax.set_xlabel("Face.quality (predicted P(NME <= 8 %))")
     ax.set_ylabel("fraction of faces with NME <= 8 %")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)
-    ax.set_title("Quality calibration, 300-W test, clean + corrupted", fontsize=9)
+    ax.set_title("Quality calibration, 300-W test, clean + corrupted\n(dot area: faces in the bin)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 

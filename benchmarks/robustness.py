@@ -111,18 +111,22 @@ def clean(img: Image, pts: Points, rng: np.random.Generator) -> tuple[Image, Poi
     return img, pts
 
 
-def rotation(img: Image, pts: Points, rng: np.random.Generator) -> tuple[Image, Points]:
-    """Rotate about the image centre by +-[min_deg, max_deg] onto a canvas holding all of it."""
-    p = PARAMS["rotation"]
-    angle = rng.uniform(p["min_deg"], p["max_deg"]) * rng.choice([-1.0, 1.0])
+def turn(img: Image, pts: Points, degrees: float) -> tuple[Image, Points]:
+    """Turn counter-clockwise about the image centre onto a canvas holding all of it."""
     h, w = img.shape[:2]
     c = ((w - 1) / 2, (h - 1) / 2)
-    m = cv2.getRotationMatrix2D(c, angle, 1.0)
+    m = cv2.getRotationMatrix2D(c, degrees, 1.0)
     cos, sin = abs(m[0, 0]), abs(m[0, 1])
     nw, nh = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
     m[:, 2] += ((nw - 1) / 2 - c[0], (nh - 1) / 2 - c[1])
     out = cv2.warpAffine(img, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     return out, (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
+
+
+def rotation(img: Image, pts: Points, rng: np.random.Generator) -> tuple[Image, Points]:
+    """Rotate about the image centre by +-[min_deg, max_deg] onto a canvas holding all of it."""
+    p = PARAMS["rotation"]
+    return turn(img, pts, rng.uniform(p["min_deg"], p["max_deg"]) * rng.choice([-1.0, 1.0]))
 
 
 def gaussian_blur(img: Image, pts: Points, rng: np.random.Generator) -> tuple[Image, Points]:

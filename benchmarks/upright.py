@@ -25,24 +25,13 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.cpu import cpu_line  # noqa: E402
 from benchmarks.landmarks import MIN_IOU, md_table, pct  # noqa: E402
+from benchmarks.robustness import turn  # noqa: E402
 from export.data import landmark_box, read_pts_folder  # noqa: E402
 from export.evaluate import data_path, match, nme_per_face  # noqa: E402
 
 ANGLES = ("0", "90", "180", "270", "random")
 WITHIN = 1.10  # NME turned / NME upright
 UPRIGHT_SLACK = 0.0001  # NME (fraction) the search may cost upright
-
-
-def turn(img: np.ndarray, pts: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
-    """Turn counter-clockwise about the image centre onto a canvas holding all of it."""
-    h, w = img.shape[:2]
-    c = ((w - 1) / 2, (h - 1) / 2)
-    m = cv2.getRotationMatrix2D(c, degrees, 1.0)
-    cos, sin = abs(m[0, 0]), abs(m[0, 1])
-    nw, nh = int(np.ceil(w * cos + h * sin)), int(np.ceil(w * sin + h * cos))
-    m[:, 2] += ((nw - 1) / 2 - c[0], (nh - 1) / 2 - c[1])
-    out = cv2.warpAffine(img, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    return out, (pts @ m[:, :2].T + m[:, 2]).astype(np.float32)
 
 
 def angle_of(name: str, index: int, seed: int) -> float:

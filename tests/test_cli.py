@@ -714,3 +714,16 @@ def test_outputs_record_what_made_them(models_dir: Path, samples: Path, tmp_path
     assert json.loads(doc.read_text())["provenance"] == expected
     rows = [json.loads(line) for line in lines.read_text().splitlines()]
     assert len(rows) == 2 and all(r["provenance"] == expected for r in rows)
+
+
+def test_min_quality_keeps_the_faces_to_trust(capsys, samples: Path, random_model: Path) -> None:
+    code, out, _ = run(capsys, "detect", str(samples / "group_2.jpg"), "--min-quality", "0.5", "-q")
+    faces = json.loads(out)["images"][0]["faces"]
+    assert code == 0 and len(faces) == 4 and all(f["quality"] >= 0.5 for f in faces)
+    assert all(len(f["visibility"]) == 68 and len(f["occluded"]) == 68 for f in faces)
+    code, out, _ = run(capsys, "detect", str(samples / "group_2.jpg"), "--min-quality", "1", "-q")
+    assert code == 0 and json.loads(out)["images"][0]["faces"] == []  # no face is certain
+    code, _, err = run(capsys, "detect", str(samples / "group_2.jpg"), "--min-quality", "0.5",
+                       "--model", str(random_model))
+    assert code == 2
+    assert_one_error_line(err, "--min-quality", "no")

@@ -146,7 +146,8 @@ def test_merge_on_a_shipped_models_outputs(samples, use_neighbors: bool) -> None
     image = cv2.imread(str(samples / "group_2.jpg"))
     boxes, _ = landmarker.detect_boxes(image)
     crops = crop_faces(image, landmarker.squares(boxes), model.spec.input_size)
-    candidates, scores = model.forward(model.preprocess(crops))
+    candidates, scores, visibility = model.forward(model.preprocess(crops))  # the shipped files have all three
+    assert visibility.shape == (len(boxes), 68) and ((visibility >= 0) & (visibility <= 1)).all()
     nb = model.spec.neighbor_indices
     assert candidates.shape == (len(boxes), 68, 11, 2) and len(boxes) == 4
     got = merge(candidates, vote_matrix(nb), use_neighbors)

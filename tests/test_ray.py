@@ -85,6 +85,13 @@ def check_row(row: dict, faces: list, atol: float = 1e-4) -> None:
     np.testing.assert_allclose(row["eye_openness"], [f.eye_openness for f in faces], atol=1e-4, rtol=0)
     np.testing.assert_allclose(row["mouth_openness"], [f.mouth_openness for f in faces], atol=1e-4, rtol=0)
     assert [p is None for p in row["pose"]] == [f.pose is None for f in faces]  # geometry columns
+    for v, o, q, f in zip(row["visibility"], row["occluded"], row["quality"], faces):  # confidence columns
+        assert (v is None) == (f.visibility is None) and (q is None) == (f.quality is None)
+        if v is not None:
+            np.testing.assert_allclose(v, f.visibility, atol=1e-6, rtol=0)
+            assert list(o) == f.occluded.tolist()
+        if q is not None:
+            assert abs(q - f.quality) < 1e-6
     for p, f in zip(row["pose"], faces):
         if p is not None:
             np.testing.assert_allclose(p, f.pose, atol=1e-2, rtol=0)

@@ -125,3 +125,17 @@ def test_hidden_points_are_drawn_as_rings() -> None:
     img = draw(np.zeros((120, 120, 3), np.uint8), Face(**base, visibility=vis), boxes=False, radius=6)
     assert img[40, 40, 1] == 255  # a dot: its centre painted
     assert img[80, 80, 1] == 0 and img[80, 80 + 9, 1] > 0  # a ring: centre empty, rim painted
+
+
+def test_ray_rows_carry_visibility_and_quality(samples: Path) -> None:
+    """The Ray predictor's confidence columns, called on a batch directly (no Ray runtime needed)."""
+    pytest.importorskip("pyarrow")
+    from pipnet_sdk.integrations.ray import LandmarkPredictor
+
+    table = LandmarkPredictor()({"path": np.array([str(samples / "group_2.jpg"), str(samples / "no_face.jpg")])})
+    rows = table.to_pylist()
+    faces = Landmarker().detect(samples / "group_2.jpg")
+    assert rows[0]["num_faces"] == len(faces) == 4 and rows[1]["num_faces"] == 0
+    for v, o, q, f in zip(rows[0]["visibility"], rows[0]["occluded"], rows[0]["quality"], faces):
+        np.testing.assert_allclose(v, f.visibility, atol=1e-6)
+        assert o == f.occluded.tolist() and abs(q - f.quality) < 1e-6 and 0 <= q <= 1

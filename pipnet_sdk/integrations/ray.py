@@ -36,6 +36,11 @@ scores                list<float32>                               detector score
 landmarks             list<fixed_size_list<fixed_size_list<       (N, 2) x, y per face, pixels of
                       float32, 2>, N>>                            the input image
 landmark_scores       list<fixed_size_list<float32, N>>           per-point confidence in [0, 1]
+visibility            list<fixed_size_list<float32, N>>           per point: seen (1) or hidden (0)
+                                                                  (null per face: model has none)
+occluded              list<fixed_size_list<bool, N>>              visibility < 0.5 (null likewise)
+quality               list<float32>                               P(NME <= 8 %) per face (null:
+                                                                  model not calibrated)
 five_points           list<fixed_size_list<fixed_size_list<       InsightFace's 5 points per face
                       float32, 2>, 5>>                            (null without 68 landmarks)
 pose                  list<fixed_size_list<float32, 3>>           yaw, pitch, roll in degrees
@@ -76,8 +81,8 @@ IMAGE_EXTENSIONS = [e.lstrip(".") for e in _SUFFIXES]
 #: Input column names looked for, in this order, when ``column`` is not given.
 INPUT_COLUMNS = ("bytes", "image", "path", "item")
 RESULT_COLUMNS = ("path", "width", "height", "num_faces", "boxes", "scores", "landmarks",
-                  "landmark_scores", "five_points", "pose", "eye_openness", "mouth_openness", "error",
-                  "provenance")
+                  "landmark_scores", "visibility", "occluded", "quality", "five_points", "pose", "eye_openness",
+                  "mouth_openness", "error", "provenance")
 
 
 def provenance_type():
@@ -103,6 +108,9 @@ def output_schema(num_landmarks: int):
         ("scores", pa.list_(f32)),
         ("landmarks", pa.list_(pa.list_(pa.list_(f32, 2), num_landmarks))),
         ("landmark_scores", pa.list_(pa.list_(f32, num_landmarks))),
+        ("visibility", pa.list_(pa.list_(f32, num_landmarks))),
+        ("occluded", pa.list_(pa.list_(pa.bool_(), num_landmarks))),
+        ("quality", pa.list_(f32)),
         ("five_points", pa.list_(pa.list_(pa.list_(f32, 2), 5))),  # see pipnet_sdk.geometry
         ("pose", pa.list_(pa.list_(f32, 3))),
         ("eye_openness", pa.list_(pa.list_(f32, 2))),
@@ -230,6 +238,7 @@ class LandmarkPredictor:
 
         n = len(paths)
         width, height, count, boxes, scores, lms, lscores, geometry = ([None] * n for _ in range(8))
+        vis, occ, quality = ([None] * n for _ in range(3))
         for i in range(n):
             if errors[i] is not None:
                 continue
@@ -240,10 +249,14 @@ class LandmarkPredictor:
             scores[i] = [float(f.score) for f in fs]
             lms[i] = [f.landmarks.tolist() for f in fs]
             lscores[i] = [f.landmark_scores.tolist() for f in fs]
+            vis[i] = [None if f.visibility is None else f.visibility.tolist() for f in fs]
+            occ[i] = [None if f.occluded is None else f.occluded.tolist() for f in fs]
+            quality[i] = [f.quality for f in fs]
             geometry[i] = [_geometry(f) for f in fs]
         shown = [None if p is None else display_text(p) for p in paths]
         data = dict(path=shown, width=width, height=height, num_faces=count, boxes=boxes,
-                    scores=scores, landmarks=lms, landmark_scores=lscores, error=errors,
+                    scores=scores, landmarks=lms, landmark_scores=lscores, visibility=vis, occluded=occ,
+                    quality=quality, error=errors,
                     provenance=[self.provenance] * n)
         for k, key in enumerate(("five_points", "pose", "eye_openness", "mouth_openness")):
             data[key] = [None if g is None else [v[k] for v in g] for g in geometry]
