@@ -38,6 +38,10 @@ UPRIGHT_ROLL = 20.0
 UPRIGHT_REFITS = 2
 
 
+class BgrImage(np.ndarray):
+    """An array ``Landmarker.image()`` returned: uint8 BGR, taken by the steps as it is."""
+
+
 def _rows(values: Any, width: int, dtype: type, layout: str) -> np.ndarray:
     """values as an (F, width) finite array: one row may come as a flat (width,) array, no row as
     any empty array. ``layout`` names the columns in the errors."""
@@ -179,12 +183,15 @@ class Landmarker:
 
     # ------------------------------------------------------------------ the steps
     def image(self, image: Any, color: str | None = None) -> np.ndarray:
-        """Any accepted input as the uint8 BGR array the other steps take (see images.load_image)."""
-        return load_image(image, color=color or self.color)
+        """Any accepted input as the uint8 BGR array the other steps take (see images.load_image).
+        The array is marked as such (a ``BgrImage`` view), so that the steps take it as it is,
+        whatever ``color`` this Landmarker or the call gives."""
+        if isinstance(image, BgrImage):
+            return image
+        return load_image(image, color=color or self.color).view(BgrImage)
 
     def detect_boxes(self, image: Any, color: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The detector's boxes (F, 4) x1, y1, x2, y2 and scores (F,), checked. (An array that
-        ``image()`` already returned is BGR: pass ``color="bgr"`` with it.)"""
+        """The detector's boxes (F, 4) x1, y1, x2, y2 and scores (F,), checked."""
         name = type(self.detector).__name__
         result = self.detector.detect(self.image(image, color))
         try:
@@ -207,8 +214,7 @@ class Landmarker:
 
     def landmarks_in_squares(self, image: Any, squares: np.ndarray, color: str | None = None) -> Marks:
         """Landmarks in image pixels (F, N, 2), their scores (F, N) and visibility (F, N) or None
-        for crop squares (F, 3) cx, cy, side, or (F, 4) with each crop's angle (radians).
-        (An array that ``image()`` already returned is BGR: pass ``color="bgr"`` with it.)"""
+        for crop squares (F, 3) cx, cy, side, or (F, 4) with each crop's angle (radians)."""
         return self.landmarks_for_images([self.image(image, color)], [np.asarray(squares)])[0]
 
     def landmarks_for_images(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray]) -> list[Marks]:

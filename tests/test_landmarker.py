@@ -546,3 +546,18 @@ def test_many_threads_asking_for_one_option_set_load_it_once(samples: Path, rand
     for faces in results[1:]:
         np.testing.assert_array_equal(np.stack([f.landmarks for f in faces]),
                                       np.stack([f.landmarks for f in results[0]]))
+
+
+def test_the_steps_take_what_image_returns_without_color_again(samples: Path) -> None:
+    """An RGB Landmarker's image() gives BGR; the steps must not swap its channels a second time."""
+    import cv2
+
+    rgb = cv2.cvtColor(cv2.imread(str(samples / "group_2.jpg")), cv2.COLOR_BGR2RGB)
+    lm = Landmarker(color="rgb", threads=1)
+    img = lm.image(rgb)
+    assert lm.image(img) is img
+    boxes, _ = lm.detect_boxes(img)
+    np.testing.assert_array_equal(boxes, lm.detect_boxes(rgb)[0])
+    marks = lm.landmarks_in_squares(img, lm.squares(boxes))
+    np.testing.assert_array_equal(marks.points, lm.landmarks_in_squares(rgb, lm.squares(boxes)).points)
+    assert [f.box.tolist() for f in lm.detect(img)] == [f.box.tolist() for f in lm.detect(rgb)]

@@ -67,8 +67,9 @@ def test_a_network_with_a_visibility_head_ships_it(tmp_path: Path, samples: Path
     assert flipped[0].visibility.shape == (68,)
 
 
-def test_a_file_without_visibility_says_none(samples: Path) -> None:
-    face = Landmarker(threads=1).detect(samples / "group_2.jpg")[0]
+def test_a_file_without_visibility_says_none(random_model: Path, samples: Path) -> None:
+    face = Landmarker(model=random_model, threads=1, upright=False).detect(samples / "group_2.jpg")[0]
+    assert face.quality is None
     assert face.visibility is None and face.occluded is None
     d = face.to_dict()
     assert d["visibility"] is None and d["occluded"] is None
