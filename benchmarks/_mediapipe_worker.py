@@ -16,6 +16,7 @@ before the clock starts; the last image is cached so repeated calls do not re-re
 in pixels. An empty line or EOF ends it. Only the standard library, NumPy and OpenCV (both
 MediaPipe dependencies) besides MediaPipe.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,11 @@ def main() -> None:
     import mediapipe as mp
 
     mesh = mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=True, max_num_faces=a.max_faces, refine_landmarks=False,
-        min_detection_confidence=a.min_detection_confidence)
+        static_image_mode=True,
+        max_num_faces=a.max_faces,
+        refine_landmarks=False,
+        min_detection_confidence=a.min_detection_confidence,
+    )
     cached: tuple[str, np.ndarray] | None = None
 
     def reply(obj: dict) -> None:

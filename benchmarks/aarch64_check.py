@@ -50,6 +50,7 @@ Options:
                       first --cpus, and the same for the file with ARM-safe add scales
 Emulated timings mean nothing; no speed is measured.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,22 +81,37 @@ DEFAULT_CPUS = ("cortex-a72", "cortex-a76", "max")
 # what each emulated CPU reports in /proc/cpuinfo: (implementer, variant, part, revision, features)
 CPUINFO = {
     "cortex-a72": ("0x41", "0x0", "0xd08", 3, "fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"),
-    "cortex-a76": ("0x41", "0x4", "0xd0b", 1,
-                   "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
-                   "lrcpc dcpop asimddp"),
-    "neoverse-n1": ("0x41", "0x4", "0xd0c", 1,
-                    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm "
-                    "lrcpc dcpop asimddp ssbs"),
+    "cortex-a76": (
+        "0x41",
+        "0x4",
+        "0xd0b",
+        1,
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
+    ),
+    "neoverse-n1": (
+        "0x41",
+        "0x4",
+        "0xd0c",
+        1,
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs",
+    ),
     # qemu's own "max" MIDR: implementer 0 (software), part 0x051 ('Q')
-    "max": ("0x00", "0x0", "0x051", 0,
-            "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma "
-            "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg "
-            "dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svebf16 i8mm bf16 "
-            "dgh bti mte sme"),
+    "max": (
+        "0x00",
+        "0x0",
+        "0x051",
+        0,
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma "
+        "lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg "
+        "dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svebf16 i8mm bf16 "
+        "dgh bti mte sme",
+    ),
 }
 PX_MOVED = 0.01  # a face "moved" when one of its landmarks moved by more than this, in image pixels
-NEEDS = ("needs qemu-aarch64 and an arm64 Python with onnxruntime under .cache/aarch64 "
-         "(python benchmarks/aarch64_check.py --prepare-only)")
+NEEDS = (
+    "needs qemu-aarch64 and an arm64 Python with onnxruntime under .cache/aarch64 "
+    "(python benchmarks/aarch64_check.py --prepare-only)"
+)
 
 # Runs on the emulated CPU: argv = optimize (1/0), every output (1/0), then (model, inputs.npy,
 # outputs.npz) triples.
@@ -192,9 +208,11 @@ def prepare(log: Callable[[str], None] = print) -> None:
             d.mkdir(parents=True, exist_ok=True)
         (apt / "status").touch()
         conf = apt / "apt.conf"  # arm64 only, its own lists, status and cache: the system's apt is untouched
-        conf.write_text(f'APT::Architecture "arm64";\nAPT::Architectures {{ "arm64"; }};\n'
-                        f'Dir::State::Lists "{apt}/lists";\nDir::State::status "{apt}/status";\n'
-                        f'Dir::Cache "{apt}/cache";\n')
+        conf.write_text(
+            f'APT::Architecture "arm64";\nAPT::Architectures {{ "arm64"; }};\n'
+            f'Dir::State::Lists "{apt}/lists";\nDir::State::status "{apt}/status";\n'
+            f'Dir::Cache "{apt}/cache";\n'
+        )
         env = {**os.environ, "APT_CONFIG": str(conf), "DEBIAN_FRONTEND": "noninteractive"}
         _run(["apt-get", "update", "-qq"], log, env=env)
         plan = _run(["apt-get", "-s", "install", "--no-install-recommends", *APT_PACKAGES], log, env=env)
@@ -214,11 +232,31 @@ def prepare(log: Callable[[str], None] = print) -> None:
         wheels = CACHE / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
         pyver = PYTHON.removeprefix("python")
-        _run([sys.executable, "-m", "pip", "download", "-q", "-d", wheels, "--only-binary=:all:", "--no-deps",
-              "--implementation", "cp", "--python-version", pyver,
-              *[a for tag in ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
-                for a in ("--platform", tag)],
-              f"onnxruntime=={v['onnxruntime']}", f"numpy=={v['numpy']}"], log)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "-d",
+                wheels,
+                "--only-binary=:all:",
+                "--no-deps",
+                "--implementation",
+                "cp",
+                "--python-version",
+                pyver,
+                *[
+                    a
+                    for tag in ("manylinux2014_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+                    for a in ("--platform", tag)
+                ],
+                f"onnxruntime=={v['onnxruntime']}",
+                f"numpy=={v['numpy']}",
+            ],
+            log,
+        )
         tmp = site.with_name(site.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         import zipfile
@@ -237,15 +275,22 @@ def write_cpuinfo(cpu: str) -> None:
     """An ARM /proc/cpuinfo for the emulated CPU (2 processors, like the host's
     /sys/devices/system/cpu, which the emulated program also reads), in the sysroot."""
     impl, variant, part, rev, features = CPUINFO[cpu]
-    block = (f"BogoMIPS\t: 100.00\nFeatures\t: {features}\nCPU implementer\t: {impl}\n"
-             f"CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: {rev}\n\n")
+    block = (
+        f"BogoMIPS\t: 100.00\nFeatures\t: {features}\nCPU implementer\t: {impl}\n"
+        f"CPU architecture: 8\nCPU variant\t: {variant}\nCPU part\t: {part}\nCPU revision\t: {rev}\n\n"
+    )
     n = os.cpu_count() or 1
     (SYSROOT / "proc").mkdir(exist_ok=True)
     (SYSROOT / "proc" / "cpuinfo").write_text("".join(f"processor\t: {i}\n{block}" for i in range(n)))
 
 
-def run_emulated(cpu: str, jobs: Sequence[tuple[Path, Path, Path]], optimize: bool = True,
-                 every_output: bool = False, timeout: float = 3600) -> dict[str, Any]:
+def run_emulated(
+    cpu: str,
+    jobs: Sequence[tuple[Path, Path, Path]],
+    optimize: bool = True,
+    every_output: bool = False,
+    timeout: float = 3600,
+) -> dict[str, Any]:
     """Run WORKER on the emulated ``cpu`` for (model, inputs.npy, outputs.npz) jobs; returns what
     it reports (versions, CPU features the emulated program sees). ``every_output``: save all
     the outputs of each file as they are (for int8_activation_outputs files)."""
@@ -253,11 +298,26 @@ def run_emulated(cpu: str, jobs: Sequence[tuple[Path, Path, Path]], optimize: bo
 
     write_cpuinfo(cpu)
     sdk_root = Path(pipnet_sdk.__file__).resolve().parents[1]  # the SDK imported here, not an installed copy
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": f"{site_dir()}:{sdk_root}",
-           "PYTHONNOUSERSITE": "1", "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
-    cmd = [qemu(), "-L", str(SYSROOT), "-cpu", cpu, str(SYSROOT / "usr" / "bin" / PYTHON), "-c", WORKER,
-           "1" if optimize else "0", "1" if every_output else "0",
-           *[str(Path(p).resolve()) for job in jobs for p in job]]
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": f"{site_dir()}:{sdk_root}",
+        "PYTHONNOUSERSITE": "1",
+        "OMP_NUM_THREADS": "1",
+        "LC_ALL": "C.UTF-8",
+    }
+    cmd = [
+        qemu(),
+        "-L",
+        str(SYSROOT),
+        "-cpu",
+        cpu,
+        str(SYSROOT / "usr" / "bin" / PYTHON),
+        "-c",
+        WORKER,
+        "1" if optimize else "0",
+        "1" if every_output else "0",
+        *[str(Path(p).resolve()) for job in jobs for p in job],
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=tempfile.gettempdir())
     if done.returncode != 0:
         raise RuntimeError(f"the emulated run on {cpu} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -308,15 +368,16 @@ def native_outputs(model: Any, x: np.ndarray) -> dict[str, np.ndarray]:
     """This CPU's points and raw outputs, each input run alone (batch 1), as the emulated side."""
     from pipnet_sdk.decode import candidates_from_maps
 
-    raw = [model.forward(x[i:i + 1]) for i in range(len(x))]
+    raw = [model.forward(x[i : i + 1]) for i in range(len(x))]
     raw = [np.concatenate(r) for r in zip(*raw)]
     candidates, scores = raw[:2] if model.spec.format == 3 else candidates_from_maps(*raw[:5])
     points, _ = model.decode(raw)  # a visibility output, last, is not compared
     return {"points": points, "candidates": candidates, "scores": scores}
 
 
-def compare(here: dict[str, np.ndarray], there: dict[str, np.ndarray], squares: np.ndarray,
-            truth: np.ndarray) -> dict[str, Any]:
+def compare(
+    here: dict[str, np.ndarray], there: dict[str, np.ndarray], squares: np.ndarray, truth: np.ndarray
+) -> dict[str, Any]:
     """Landmark differences in image pixels and in % of the inter-ocular distance (eye centres)."""
     from pipnet_sdk.crop import to_image
 
@@ -349,8 +410,9 @@ def eight_bit_files(out_dir: Path, log: Callable[[str], None] = print) -> list[P
         if not dst.exists():
             where = f"pipnet_sdk/models/{name}.onnx"
             for commit in _run(["git", "-C", ROOT, "log", "--format=%H", "--", where], lambda _: None).split():
-                data = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{where}"],
-                                      capture_output=True, check=True).stdout
+                data = subprocess.run(
+                    ["git", "-C", str(ROOT), "show", f"{commit}:{where}"], capture_output=True, check=True
+                ).stdout
                 m = onnx.load_from_string(data)
                 meta = file_metadata(m)
                 if meta.get("precision", "").startswith("int8") and "7-bit" not in meta["precision"]:
@@ -395,7 +457,7 @@ def compare_int8_activations(model: str, x: np.ndarray, cpus: Sequence[str], tmp
     path = tmp / f"{Path(model).stem}-int8-activations.onnx"
     names = int8_activation_outputs(resolve(model, "landmark"), path)
     session = make_session(path, threads=1)
-    raw = [session.run(names, {session.get_inputs()[0].name: x[i:i + 1]}) for i in range(len(x))]
+    raw = [session.run(names, {session.get_inputs()[0].name: x[i : i + 1]}) for i in range(len(x))]
     here = [np.concatenate(r) for r in zip(*raw)]
     np.save(tmp / "acts-x.npy", x)
     quantized = [i for i, a in enumerate(here) if a.dtype in (np.uint8, np.int8)]
@@ -405,9 +467,10 @@ def compare_int8_activations(model: str, x: np.ndarray, cpus: Sequence[str], tmp
             there = [z[f"arr_{i}"] for i in range(len(z.files))]
         differ = [names[i] for i in quantized if not np.array_equal(here[i], there[i])]
         values = sum(here[i].size for i in quantized)
-        print(f"  {Path(model).stem} on {cpu}: {len(quantized)} quantized activations ({values} values over "
-              f"{len(x)} faces): {len(quantized) - len(differ)} bit-identical"
-              + (f"; differ: {differ}" if differ else ""))
+        print(
+            f"  {Path(model).stem} on {cpu}: {len(quantized)} quantized activations ({values} values over "
+            f"{len(x)} faces): {len(quantized) - len(differ)} bit-identical" + (f"; differ: {differ}" if differ else "")
+        )
 
 
 def add_rounding_table(sa: float, zpa: int, sb: float, zpb: int, sc: float, zpc: int) -> np.ndarray:
@@ -431,10 +494,16 @@ def add_rounding_table(sa: float, zpa: int, sb: float, zpb: int, sc: float, zpc:
     # NEON: MlasCalcQLinearAddParameters, then the integer kernel
     exponent = int(np.frombuffer(f32(max(ra, rb)).tobytes(), np.uint32)[0] >> 23) - 127
     shift = 21 - exponent
-    ma = int(np.rint(float(f32(ra * f32(2.0 ** shift)))))
-    mb = int(np.rint(float(f32(rb * f32(2.0 ** shift)))))
-    usable = (6.103515625e-05 <= ra < 256 and 6.103515625e-05 <= rb < 256 and 13 <= shift <= 31
-              and ma < 0x400000 and mb < 0x400000 and (ma >= 0x200000 or mb >= 0x200000))
+    ma = int(np.rint(float(f32(ra * f32(2.0**shift)))))
+    mb = int(np.rint(float(f32(rb * f32(2.0**shift)))))
+    usable = (
+        6.103515625e-05 <= ra < 256
+        and 6.103515625e-05 <= rb < 256
+        and 13 <= shift <= 31
+        and ma < 0x400000
+        and mb < 0x400000
+        and (ma >= 0x200000 or mb >= 0x200000)
+    )
     if not usable:  # NEON falls back to a plain float loop, not emulated here: count every pair
         return np.ones((256, 256), bool)
     acc = (np.arange(256)[:, None] - zpa) * ma + (np.arange(256)[None, :] - zpb) * mb
@@ -479,7 +548,7 @@ def arm_safe_add_scales(src: str | os.PathLike, dst: Path, max_steps: int = 64) 
         (sa, zpa), (sb, zpb) = ((value[d.input[1]], int(value[d.input[2]])) for d in dqs)
         sc, zpc = value[q.input[1]], int(value[q.input[2]])
         for k in sorted(range(-max_steps, max_steps + 1), key=lambda k: (abs(k), k)):
-            new = float(np.float32(sc * (1 + k * 2.0 ** -20)))
+            new = float(np.float32(sc * (1 + k * 2.0**-20)))
             if not add_rounding_table(sa, zpa, sb, zpb, new, zpc).any():
                 break
         else:
@@ -564,13 +633,22 @@ def scan_add_rounding(model: str, shared_dir: Path, step: int) -> dict[str, Any]
     hits = np.zeros(len(x), int)
     elements = 0
     for i in range(len(x)):
-        acts = dict(zip(names, session.run(names, {session.get_inputs()[0].name: x[i:i + 1]})))
+        acts = dict(zip(names, session.run(names, {session.get_inputs()[0].name: x[i : i + 1]})))
         for (ka, kb, _), table in tables.items():
             hits[i] += int(table[acts[ka], acts[kb]].sum())
             elements += acts[ka].size if i == 0 else 0
-    return {"faces": len(x), "adds": len(tables), "pairs": {k[2]: int(t.sum()) for k, t in tables.items()},
-            "elements_per_face": elements, "faces_hit": np.flatnonzero(hits).tolist(), "hits": hits,
-            "inputs": x, "squares": squares, "truth": truth, "model": lm}
+    return {
+        "faces": len(x),
+        "adds": len(tables),
+        "pairs": {k[2]: int(t.sum()) for k, t in tables.items()},
+        "elements_per_face": elements,
+        "faces_hit": np.flatnonzero(hits).tolist(),
+        "hits": hits,
+        "inputs": x,
+        "squares": squares,
+        "truth": truth,
+        "model": lm,
+    }
 
 
 def _nme_pct(points: np.ndarray, squares: np.ndarray, truth: np.ndarray) -> float:
@@ -612,30 +690,47 @@ def add_rounding_report(models: Sequence[str], shared: Path, step: int, cpu: str
                 iod = np.linalg.norm(truth[:, 36:42].mean(1) - truth[:, 42:48].mean(1), axis=-1)
                 n = len(hit)
                 points = native_outputs(r["model"], r["inputs"])["points"]
-                row = {"file": label, "faces": r["faces"], "pairs_per_add": list(r["pairs"].values()),
-                       "faces_hit": n, "hit_moved": int((moved[:n].max(1) > PX_MOVED).sum()),
-                       "hit_max_px": float(moved[:n].max()) if n else 0.0,
-                       "hit_mean_iod_pct": float((moved[:n].mean(1) / iod[:n] * 100).mean()) if n else 0.0,
-                       "others": len(idx) - n, "others_max_px": float(moved[n:].max()),
-                       "nme_pct": _nme_pct(points, r["squares"], r["truth"])}
+                row = {
+                    "file": label,
+                    "faces": r["faces"],
+                    "pairs_per_add": list(r["pairs"].values()),
+                    "faces_hit": n,
+                    "hit_moved": int((moved[:n].max(1) > PX_MOVED).sum()),
+                    "hit_max_px": float(moved[:n].max()) if n else 0.0,
+                    "hit_mean_iod_pct": float((moved[:n].mean(1) / iod[:n] * 100).mean()) if n else 0.0,
+                    "others": len(idx) - n,
+                    "others_max_px": float(moved[n:].max()),
+                    "nme_pct": _nme_pct(points, r["squares"], r["truth"]),
+                }
                 if shipped_points is None:
                     shipped_points = points
                 else:
                     row["nudges_2^-20"] = nudges
-                    shift = np.linalg.norm(to_image(points, r["squares"]) - to_image(shipped_points, r["squares"]),
-                                           axis=-1)
+                    shift = np.linalg.norm(
+                        to_image(points, r["squares"]) - to_image(shipped_points, r["squares"]), axis=-1
+                    )
                     row["faces_moved_vs_shipped_here"] = int((shift.max(1) > PX_MOVED).sum())
                 rows.append(row)
-                print(f"\n{label}: input pairs (of 65536) that round differently on ARM, per residual add: "
-                      f"{row['pairs_per_add']}" + (f"; scales nudged by {nudges} x 2^-20" if "nudges_2^-20" in row
-                                                   else ""))
-                print(f"  {r['faces']} test faces, {n} meet such a pair here; on emulated {cpu} {row['hit_moved']} "
-                      f"of them moved > {PX_MOVED} px (max {row['hit_max_px']:.3g} px, mean "
-                      f"{row['hit_mean_iod_pct']:.3f} % IOD); {row['others']} others: "
-                      f"max {row['others_max_px']:.2e} px")
-                print(f"  NME here {row['nme_pct']:.3f} % (all {r['faces']} faces)"
-                      + (f"; {row['faces_moved_vs_shipped_here']} faces moved > {PX_MOVED} px here vs the shipped file"
-                         if "faces_moved_vs_shipped_here" in row else "") + f"; {time.perf_counter() - t:.0f} s")
+                print(
+                    f"\n{label}: input pairs (of 65536) that round differently on ARM, per residual add: "
+                    f"{row['pairs_per_add']}"
+                    + (f"; scales nudged by {nudges} x 2^-20" if "nudges_2^-20" in row else "")
+                )
+                print(
+                    f"  {r['faces']} test faces, {n} meet such a pair here; on emulated {cpu} {row['hit_moved']} "
+                    f"of them moved > {PX_MOVED} px (max {row['hit_max_px']:.3g} px, mean "
+                    f"{row['hit_mean_iod_pct']:.3f} % IOD); {row['others']} others: "
+                    f"max {row['others_max_px']:.2e} px"
+                )
+                print(
+                    f"  NME here {row['nme_pct']:.3f} % (all {r['faces']} faces)"
+                    + (
+                        f"; {row['faces_moved_vs_shipped_here']} faces moved > {PX_MOVED} px here vs the shipped file"
+                        if "faces_moved_vs_shipped_here" in row
+                        else ""
+                    )
+                    + f"; {time.perf_counter() - t:.0f} s"
+                )
     if out:
         out.write_text(json.dumps({"host": cpu_line(), "cpu": cpu, "step": step, "rows": rows}, indent=1))
     return 0
@@ -644,20 +739,29 @@ def add_rounding_report(models: Sequence[str], shared: Path, step: int, cpu: str
 # --------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--step", type=int,
-                    help="every STEP-th 300-W test image (default 9: 62 faces; 1 with --add-rounding)")
+    ap.add_argument(
+        "--step", type=int, help="every STEP-th 300-W test image (default 9: 62 faces; 1 with --add-rounding)"
+    )
     ap.add_argument("--cpus", nargs="+", default=list(DEFAULT_CPUS), choices=sorted(CPUINFO))
-    ap.add_argument("--models", nargs="+", default=["pipnet-fast", "pipnet-r18"],
-                    help="registry names or .onnx paths")
+    ap.add_argument("--models", nargs="+", default=["pipnet-fast", "pipnet-r18"], help="registry names or .onnx paths")
     ap.add_argument("--eight-bit", action="store_true", help="also the 0.5.0 files with 8-bit weights")
-    ap.add_argument("--float-arm", action="store_true",
-                    help="ARM side with graph optimisation off (QDQ in float): what a real difference looks like")
-    ap.add_argument("--int8-activations", action="store_true",
-                    help="also compare every quantized activation bit for bit (the first model, every 4th face)")
-    ap.add_argument("--add-rounding", action="store_true",
-                    help="instead: find, natively, the test faces whose residual adds round differently on ARM "
-                         "(every test image unless --step is given), run them (and 10 others) on the first "
-                         "--cpus, and the same with the ARM-safe add scales (arm_safe_add_scales)")
+    ap.add_argument(
+        "--float-arm",
+        action="store_true",
+        help="ARM side with graph optimisation off (QDQ in float): what a real difference looks like",
+    )
+    ap.add_argument(
+        "--int8-activations",
+        action="store_true",
+        help="also compare every quantized activation bit for bit (the first model, every 4th face)",
+    )
+    ap.add_argument(
+        "--add-rounding",
+        action="store_true",
+        help="instead: find, natively, the test faces whose residual adds round differently on ARM "
+        "(every test image unless --step is given), run them (and 10 others) on the first "
+        "--cpus, and the same with the ARM-safe add scales (arm_safe_add_scales)",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="make the emulated userland and stop")
     ap.add_argument("--no-prepare", action="store_true", help="fail instead of downloading what is missing")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -674,8 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             prepare()
         except RuntimeError as e:
-            print(f"cannot prepare the emulated aarch64 userland: {e}\n{__doc__.split('Setup')[1]}",
-                  file=sys.stderr)
+            print(f"cannot prepare the emulated aarch64 userland: {e}\n{__doc__.split('Setup')[1]}", file=sys.stderr)
             return 2
     if a.prepare_only:
         print(f"ready: {qemu()} -L {SYSROOT} ... {PYTHON}, PYTHONPATH={site_dir()}")
@@ -689,8 +792,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.eight_bit:
         models += [str(p) for p in eight_bit_files(CACHE / "models")]
     qemu_version = _run([qemu(), "--version"], lambda _: None).splitlines()[0]
-    print(f"host: {cpu_line()}; {platform.python_version()}, onnxruntime {versions()['onnxruntime']}, "
-          f"numpy {versions()['numpy']}; {qemu_version}")
+    print(
+        f"host: {cpu_line()}; {platform.python_version()}, onnxruntime {versions()['onnxruntime']}, "
+        f"numpy {versions()['numpy']}; {qemu_version}"
+    )
     if a.add_rounding:
         return add_rounding_report(models, shared, a.step or 1, a.cpus[0], a.json)
     a.step = a.step or 9
@@ -704,36 +809,51 @@ def main(argv: list[str] | None = None) -> int:
             model, x, squares, truth = labeled_inputs(name, shared, a.step)
             np.save(tmp / f"x{i}.npy", x)
             native[name] = (model, native_outputs(model, x), squares, truth)
-            print(f"{Path(name).stem} {model.spec.version} ({model.spec.extra.get('precision', '?')}): "
-                  f"{len(x)} faces cut and run natively in {time.perf_counter() - t:.1f} s")
+            print(
+                f"{Path(name).stem} {model.spec.version} ({model.spec.extra.get('precision', '?')}): "
+                f"{len(x)} faces cut and run natively in {time.perf_counter() - t:.1f} s"
+            )
         for cpu in a.cpus:
             jobs = [(Path(native[n][0].path), tmp / f"x{i}.npy", tmp / f"{cpu}-{i}.npz") for i, n in enumerate(models)]
             t = time.perf_counter()
             info = run_emulated(cpu, jobs, optimize=not a.float_arm)
             took = time.perf_counter() - t
             feats = " ".join(k for k, v in info["features"].items() if v)
-            print(f"\nemulated {cpu}: {info['machine']}, Python {info['python']}, onnxruntime {info['onnxruntime']}, "
-                  f"numpy {info['numpy']}; CPU features seen: {feats}; {took:.0f} s"
-                  + ("; graph optimisation OFF on the ARM side" if a.float_arm else ""))
+            print(
+                f"\nemulated {cpu}: {info['machine']}, Python {info['python']}, onnxruntime {info['onnxruntime']}, "
+                f"numpy {info['numpy']}; CPU features seen: {feats}; {took:.0f} s"
+                + ("; graph optimisation OFF on the ARM side" if a.float_arm else "")
+            )
             for i, name in enumerate(models):
                 model, here, squares, truth = native[name]
                 with np.load(jobs[i][2]) as z:
                     there = {k: z[k] for k in z.files}
                 r = compare(here, there, squares, truth)
-                rows.append({"model": Path(name).stem, "version": model.spec.version, "cpu": cpu,
-                             "onnxruntime_arm": info["onnxruntime"], "features": info["features"],
-                             "float_arm": a.float_arm, **r})
-                print(f"  {Path(name).stem:24s} {r['faces']} faces: max {r['max_px']:.2e} px, mean "
-                      f"{r['mean_px']:.2e} px, {r['faces_moved']} moved > {PX_MOVED} px, raw outputs "
-                      f"identical on {r['raw_identical']}, mean {r['mean_iod_pct']:.4f} % IOD, "
-                      f"max candidate diff {r['max_candidate_diff']:.2e}")
+                rows.append(
+                    {
+                        "model": Path(name).stem,
+                        "version": model.spec.version,
+                        "cpu": cpu,
+                        "onnxruntime_arm": info["onnxruntime"],
+                        "features": info["features"],
+                        "float_arm": a.float_arm,
+                        **r,
+                    }
+                )
+                print(
+                    f"  {Path(name).stem:24s} {r['faces']} faces: max {r['max_px']:.2e} px, mean "
+                    f"{r['mean_px']:.2e} px, {r['faces_moved']} moved > {PX_MOVED} px, raw outputs "
+                    f"identical on {r['raw_identical']}, mean {r['mean_iod_pct']:.4f} % IOD, "
+                    f"max candidate diff {r['max_candidate_diff']:.2e}"
+                )
         if a.int8_activations:
             print("\nquantized activations, this CPU vs emulated:")
             first = models[0]
             compare_int8_activations(first, np.load(tmp / "x0.npy")[::4], a.cpus, tmp)
     if a.json:
-        a.json.write_text(json.dumps({"host": cpu_line(), "qemu": qemu_version, "step": a.step, "rows": rows},
-                                     indent=1))
+        a.json.write_text(
+            json.dumps({"host": cpu_line(), "qemu": qemu_version, "step": a.step, "rows": rows}, indent=1)
+        )
     return 0
 
 

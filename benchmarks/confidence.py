@@ -19,6 +19,7 @@ visibility and of the landmark score for bad points. Targets: quality AUROC >= 0
 0.05 over all; hidden-point AUROC >= 0.90 and F1 >= 0.75 on the occluded faces; bad-point AUROC >=
 0.85 over all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,9 @@ def texture() -> np.ndarray:
     return img
 
 
-def occluded(img: np.ndarray, pts: np.ndarray, rng: np.random.Generator, fill: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def occluded(
+    img: np.ndarray, pts: np.ndarray, rng: np.random.Generator, fill: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The image with an occluder unlike the training ones, its points, and the hidden mask (N,)."""
     h, w = img.shape[:2]
     size = face_size(pts)
@@ -83,9 +85,14 @@ def occluded(img: np.ndarray, pts: np.ndarray, rng: np.random.Generator, fill: n
     else:
         direction = rng.uniform(0, np.pi)
         half = size * rng.uniform(0.6, 1.0) * np.array([np.cos(direction), np.sin(direction)])
-        cv2.line(mask, tuple(np.round(centre - half).astype(int)), tuple(np.round(centre + half).astype(int)), 1,
-                 max(2, int(size * rng.uniform(0.12, 0.25))))
-    patch = cv2.resize(fill[rng.integers(0, fill.shape[0] // 2):, rng.integers(0, fill.shape[1] // 2):], (w, h))
+        cv2.line(
+            mask,
+            tuple(np.round(centre - half).astype(int)),
+            tuple(np.round(centre + half).astype(int)),
+            1,
+            max(2, int(size * rng.uniform(0.12, 0.25))),
+        )
+    patch = cv2.resize(fill[rng.integers(0, fill.shape[0] // 2) :, rng.integers(0, fill.shape[1] // 2) :], (w, h))
     out = np.where(mask[..., None] > 0, patch, img)
     xi = np.clip(np.round(pts[:, 0]).astype(int), 0, w - 1)
     yi = np.clip(np.round(pts[:, 1]).astype(int), 0, h - 1)
@@ -146,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     from pipnet_sdk import Landmarker
 
-    samples = read_pts_folder(data_path("data/300w/test"))[::a.step]
+    samples = read_pts_folder(data_path("data/300w/test"))[:: a.step]
     fill = texture()
-    conditions = {"clean": None, "occluded": None, "gaussian_blur": gaussian_blur, "rotation": rotation,
-                  "low_light": low_light, "downscale": downscale}
+    conditions = {
+        "clean": None,
+        "occluded": None,
+        "gaussian_blur": gaussian_blur,
+        "rotation": rotation,
+        "low_light": low_light,
+        "downscale": downscale,
+    }
     parts, all_records = [f"# Confidence ({len(samples)} 300-W test images)", "", cpu_line(), ""], {}
     ok = True
     for model in a.models:
@@ -182,8 +195,16 @@ def main(argv: list[str] | None = None) -> int:
                 f = faces[k]
                 iod = float(np.linalg.norm(pts[36] - pts[45]))
                 err = np.linalg.norm(f.landmarks - pts, axis=1) / iod
-                records[c].append({"quality": f.quality, "nme": float(err.mean()), "visibility": f.visibility,
-                                   "scores": f.landmark_scores, "hidden": hidden, "bad": err > BAD_POINT})
+                records[c].append(
+                    {
+                        "quality": f.quality,
+                        "nme": float(err.mean()),
+                        "visibility": f.visibility,
+                        "scores": f.landmark_scores,
+                        "hidden": hidden,
+                        "bad": err > BAD_POINT,
+                    }
+                )
             if i % 100 == 0:
                 print(f"{model}: {i + 1}/{len(samples)} images, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
         pooled = [r for rs in records.values() for r in rs]
@@ -191,24 +212,54 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for name, rs in [*records.items(), ("all", pooled)]:
             m = measure(rs, good_nme)
-            rows.append([name, str(m.get("faces", 0)), str(m.get("failures", 0)), fmt(m.get("quality_auroc")),
-                         fmt(m.get("ece")), fmt(m.get("hidden_auroc")), fmt(m.get("hidden_f1")),
-                         fmt(m.get("bad_auroc_visibility")), fmt(m.get("bad_auroc_score"))])
+            rows.append(
+                [
+                    name,
+                    str(m.get("faces", 0)),
+                    str(m.get("failures", 0)),
+                    fmt(m.get("quality_auroc")),
+                    fmt(m.get("ece")),
+                    fmt(m.get("hidden_auroc")),
+                    fmt(m.get("hidden_f1")),
+                    fmt(m.get("bad_auroc_visibility")),
+                    fmt(m.get("bad_auroc_score")),
+                ]
+            )
         total, occ = measure(pooled, good_nme), measure(records["occluded"], good_nme)
         checks = [
             ("quality AUROC (all) >= 0.95", total.get("quality_auroc"), lambda v: v >= TARGETS["quality_auroc"]),
             ("quality ECE (all) <= 0.05", total.get("ece"), lambda v: v <= TARGETS["ece"]),
             ("hidden-point AUROC (occluded) >= 0.90", occ.get("hidden_auroc"), lambda v: v >= TARGETS["hidden_auroc"]),
             ("occluded F1 (occluded) >= 0.75", occ.get("hidden_f1"), lambda v: v >= TARGETS["hidden_f1"]),
-            ("bad-point AUROC of visibility (all) >= 0.85", total.get("bad_auroc_visibility"),
-             lambda v: v >= TARGETS["bad_auroc"]),
+            (
+                "bad-point AUROC of visibility (all) >= 0.85",
+                total.get("bad_auroc_visibility"),
+                lambda v: v >= TARGETS["bad_auroc"],
+            ),
         ]
         results = [[t, fmt(v), "PASS" if v is not None and test(v) else "FAIL"] for t, v, test in checks]
         ok = ok and all(r[2] == "PASS" for r in results)
-        parts += [f"## {spec.name} {spec.version} (failure: NME > {100 * good_nme:g} %)", "",
-                  md_table(["condition", "faces", "failures", "quality AUROC", "ECE", "hidden AUROC", "occluded F1",
-                            "bad-point AUROC (visibility)", "bad-point AUROC (score)"], rows), "",
-                  md_table(["target", "measured", "result"], results), ""]
+        parts += [
+            f"## {spec.name} {spec.version} (failure: NME > {100 * good_nme:g} %)",
+            "",
+            md_table(
+                [
+                    "condition",
+                    "faces",
+                    "failures",
+                    "quality AUROC",
+                    "ECE",
+                    "hidden AUROC",
+                    "occluded F1",
+                    "bad-point AUROC (visibility)",
+                    "bad-point AUROC (score)",
+                ],
+                rows,
+            ),
+            "",
+            md_table(["target", "measured", "result"], results),
+            "",
+        ]
     text = "\n".join(parts)
     print(text)
     if a.out:
@@ -231,9 +282,14 @@ def draw_reliability(records: dict[str, list[dict]], path: str) -> None:
         q = np.array([r["quality"] for r in rs])
         good = np.array([r["nme"] for r in rs]) <= 0.08
         err, bins = ece(q, good)
-        line, = ax.plot([b[0] for b in bins], [b[1] for b in bins], "-", lw=1, label=f"{model} (ECE {err:.3f})")
-        ax.scatter([b[0] for b in bins], [b[1] for b in bins], s=[8 + 2 * b[2] ** 0.75 for b in bins],
-                   color=line.get_color(), alpha=0.8)  # area grows with the faces in the bin
+        (line,) = ax.plot([b[0] for b in bins], [b[1] for b in bins], "-", lw=1, label=f"{model} (ECE {err:.3f})")
+        ax.scatter(
+            [b[0] for b in bins],
+            [b[1] for b in bins],
+            s=[8 + 2 * b[2] ** 0.75 for b in bins],
+            color=line.get_color(),
+            alpha=0.8,
+        )  # area grows with the faces in the bin
     ax.set_xlabel("Face.quality (predicted P(NME <= 8 %))")
     ax.set_ylabel("fraction of faces with NME <= 8 %")
     ax.set_xlim(0, 1)

@@ -1,5 +1,6 @@
 """The machine a benchmark ran on: CPU model and the instruction-set flags that decide which int8,
 fp32 and bf16 kernels onnxruntime and torch use. Every benchmark prints this line with its figures."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,12 @@ def cpu_info() -> dict[str, Any]:
     except OSError:
         pass
     amx = sorted(f for f in flags if f.startswith("amx"))
-    return {"model": model, "cpus": os.cpu_count(), "flags": {f: f in flags for f in FLAGS if not f.startswith("amx")},
-            "amx": amx}
+    return {
+        "model": model,
+        "cpus": os.cpu_count(),
+        "flags": {f: f in flags for f in FLAGS if not f.startswith("amx")},
+        "amx": amx,
+    }
 
 
 def cpu_line(info: dict[str, Any] | None = None) -> str:
@@ -31,5 +36,7 @@ def cpu_line(info: dict[str, Any] | None = None) -> str:
     info = info or cpu_info()
     on = [f for f, v in info["flags"].items() if v] + info["amx"]
     off = [f for f, v in info["flags"].items() if not v] + ([] if info["amx"] else ["amx_*"])
-    return (f"CPU {info['model']} ({info['cpus']} logical CPUs); flags: {' '.join(on) or '-'}; "
-            f"absent: {' '.join(off) or '-'}")
+    return (
+        f"CPU {info['model']} ({info['cpus']} logical CPUs); flags: {' '.join(on) or '-'}; "
+        f"absent: {' '.join(off) or '-'}"
+    )

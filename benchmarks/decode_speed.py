@@ -8,6 +8,7 @@ same outputs with a plain per-face Python loop over the same function. For the s
 (``python -m export.to_onnx CHECKPOINT --out heads.onnx --format 1``) it is also the argmax and
 offset reads on the head maps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,12 @@ def main() -> None:
     crops = np.random.RandomState(0).randint(0, 255, (a.faces, s, s, 3), np.uint8)
     outs = lm.forward(lm.preprocess(crops))
     batched = best_ms(lambda: lm.decode(outs))
-    per_face = best_ms(lambda: [lm.decode([o[i:i + 1] for o in outs]) for i in range(a.faces)], 10)
+    per_face = best_ms(lambda: [lm.decode([o[i : i + 1] for o in outs]) for i in range(a.faces)], 10)
     n = lm.spec.num_landmarks
-    print(f"model {lm.spec.name} {lm.spec.version}, format {lm.spec.format} ({n} points, "
-          f"{lm.spec.num_neighbors} neighbours)")
+    print(
+        f"model {lm.spec.name} {lm.spec.version}, format {lm.spec.format} ({n} points, "
+        f"{lm.spec.num_neighbors} neighbours)"
+    )
     print(f"decode {a.faces} faces in one batch : {batched:.3f} ms  ({batched / a.faces * 1000:.1f} us/face)")
     print(f"decode {a.faces} faces one by one   : {per_face:.3f} ms  ({per_face / batched:.1f}x the batched time)")
 

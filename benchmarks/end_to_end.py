@@ -32,6 +32,7 @@ ours ``Landmarker.landmarks(image, box)`` one face per call vs dlib's shape pred
 
 Results: stdout, benchmarks/results/end_to_end.md and .json (--out to change).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,6 +97,7 @@ SET_TITLES = {
 
 # ------------------------------------------------------------------------------- machine
 
+
 def write_results(out: str | Path, md: str, data: dict[str, Any]) -> None:
     """Write OUT.md (the printed tables) and OUT.json (the figures behind them)."""
     out = Path(out)
@@ -123,6 +125,7 @@ def start_one_core_run(cpu: int) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------------- sets
 
+
 @dataclass
 class Item:
     """One prepared image and its reference face boxes (K, 4) x1, y1, x2, y2."""
@@ -149,8 +152,10 @@ def _load_manifest(d: Path) -> list[Item] | None:
     m = d / "manifest.json"
     if not m.exists():
         return None
-    return [Item(e["name"], str(d / e["file"]), np.asarray(e["refs"], np.float32).reshape(-1, 4))
-            for e in json.loads(m.read_text())]
+    return [
+        Item(e["name"], str(d / e["file"]), np.asarray(e["refs"], np.float32).reshape(-1, 4))
+        for e in json.loads(m.read_text())
+    ]
 
 
 def _save_manifest(d: Path, items: list[tuple[str, str, np.ndarray]]) -> list[Item]:
@@ -195,7 +200,7 @@ def prepare_300w(cache: Path, face_px: int | None, seed: int, progress: bool) ->
             out = np.full((ch, cw, 3), 127, np.uint8)
             x0, y0 = max(0, ox), max(0, oy)
             x1, y1 = min(cw, ox + nw), min(ch, oy + nh)
-            out[y0:y1, x0:x1] = small[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+            out[y0:y1, x0:x1] = small[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
             pts = p + np.array([ox, oy], np.float32)
         cv2.imwrite(str(d / f"{name}.png"), out)
         rows.append((name, f"{name}.png", landmark_box(pts)[None]))
@@ -222,6 +227,7 @@ def prepare_groups(cache: Path, detector: str, progress: bool) -> tuple[list[Ite
 
 
 # ------------------------------------------------------------------------------ systems
+
 
 class System:
     """A face + landmark pipeline: ``run(item) -> (ms, boxes (F, 4))`` on one image."""
@@ -259,8 +265,10 @@ class Ours(System):
         if proto is None:
             self.lm = Landmarker(model=model, detector=detector, threads=1, size=size)
             det = getattr(self.lm.detector, "path", detector)
-            self.label = (f"pipnet-sdk {self._version()}: YuNet ({Path(str(det)).name}, long side {size}) + "
-                          f"{self.lm.model.spec.name} {self.lm.model.spec.version}")
+            self.label = (
+                f"pipnet-sdk {self._version()}: YuNet ({Path(str(det)).name}, long side {size}) + "
+                f"{self.lm.model.spec.name} {self.lm.model.spec.version}"
+            )
         else:  # the SDK's YuNet with other options (PRESETS)
             from pipnet_sdk.detect import YuNet
 
@@ -269,8 +277,10 @@ class Ours(System):
             detector = YuNet(Path(models) / f"yunet_{m}_dynamic.onnx", threads=1, **kw)
             self.lm = Landmarker(model=model, detector=detector, threads=1)
             self.name = f"ours[{proto}]"
-            self.label = (f"YuNet-{m} with {', '.join(f'{k}={v}' for k, v in kw.items())} "
-                          f"+ {self.lm.model.spec.name} {self.lm.model.spec.version}, through the SDK's Landmarker")
+            self.label = (
+                f"YuNet-{m} with {', '.join(f'{k}={v}' for k, v in kw.items())} "
+                f"+ {self.lm.model.spec.name} {self.lm.model.spec.version}, through the SDK's Landmarker"
+            )
         self.image = _Cached(rgb=False)
 
     @staticmethod
@@ -317,8 +327,9 @@ class Dlib(System):
         ms = (time.perf_counter() - t0) * 1000
         del shapes
         self.rects = list(rects)
-        return ms, np.array([[r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5] for r in rects],
-                            np.float32).reshape(-1, 4)
+        return ms, np.array(
+            [[r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5] for r in rects], np.float32
+        ).reshape(-1, 4)
 
 
 class MediaPipe(System):
@@ -329,14 +340,17 @@ class MediaPipe(System):
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         self.log = open(log, "w")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     bufsize=1)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1
+        )
         hello = self._read()
         if not hello.get("ready"):
             raise RuntimeError(f"MediaPipe worker did not start: {hello}")
         self.version = hello["mediapipe"]
-        self.label = (f"MediaPipe {self.version}: Face Mesh (static_image_mode, refine off; "
-                      f"BlazeFace short-range + 468-point mesh), max_num_faces {max_faces}")
+        self.label = (
+            f"MediaPipe {self.version}: Face Mesh (static_image_mode, refine off; "
+            f"BlazeFace short-range + 468-point mesh), max_num_faces {max_faces}"
+        )
 
     def _read(self) -> dict:
         line = self.proc.stdout.readline()
@@ -363,6 +377,7 @@ class MediaPipe(System):
 
 # ---------------------------------------------------------------------------- measuring
 
+
 def centre_hits(dets: np.ndarray, refs: np.ndarray) -> tuple[int, int]:
     """(reference faces with a detection centre inside, detections whose centre is in no reference)."""
     if not len(dets):
@@ -370,8 +385,12 @@ def centre_hits(dets: np.ndarray, refs: np.ndarray) -> tuple[int, int]:
     c = (dets[:, :2] + dets[:, 2:]) / 2
     if not len(refs):
         return 0, len(dets)
-    inside = ((c[:, None, 0] >= refs[None, :, 0]) & (c[:, None, 0] <= refs[None, :, 2])
-              & (c[:, None, 1] >= refs[None, :, 1]) & (c[:, None, 1] <= refs[None, :, 3]))  # (D, R)
+    inside = (
+        (c[:, None, 0] >= refs[None, :, 0])
+        & (c[:, None, 0] <= refs[None, :, 2])
+        & (c[:, None, 1] >= refs[None, :, 1])
+        & (c[:, None, 1] <= refs[None, :, 3])
+    )  # (D, R)
     return int(inside.any(0).sum()), int((~inside.any(1)).sum())
 
 
@@ -422,8 +441,11 @@ def same_work(entry: dict[str, Any]) -> dict[str, Any] | None:
     sy = entry["systems"]
     if "mediapipe" not in sy:
         return None
-    one = [i for i, (a, b) in enumerate(zip(sy["ours"]["faces_per_image"], sy["mediapipe"]["faces_per_image"]))
-           if a == 1 and b == 1]
+    one = [
+        i
+        for i, (a, b) in enumerate(zip(sy["ours"]["faces_per_image"], sy["mediapipe"]["faces_per_image"]))
+        if a == 1 and b == 1
+    ]
     if not one:
         return None
     out: dict[str, Any] = {"images": len(one), "systems": {}}
@@ -442,12 +464,22 @@ def stats(ms: Sequence[float]) -> dict[str, float]:
 def ratios(base: Sequence[float], other: Sequence[float]) -> dict[str, float]:
     """How many times slower `other` is than `base` (> 1: base is faster)."""
     b, o = np.asarray(base), np.asarray(other)
-    return {"median_per_image": float(np.median(o / b)), "of_medians": float(np.median(o) / np.median(b)),
-            "of_means": float(o.mean() / b.mean())}
+    return {
+        "median_per_image": float(np.median(o / b)),
+        "of_medians": float(np.median(o) / np.median(b)),
+        "of_means": float(o.mean() / b.mean()),
+    }
 
 
-def landmark_stage(ours: Ours, dlib_sys: Dlib | None, items: Sequence[Item], res: SetResult, max_faces: int,
-                   repeats: int, progress: bool) -> dict[str, Any]:
+def landmark_stage(
+    ours: Ours,
+    dlib_sys: Dlib | None,
+    items: Sequence[Item],
+    res: SetResult,
+    max_faces: int,
+    repeats: int,
+    progress: bool,
+) -> dict[str, Any]:
     """Per face, 1 thread: ours Landmarker.landmarks(image, box) vs dlib's shape predictor, each with its
     own detector's box, on faces both found (or all ours found without dlib). Two protocols: streaming
     (passes over all the faces, alternating systems, best per face) and warm (each face `repeats` times
@@ -468,8 +500,9 @@ def landmark_stage(ours: Ours, dlib_sys: Dlib | None, items: Sequence[Item], res
             if not len(db):
                 continue
             dc = (db[:, :2] + db[:, 2:]) / 2
-            di = np.flatnonzero((dc[:, 0] >= ref[0]) & (dc[:, 0] <= ref[2])
-                                & (dc[:, 1] >= ref[1]) & (dc[:, 1] <= ref[3]))
+            di = np.flatnonzero(
+                (dc[:, 0] >= ref[0]) & (dc[:, 0] <= ref[2]) & (dc[:, 1] >= ref[1]) & (dc[:, 1] <= ref[3])
+            )
             if not len(di):
                 continue
             rect = res.rects[k][int(di[0])]
@@ -490,7 +523,7 @@ def landmark_stage(ours: Ours, dlib_sys: Dlib | None, items: Sequence[Item], res
         for _, fn in fns:  # warm up
             fn(*jobs[0])
     for r in tqdm(range(repeats), desc="landmark stage passes", disable=not progress):
-        for name, fn in (fns if r % 2 == 0 else fns[::-1]):
+        for name, fn in fns if r % 2 == 0 else fns[::-1]:
             for j, job in enumerate(jobs):
                 t0 = time.perf_counter()
                 fn(*job)
@@ -508,13 +541,17 @@ def landmark_stage(ours: Ours, dlib_sys: Dlib | None, items: Sequence[Item], res
     for mode, d in (("streaming", best), ("warm", warm)):
         t_ours = [t * 1000 for t in d["ours"]]
         t_dlib = [t * 1000 for t in d.get("dlib", [])]
-        out[mode] = {"ours": stats(t_ours) if t_ours else None, "dlib": stats(t_dlib) if t_dlib else None,
-                     "dlib_vs_ours": ratios(t_ours, t_dlib) if t_ours and t_dlib else None}
+        out[mode] = {
+            "ours": stats(t_ours) if t_ours else None,
+            "dlib": stats(t_dlib) if t_dlib else None,
+            "dlib_vs_ours": ratios(t_ours, t_dlib) if t_ours and t_dlib else None,
+        }
     out["dlib"] = bool(out["streaming"]["dlib"])
     return out
 
 
 # ------------------------------------------------------------------------------ report
+
 
 def fmt_ratio(r: dict[str, float] | None) -> str:
     if not r:
@@ -525,65 +562,92 @@ def fmt_ratio(r: dict[str, float] | None) -> str:
 def report(meta: dict[str, Any], sets: dict[str, dict[str, Any]], lmk: dict[str, Any] | None) -> str:
     L = ["# End to end on one core: ours vs MediaPipe Face Mesh vs dlib", ""]
     L.append(f"Run {meta['date']} on {meta['host']}: **{meta['cpu_line']}**.")
-    L.append(f"Every system pinned to core {meta['cpu']} with one thread; load average at start/end "
-             f"{meta['load_start']:.2f}/{meta['load_end']:.2f} (the machine is shared: absolute times are noisy, "
-             "the ratios measured in the same run much less so).")
-    L.append(f"Each image ran {meta['repeats']}x per system, interleaved (A, B, C; B, C, A; ...), best time per image "
-             "kept; median / mean / p90 over images. Image decoding and BGR->RGB conversion are not timed.")
+    L.append(
+        f"Every system pinned to core {meta['cpu']} with one thread; load average at start/end "
+        f"{meta['load_start']:.2f}/{meta['load_end']:.2f} (the machine is shared: absolute times are noisy, "
+        "the ratios measured in the same run much less so)."
+    )
+    L.append(
+        f"Each image ran {meta['repeats']}x per system, interleaved (A, B, C; B, C, A; ...), best time per image "
+        "kept; median / mean / p90 over images. Image decoding and BGR->RGB conversion are not timed."
+    )
     L.append("")
     for name, label in meta["systems"].items():
         L.append(f"* **{name}**: {label}")
     for s in meta["skipped"]:
         L.append(f"* **skipped**: {s}")
     L.append("")
-    L.append("A face is found when a detection's centre lies in its reference box (300W: ground-truth landmark box; "
-             "group photos: the faces ours finds at full size with YuNet run at full size); *extra* = detections "
-             "whose centre is in no reference box. *x slower than ours*: this system's time over ours, median of "
-             "per-image ratios (ratio of medians / ratio of means); *MediaPipe / this*: MediaPipe's time over this "
-             "system's, likewise (> 1: this system is faster than MediaPipe).")
+    L.append(
+        "A face is found when a detection's centre lies in its reference box (300W: ground-truth landmark box; "
+        "group photos: the faces ours finds at full size with YuNet run at full size); *extra* = detections "
+        "whose centre is in no reference box. *x slower than ours*: this system's time over ours, median of "
+        "per-image ratios (ratio of medians / ratio of means); *MediaPipe / this*: MediaPipe's time over this "
+        "system's, likewise (> 1: this system is faster than MediaPipe)."
+    )
     L.append("")
-    L.append("| set | system | ms/image median | mean | p90 | faces found | extra | x slower than ours "
-             "| MediaPipe / this |")
+    L.append(
+        "| set | system | ms/image median | mean | p90 | faces found | extra | x slower than ours | MediaPipe / this |"
+    )
     L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in sets.values():
         for name, r in s["systems"].items():
-            L.append(f"| {s['title']} ({s['images']} images) | {name} | {r['median']:.1f} | {r['mean']:.1f} | "
-                     f"{r['p90']:.1f} | {r['found']}/{s['refs']} ({100 * r['found'] / max(s['refs'], 1):.1f}%) | "
-                     f"{r['extra']} | {fmt_ratio(r.get('vs_ours'))} | {fmt_ratio(r.get('mediapipe_vs'))} |")
+            L.append(
+                f"| {s['title']} ({s['images']} images) | {name} | {r['median']:.1f} | {r['mean']:.1f} | "
+                f"{r['p90']:.1f} | {r['found']}/{s['refs']} ({100 * r['found'] / max(s['refs'], 1):.1f}%) | "
+                f"{r['extra']} | {fmt_ratio(r.get('vs_ours'))} | {fmt_ratio(r.get('mediapipe_vs'))} |"
+            )
     sw = {k: v["same_work"] for k, v in sets.items() if v.get("same_work")}
     if sw:
-        L += ["", "Same work: only the images where ours and MediaPipe each find exactly one face "
-              "(one landmark pass each):", "",
-              "| set | system | ms/image median | mean | MediaPipe / this |", "| --- | --- | --- | --- | --- |"]
+        L += [
+            "",
+            "Same work: only the images where ours and MediaPipe each find exactly one face (one landmark pass each):",
+            "",
+            "| set | system | ms/image median | mean | MediaPipe / this |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for key, w in sw.items():
             for name, r in w["systems"].items():
-                L.append(f"| {key} ({w['images']} images) | {name} | {r['median']:.1f} | {r['mean']:.1f} | "
-                         f"{fmt_ratio(r['mediapipe_vs'])} |")
+                L.append(
+                    f"| {key} ({w['images']} images) | {name} | {r['median']:.1f} | {r['mean']:.1f} | "
+                    f"{fmt_ratio(r['mediapipe_vs'])} |"
+                )
     if "b" in sets and sets["b"].get("notes"):
         L.append("")
-        L.append("Set b reference: " + "; ".join(
-            f"{k}: ours at full size {v['ours_full_size']} faces (stated {v['stated']})"
-            for k, v in sets["b"]["notes"].items()))
+        L.append(
+            "Set b reference: "
+            + "; ".join(
+                f"{k}: ours at full size {v['ours_full_size']} faces (stated {v['stated']})"
+                for k, v in sets["b"]["notes"].items()
+            )
+        )
     if lmk:
-        L += ["", f"## Landmark stage alone, 1 thread, per face ({lmk['faces']} faces of set a "
-              + ("found by both ours and dlib, each with its own detector box)" if lmk["dlib"] else "found by ours)"),
-              "",
-              f"*streaming*: {meta['landmark_repeats']} passes per system over all the faces, passes alternating "
-              "between the systems, best per face kept (every call meets a new face, as in real use); *warm*: each "
-              f"face {meta['landmark_repeats']} times in a row per system, best kept (the protocol of "
-              "benchmarks/landmarks.py). dlib's predictor reads a 95 MB model and is cache-sensitive: in a quick "
-              "check on this machine one face took ~2.8 ms on its first call and ~0.7 ms after ~30 repeats, and "
-              "across runs here it measured 1.4-2.5 ms per face; ours varies far less.", ""]
+        L += [
+            "",
+            f"## Landmark stage alone, 1 thread, per face ({lmk['faces']} faces of set a "
+            + ("found by both ours and dlib, each with its own detector box)" if lmk["dlib"] else "found by ours)"),
+            "",
+            f"*streaming*: {meta['landmark_repeats']} passes per system over all the faces, passes alternating "
+            "between the systems, best per face kept (every call meets a new face, as in real use); *warm*: each "
+            f"face {meta['landmark_repeats']} times in a row per system, best kept (the protocol of "
+            "benchmarks/landmarks.py). dlib's predictor reads a 95 MB model and is cache-sensitive: in a quick "
+            "check on this machine one face took ~2.8 ms on its first call and ~0.7 ms after ~30 repeats, and "
+            "across runs here it measured 1.4-2.5 ms per face; ours varies far less.",
+            "",
+        ]
         L.append("| protocol | system | ms/face median | mean | p90 | x slower than ours |")
         L.append("| --- | --- | --- | --- | --- | --- |")
         for mode, title in (("streaming", "streaming (every face new)"), ("warm", "warm (same face repeated)")):
             r = lmk[mode]
             if r["ours"]:
-                L.append(f"| {title} | ours: Landmarker.landmarks(image, box) (crop + {meta['model']} + decode) | "
-                         f"{r['ours']['median']:.2f} | {r['ours']['mean']:.2f} | {r['ours']['p90']:.2f} | 1.00x |")
+                L.append(
+                    f"| {title} | ours: Landmarker.landmarks(image, box) (crop + {meta['model']} + decode) | "
+                    f"{r['ours']['median']:.2f} | {r['ours']['mean']:.2f} | {r['ours']['p90']:.2f} | 1.00x |"
+                )
             if r["dlib"]:
-                L.append(f"| {title} | dlib: shape_predictor(image, rect) | {r['dlib']['median']:.2f} | "
-                         f"{r['dlib']['mean']:.2f} | {r['dlib']['p90']:.2f} | {fmt_ratio(r['dlib_vs_ours'])} |")
+                L.append(
+                    f"| {title} | dlib: shape_predictor(image, rect) | {r['dlib']['median']:.2f} | "
+                    f"{r['dlib']['mean']:.2f} | {r['dlib']['p90']:.2f} | {fmt_ratio(r['dlib_vs_ours'])} |"
+                )
         L.append("")
         L.append("MediaPipe's mesh stage cannot be timed alone through the legacy Face Mesh API.")
     L.append("")
@@ -601,22 +665,39 @@ def main() -> None:
     ap.add_argument("--detector", default=None, help="ours: detector name or YuNet ONNX path (default yunet-n)")
     ap.add_argument("--model", default=None, help="ours: landmark model name or path (default pipnet-fast)")
     ap.add_argument("--size", type=int, default=SIZE, help="ours: YuNet long side")
-    ap.add_argument("--proto", nargs="*", default=[], choices=sorted(PRESETS), metavar="PRESET",
-                    help=f"extra rows: ours with other detector options, one of PRESETS ({' '.join(PRESETS)})")
-    ap.add_argument("--mp-python", default=str(ROOT / ".venv-mp" / "bin" / "python"),
-                    help="python of the MediaPipe virtual environment")
+    ap.add_argument(
+        "--proto",
+        nargs="*",
+        default=[],
+        choices=sorted(PRESETS),
+        metavar="PRESET",
+        help=f"extra rows: ours with other detector options, one of PRESETS ({' '.join(PRESETS)})",
+    )
+    ap.add_argument(
+        "--mp-python",
+        default=str(ROOT / ".venv-mp" / "bin" / "python"),
+        help="python of the MediaPipe virtual environment",
+    )
     ap.add_argument("--mp-max-faces", type=int, default=20)
     ap.add_argument("--dlib-upsample", type=int, default=1)
     ap.add_argument("--no-mediapipe", action="store_true")
     ap.add_argument("--no-dlib", action="store_true")
     ap.add_argument("--landmark-faces", type=int, default=200, help="faces for the landmark-stage timing (0: skip)")
-    ap.add_argument("--landmark-repeats", type=int, default=5,
-                    help="landmark stage: passes over the faces per system; best per face kept")
+    ap.add_argument(
+        "--landmark-repeats",
+        type=int,
+        default=5,
+        help="landmark stage: passes over the faces per system; best per face kept",
+    )
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "end_to_end"), help="prepared images")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "end_to_end"),
-                    help="writes OUT.md and OUT.json")
-    ap.add_argument("--sdk", default=None,
-                    help="import pipnet_sdk from this folder (e.g. an unpacked release) instead of the repository")
+    ap.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "end_to_end"), help="writes OUT.md and OUT.json"
+    )
+    ap.add_argument(
+        "--sdk",
+        default=None,
+        help="import pipnet_sdk from this folder (e.g. an unpacked release) instead of the repository",
+    )
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args()
     progress = not a.no_progress
@@ -629,11 +710,11 @@ def main() -> None:
     prepared: dict[str, list[Item]] = {}
     notes: dict[str, Any] = {}
     if "a" in a.sets:
-        prepared["a"] = prepare_300w(cache, None, a.seed, progress)[:a.limit]
+        prepared["a"] = prepare_300w(cache, None, a.seed, progress)[: a.limit]
     if "b" in a.sets:
         prepared["b"], notes = prepare_groups(cache, detector, progress)
     if "c" in a.sets:
-        prepared["c"] = prepare_300w(cache, a.face_px, a.seed, progress)[:a.limit]
+        prepared["c"] = prepare_300w(cache, a.face_px, a.seed, progress)[: a.limit]
 
     systems: list[System] = [Ours(a.detector, a.size, a.model)]
     systems += [Ours(None, a.size, a.model, proto=p) for p in a.proto]
@@ -641,8 +722,10 @@ def main() -> None:
     if a.no_mediapipe:
         skipped.append("MediaPipe (--no-mediapipe)")
     elif not Path(a.mp_python).exists():
-        skipped.append(f"MediaPipe: {a.mp_python} not found (python3 -m venv .venv-mp && "
-                       ".venv-mp/bin/pip install mediapipe==0.10.21)")
+        skipped.append(
+            f"MediaPipe: {a.mp_python} not found (python3 -m venv .venv-mp && "
+            ".venv-mp/bin/pip install mediapipe==0.10.21)"
+        )
     else:
         try:
             cache.mkdir(parents=True, exist_ok=True)
@@ -667,9 +750,14 @@ def main() -> None:
             res = run_set(items, systems, a.repeats, f"set {key}", progress)
             entry: dict[str, Any] = {"title": title, "images": res.images, "refs": res.refs, "systems": {}}
             for s in systems:
-                r = {**stats(res.ms[s.name]), "found": res.found[s.name], "extra": res.extra[s.name],
-                     "detections": res.dets[s.name], "ms": res.ms[s.name],
-                     "faces_per_image": [len(b) for b in res.boxes[s.name]]}
+                r = {
+                    **stats(res.ms[s.name]),
+                    "found": res.found[s.name],
+                    "extra": res.extra[s.name],
+                    "detections": res.dets[s.name],
+                    "ms": res.ms[s.name],
+                    "faces_per_image": [len(b) for b in res.boxes[s.name]],
+                }
                 if s.name != "ours":
                     r["vs_ours"] = ratios(res.ms["ours"], res.ms[s.name])
                 if "mediapipe" in res.ms and s.name != "mediapipe":
@@ -686,16 +774,28 @@ def main() -> None:
         for s in systems:
             s.close()
 
-    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
-            "cpu": cpu, "cpu_info": info, "cpu_line": cpu_line(info), "repeats": a.repeats,
-            "landmark_repeats": a.landmark_repeats,
-            "load_start": load_start, "load_end": os.getloadavg()[0],
-            "systems": {s.name: s.label for s in systems}, "skipped": skipped,
-            "model": f"{systems[0].lm.model.spec.name} {systems[0].lm.model.spec.version}",  # type: ignore[attr-defined]
-            "sdk": str(Path(sys.modules["pipnet_sdk"].__file__).parent),
-            "versions": {"python": platform.python_version(), "onnxruntime": __import__("onnxruntime").__version__,
-                         "opencv": cv2.__version__, "numpy": np.__version__},
-            "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "cpu": cpu,
+        "cpu_info": info,
+        "cpu_line": cpu_line(info),
+        "repeats": a.repeats,
+        "landmark_repeats": a.landmark_repeats,
+        "load_start": load_start,
+        "load_end": os.getloadavg()[0],
+        "systems": {s.name: s.label for s in systems},
+        "skipped": skipped,
+        "model": f"{systems[0].lm.model.spec.name} {systems[0].lm.model.spec.version}",  # type: ignore[attr-defined]
+        "sdk": str(Path(sys.modules["pipnet_sdk"].__file__).parent),
+        "versions": {
+            "python": platform.python_version(),
+            "onnxruntime": __import__("onnxruntime").__version__,
+            "opencv": cv2.__version__,
+            "numpy": np.__version__,
+        },
+        "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+    }
     md = report(meta, sets_out, lmk)
     print()
     print(md)

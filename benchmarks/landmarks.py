@@ -33,6 +33,7 @@ Targets (PASS/FAIL): pipnet-fast NME on the shared subset <= 3.0 %; pipnet-fast 
 for the plain model and, each on its own line, with the test-time averaging rows).
 The tables go to stdout and to benchmarks/results/landmarks.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,6 +79,7 @@ MIN_IOU = 0.5
 
 # ---------------------------------------------------------------------------------- dlib
 
+
 def dlib_models() -> tuple[Any, Any, str]:
     import dlib
 
@@ -98,8 +100,9 @@ def rect_to_box(r: Any) -> np.ndarray:
 def box_to_rect(b: np.ndarray) -> Any:
     import dlib
 
-    return dlib.rectangle(int(round(b[0] + 0.5)), int(round(b[1] + 0.5)), int(round(b[2] - 0.5)),
-                          int(round(b[3] - 0.5)))
+    return dlib.rectangle(
+        int(round(b[0] + 0.5)), int(round(b[1] + 0.5)), int(round(b[2] - 0.5)), int(round(b[3] - 0.5))
+    )
 
 
 def shape_to_np(shape: Any) -> np.ndarray:
@@ -136,6 +139,7 @@ def dlib_train_style(hog: Any, model_path: str, every: int, progress: bool) -> t
 
 # ----------------------------------------------------------------------------- accuracy
 
+
 def run_ours(lm: Landmarker, samples: list[Sample], name: str, progress: bool) -> dict[str, Any]:
     """Detector protocol through Landmarker.detect, timing each image end to end."""
     n = len(samples)
@@ -154,8 +158,13 @@ def run_ours(lm: Landmarker, samples: list[Sample], name: str, progress: bool) -
         k = match(det, landmark_box(s.points), MIN_IOU)
         if k >= 0:
             pred[i], boxes[i], found[i] = faces[k].landmarks, det[k], True
-    return {"pred": pred, "boxes": boxes, "found": found, "ms_per_image": 1000 * float(np.mean(times)),
-            "faces_detected": faces_total}
+    return {
+        "pred": pred,
+        "boxes": boxes,
+        "found": found,
+        "ms_per_image": 1000 * float(np.mean(times)),
+        "faces_detected": faces_total,
+    }
 
 
 def run_dlib(hog: Any, sp: Any, samples: list[Sample], style: BoxStyle, progress: bool) -> dict[str, Any]:
@@ -179,11 +188,18 @@ def run_dlib(hog: Any, sp: Any, samples: list[Sample], style: BoxStyle, progress
             if k >= 0:
                 pred[i], rects[i], found[i] = shape_to_np(shapes[k]), dets[k], True
         pred_gt[i] = shape_to_np(sp(rgb, box_to_rect(style(g))))
-    return {"pred": pred, "pred_gt": pred_gt, "rects": rects, "found": found,
-            "ms_per_image": 1000 * float(np.mean(times)), "faces_detected": faces_total}
+    return {
+        "pred": pred,
+        "pred_gt": pred_gt,
+        "rects": rects,
+        "found": found,
+        "ms_per_image": 1000 * float(np.mean(times)),
+        "faces_detected": faces_total,
+    }
 
 
 # -------------------------------------------------------------------------------- speed
+
 
 @contextlib.contextmanager
 def opencv_threads(n: int):
@@ -211,9 +227,20 @@ def best_of(rounds: int, jobs: dict[str, list[Callable[[], None]]], threads: dic
     return {k: float(v.sum()) for k, v in best.items()}
 
 
-def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: list[int], samples: list[Sample],
-          ours_boxes: np.ndarray, dlib_rects: list, idx: np.ndarray, hog: Any, sp: Any, rounds: int,
-          e2e_images: int, progress: bool) -> dict[str, Any]:
+def speed(
+    models: dict[str, tuple[str, int, bool]],
+    detector: Path,
+    threads: list[int],
+    samples: list[Sample],
+    ours_boxes: np.ndarray,
+    dlib_rects: list,
+    idx: np.ndarray,
+    hog: Any,
+    sp: Any,
+    rounds: int,
+    e2e_images: int,
+    progress: bool,
+) -> dict[str, Any]:
     """Landmark-stage ms/face and end-to-end ms/image, ours at each thread count and dlib."""
     bgr = {samples[i].image: read_image(samples[i].image) for i in idx}
     rgb = {k: cv2.cvtColor(v, cv2.COLOR_BGR2RGB) for k, v in bgr.items()}
@@ -236,7 +263,7 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
 
             pairs = [(im, sq) for (im, _, _), sq in zip(faces, squares)]
             jobs[f"{name}|{t}|1"] = [lambda p=p, one=one: one(*p) for p in pairs]
-            jobs[f"{name}|{t}|8"] = [lambda g=pairs[j:j + 8], eight=eight: eight(g) for j in range(0, nf, 8)]
+            jobs[f"{name}|{t}|8"] = [lambda g=pairs[j : j + 8], eight=eight: eight(g) for j in range(0, nf, 8)]
             for step in jobs[f"{name}|{t}|1"][:2] + jobs[f"{name}|{t}|8"][:1]:
                 step()  # warm up (ORT session arenas, page-in)
     if progress:
@@ -265,6 +292,7 @@ def speed(models: dict[str, tuple[str, int, bool]], detector: Path, threads: lis
 
 # ------------------------------------------------------------------------------ report
 
+
 def pct(v: float) -> str:
     return "-" if not np.isfinite(v) else f"{v * 100:.2f}"
 
@@ -283,15 +311,22 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fast", default=str(ROOT / "pipnet_sdk" / "models" / "pipnet-fast.onnx"))
-    ap.add_argument("--r18", default=str(ROOT / "pipnet_sdk" / "models" / "pipnet-r18.onnx"),
-                    help="skipped with a note when the file does not exist")
+    ap.add_argument(
+        "--r18",
+        default=str(ROOT / "pipnet_sdk" / "models" / "pipnet-r18.onnx"),
+        help="skipped with a note when the file does not exist",
+    )
     ap.add_argument("--data", default="data/300w/test")
     ap.add_argument("--detector", default="models/yunet_n_dynamic.onnx")
     ap.add_argument("--limit", type=int, help="N images spread evenly over the test set (quick run)")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--test-crops", type=int, default=3, help="K for the '+K crops' rows (1: no such rows)")
-    ap.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
-                    help="rows '+flip +K crops': the K test crops, each also run mirrored")
+    ap.add_argument(
+        "--flip-test",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="rows '+flip +K crops': the K test crops, each also run mirrored",
+    )
     ap.add_argument("--speed-faces", type=int, default=64)
     ap.add_argument("--e2e-images", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=5)
@@ -304,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     if not Path(a.fast).exists():
-        raise SystemExit(f"pipnet-fast model not found at {a.fast}: pass --fast PATH "
-                         "(python -m export.to_onnx runs/fast/best.pt --out /tmp/fast.onnx)")
+        raise SystemExit(
+            f"pipnet-fast model not found at {a.fast}: pass --fast PATH "
+            "(python -m export.to_onnx runs/fast/best.pt --out /tmp/fast.onnx)"
+        )
     models = {"pipnet-fast": (a.fast, 1, False)}
     notes = []
     if Path(a.r18).exists():
@@ -358,8 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         shared_rows.append(acc_row(name, "own detector (YuNet-n)", summary(r["nme"][shared], int(shared.sum()))))
     rows.append(acc_row("dlib 68", "own detector (HOG, upsample 1)", summary(d["nme"][d["found"]], n)))
     rows.append(acc_row("dlib 68", "GT box in HOG style (reference)", summary(d["nme_gt"])))
-    shared_rows.append(acc_row("dlib 68", "own detector (HOG, upsample 1)",
-                               summary(d["nme"][shared], int(shared.sum()))))
+    shared_rows.append(
+        acc_row("dlib 68", "own detector (HOG, upsample 1)", summary(d["nme"][shared], int(shared.sum())))
+    )
     header = ["system", "boxes", "faces found", "NME %", "FR@0.1 %", "AUC@0.1"]
 
     curves = {name: r["nme"][shared] for name, r in ours.items()}
@@ -370,21 +408,45 @@ def main(argv: list[str] | None = None) -> int:
     # speed on the shared faces
     idx = np.flatnonzero(shared)
     idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(a.speed_faces, len(idx))).round().astype(int))]
-    sp_res = speed(models, detector, a.threads, samples, ours["pipnet-fast"]["boxes"], d["rects"], idx, hog, sp,
-                   a.rounds, a.e2e_images, progress)
+    sp_res = speed(
+        models,
+        detector,
+        a.threads,
+        samples,
+        ours["pipnet-fast"]["boxes"],
+        d["rects"],
+        idx,
+        hog,
+        sp,
+        a.rounds,
+        a.e2e_images,
+        progress,
+    )
     pf, e2e = sp_res["ms_per_face"], sp_res["e2e_ms_per_image"]
     speed_rows = []
     for name in models:
         for t in a.threads:
             for b in (1, 8):
-                speed_rows.append([name, f"landmarks, {t} thread{'s' if t > 1 else ''}, batch {b}",
-                                   f"{pf[f'{name}|{t}|{b}']:.2f}", f"{pf[f'{name}|{t}|{b}'] / pf['dlib']:.2f}x"])
+                speed_rows.append(
+                    [
+                        name,
+                        f"landmarks, {t} thread{'s' if t > 1 else ''}, batch {b}",
+                        f"{pf[f'{name}|{t}|{b}']:.2f}",
+                        f"{pf[f'{name}|{t}|{b}'] / pf['dlib']:.2f}x",
+                    ]
+                )
     speed_rows.append(["dlib 68", "shape predictor (1 thread, per face)", f"{pf['dlib']:.2f}", "1.00x"])
     e2e_rows = []
     for name, r in ours.items():
         for t in a.threads:
-            e2e_rows.append([name, f"YuNet-n + landmarks, {t} thread{'s' if t > 1 else ''}",
-                             f"{r['ms_per_image']:.1f}" if t == a.threads[0] else "-", f"{e2e[f'{name}|{t}']:.1f}"])
+            e2e_rows.append(
+                [
+                    name,
+                    f"YuNet-n + landmarks, {t} thread{'s' if t > 1 else ''}",
+                    f"{r['ms_per_image']:.1f}" if t == a.threads[0] else "-",
+                    f"{e2e[f'{name}|{t}']:.1f}",
+                ]
+            )
     e2e_rows.append(["dlib 68", "HOG (upsample 1) + predictor", f"{d['ms_per_image']:.1f}", f"{e2e['dlib']:.1f}"])
 
     # targets
@@ -392,76 +454,106 @@ def main(argv: list[str] | None = None) -> int:
     ratio = pf[f"pipnet-fast|{a.threads[0]}|1"] / pf["dlib"]
     checks = [
         ("pipnet-fast NME on the shared subset <= 3.0%", f"{fast_shared * 100:.2f}%", fast_shared <= TARGET_FAST_NME),
-        (f"pipnet-fast landmark ms/face ({a.threads[0]} thread, batch 1) <= 2x dlib's",
-         f"{pf[f'pipnet-fast|{a.threads[0]}|1']:.2f} vs {pf['dlib']:.2f} ms ({ratio:.2f}x)",
-         ratio <= TARGET_SPEED_RATIO),
+        (
+            f"pipnet-fast landmark ms/face ({a.threads[0]} thread, batch 1) <= 2x dlib's",
+            f"{pf[f'pipnet-fast|{a.threads[0]}|1']:.2f} vs {pf['dlib']:.2f} ms ({ratio:.2f}x)",
+            ratio <= TARGET_SPEED_RATIO,
+        ),
     ]
     r18_names = [k for k in ours if k.startswith("pipnet-r18")]
     for name in r18_names:
         r18_shared = float(np.mean(ours[name]["nme"][shared]))
-        checks.append((f"{name} NME on the shared subset <= 2.85%", f"{r18_shared * 100:.2f}%",
-                       r18_shared <= TARGET_R18_NME))
+        checks.append(
+            (f"{name} NME on the shared subset <= 2.85%", f"{r18_shared * 100:.2f}%", r18_shared <= TARGET_R18_NME)
+        )
     if not r18_names:
         checks.append(("pipnet-r18 NME on the shared subset <= 2.85%", "no model", None))
     check_rows = [[c, v, "SKIP" if ok is None else ("PASS" if ok else "FAIL")] for c, v, ok in checks]
 
     load1 = os.getloadavg()
     sel = f"{n} of {total} images" + (f" (--limit {a.limit}, spread evenly)" if n < total else "")
-    text = "\n".join([
-        "# Landmarks benchmark: 300W common test",
-        "",
-        f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} "
-        f"({cpu_line()}), {sel}. "
-        f"Load average at start/end: {load0[0]:.1f}/{load1[0]:.1f}"
-        + (" - other processes were using the cores, so times are slower than on an idle machine."
-           if max(load0[0], load1[0]) > 0.5 * (os.cpu_count() or 1) else "."),
-        "",
-        "Models: " + ", ".join(f"{k} = `{v}`" for k, (v, _, _) in plain)
-        + (f" (\"+{a.test_crops} crops\": the same file with test_crops={a.test_crops})" if crops else "")
-        + (" (\"+flip\": with flip_test=True as well)" if a.flip_test else "") + f"; detector `{detector.name}`; "
-        f"dlib `{Path(sp_path).name}`.",
-        f"NME is inter-ocular (outer eye corners, points 36/45), mean over faces; a face is found when a "
-        f"detection overlaps its landmark box with IoU > {MIN_IOU}. GT-box rows: the landmark box mapped "
-        f"to the detector's box style, fitted on 300W training faces (YuNet: {np.round(yunet_style.coef, 3).tolist()}; "
-        f"dlib HOG on {dlib_fit_n} faces: {np.round(dlib_style.coef, 3).tolist()}; dx, dy, sw, sh).",
-        *(f"Note: {x}." for x in notes),
-        "",
-        "## Accuracy, faces each system finds",
-        "",
-        md_table(header, rows),
-        "",
-        f"## Accuracy, the {int(shared.sum())} faces both YuNet-n and dlib-HOG find (fair comparison)",
-        "",
-        md_table(header, shared_rows),
-        "",
-        f"CED plot: `{ced_path.relative_to(ROOT) if ced_path.is_relative_to(ROOT) else ced_path}`",
-        "",
-        f"## Speed, landmark stage (crop + forward + decode), {sp_res['faces']} faces of the shared subset, "
-        f"each face (batch) timed {a.rounds} times, best kept",
-        "",
-        md_table(["system", "configuration", "ms / face", "vs dlib"], speed_rows),
-        "",
-        "## Speed, end to end (detector + landmarks on every face found)",
-        "",
-        md_table(["system", "configuration", f"ms / image, all {n} images",
-                  f"ms / image, {sp_res['e2e_images']} images"], e2e_rows),
-        "",
-        "Faces detected in total: " + ", ".join(f"{k} {r['faces_detected']}" for k, r in ours.items())
-        + f", dlib {d['faces_detected']} (on {n} images with one labeled face each).",
-        "",
-        "## Targets",
-        "",
-        md_table(["target", "measured", "result"], check_rows),
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Landmarks benchmark: 300W common test",
+            "",
+            f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} "
+            f"({cpu_line()}), {sel}. "
+            f"Load average at start/end: {load0[0]:.1f}/{load1[0]:.1f}"
+            + (
+                " - other processes were using the cores, so times are slower than on an idle machine."
+                if max(load0[0], load1[0]) > 0.5 * (os.cpu_count() or 1)
+                else "."
+            ),
+            "",
+            "Models: "
+            + ", ".join(f"{k} = `{v}`" for k, (v, _, _) in plain)
+            + (f' ("+{a.test_crops} crops": the same file with test_crops={a.test_crops})' if crops else "")
+            + (' ("+flip": with flip_test=True as well)' if a.flip_test else "")
+            + f"; detector `{detector.name}`; "
+            f"dlib `{Path(sp_path).name}`.",
+            f"NME is inter-ocular (outer eye corners, points 36/45), mean over faces; a face is found when a "
+            f"detection overlaps its landmark box with IoU > {MIN_IOU}. GT-box rows: the landmark box mapped "
+            f"to the detector's box style, fitted on 300W training faces "
+            f"(YuNet: {np.round(yunet_style.coef, 3).tolist()}; "
+            f"dlib HOG on {dlib_fit_n} faces: {np.round(dlib_style.coef, 3).tolist()}; dx, dy, sw, sh).",
+            *(f"Note: {x}." for x in notes),
+            "",
+            "## Accuracy, faces each system finds",
+            "",
+            md_table(header, rows),
+            "",
+            f"## Accuracy, the {int(shared.sum())} faces both YuNet-n and dlib-HOG find (fair comparison)",
+            "",
+            md_table(header, shared_rows),
+            "",
+            f"CED plot: `{ced_path.relative_to(ROOT) if ced_path.is_relative_to(ROOT) else ced_path}`",
+            "",
+            f"## Speed, landmark stage (crop + forward + decode), {sp_res['faces']} faces of the shared subset, "
+            f"each face (batch) timed {a.rounds} times, best kept",
+            "",
+            md_table(["system", "configuration", "ms / face", "vs dlib"], speed_rows),
+            "",
+            "## Speed, end to end (detector + landmarks on every face found)",
+            "",
+            md_table(
+                [
+                    "system",
+                    "configuration",
+                    f"ms / image, all {n} images",
+                    f"ms / image, {sp_res['e2e_images']} images",
+                ],
+                e2e_rows,
+            ),
+            "",
+            "Faces detected in total: "
+            + ", ".join(f"{k} {r['faces_detected']}" for k, r in ours.items())
+            + f", dlib {d['faces_detected']} (on {n} images with one labeled face each).",
+            "",
+            "## Targets",
+            "",
+            md_table(["target", "measured", "result"], check_rows),
+            "",
+        ]
+    )
     print(text)
     (out_dir / "landmarks.md").write_text(text)
-    (out_dir / "landmarks.json").write_text(json.dumps({
-        "images": n, "shared": int(shared.sum()), "ms_per_face": pf, "e2e_ms_per_image": e2e,
-        "accuracy": {h: dict(zip(header, r)) for h, r in
-                     [(f"{r[0]} / {r[1]}", r) for r in rows] + [(f"shared: {r[0]} / {r[1]}", r) for r in shared_rows]},
-        "targets": {c: {"measured": v, "pass": ok} for c, v, ok in checks},
-    }, indent=1))
+    (out_dir / "landmarks.json").write_text(
+        json.dumps(
+            {
+                "images": n,
+                "shared": int(shared.sum()),
+                "ms_per_face": pf,
+                "e2e_ms_per_image": e2e,
+                "accuracy": {
+                    h: dict(zip(header, r))
+                    for h, r in [(f"{r[0]} / {r[1]}", r) for r in rows]
+                    + [(f"shared: {r[0]} / {r[1]}", r) for r in shared_rows]
+                },
+                "targets": {c: {"measured": v, "pass": ok} for c, v, ok in checks},
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {out_dir / 'landmarks.md'}, {out_dir / 'landmarks.json'}, {ced_path}", file=sys.stderr)
     return 0
 

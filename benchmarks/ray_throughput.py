@@ -16,6 +16,7 @@ model load in each actor, reading, landmarking), without ``ray.init``; the stead
 counts from the first result batch on (start-up and the first batch excluded). The table is printed
 and written to ``benchmarks/results/ray_throughput.txt`` (``--out``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ from benchmarks.cpu import cpu_line  # noqa: E402
 
 
 def _images(args) -> list[str]:
-    folder = Path(args.images or Path(os.environ.get("PIPNET_SHARED", ROOT.parent / "shared"))
-                  / "data" / "300w" / "test")
+    folder = Path(
+        args.images or Path(os.environ.get("PIPNET_SHARED", ROOT.parent / "shared")) / "data" / "300w" / "test"
+    )
     paths = sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:
         sys.exit(f"no images under {folder}")
@@ -44,14 +46,21 @@ def _images(args) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="pipnet-fast", help="registry name or .onnx path")
-    ap.add_argument("--detector", help="registry name or .onnx path (default: "
-                    "$PIPNET_SHARED/models/yunet_n_dynamic.onnx if present, else yunet-n)")
+    ap.add_argument(
+        "--detector",
+        help="registry name or .onnx path (default: "
+        "$PIPNET_SHARED/models/yunet_n_dynamic.onnx if present, else yunet-n)",
+    )
     ap.add_argument("--images", help="folder of images (default: $PIPNET_SHARED/data/300w/test)")
     ap.add_argument("--limit", type=int, help="use only the first N images")
     ap.add_argument("--actors", type=int, default=os.cpu_count(), help="Ray actors (default: cores)")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per Ray actor")
-    ap.add_argument("--threads-single", type=int, default=os.cpu_count(),
-                    help="onnxruntime threads of the single-process modes (default: cores)")
+    ap.add_argument(
+        "--threads-single",
+        type=int,
+        default=os.cpu_count(),
+        help="onnxruntime threads of the single-process modes (default: cores)",
+    )
     ap.add_argument("--batch-size", type=int, default=32, help="images per detect_batch / Ray call")
     ap.add_argument("--label", help="how to name the model in the table (default: --model)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ray_throughput.txt"))
@@ -78,10 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     batched = []
     for i in range(0, n, args.batch_size):
-        batched += lm.detect_batch(paths[i:i + args.batch_size])
+        batched += lm.detect_batch(paths[i : i + args.batch_size])
     dt = time.perf_counter() - t
-    rows.append(("detect_batch", f"1 process x {args.threads_single} threads, {args.batch_size}/batch",
-                 n / dt, f"{dt:.1f} s"))
+    rows.append(
+        ("detect_batch", f"1 process x {args.threads_single} threads, {args.batch_size}/batch", n / dt, f"{dt:.1f} s")
+    )
     del lm
 
     import ray
@@ -89,16 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     from pipnet_sdk.integrations.ray import landmark_dataset, read_image_files
 
     t = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
     init_s = time.perf_counter() - t
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
 
     start = time.perf_counter()
     src = read_image_files(paths)
-    ds = landmark_dataset(src, model=args.model, detector=detector, threads=args.threads,
-                          concurrency=args.actors, batch_size=args.batch_size)
+    ds = landmark_dataset(
+        src,
+        model=args.model,
+        detector=detector,
+        threads=args.threads,
+        concurrency=args.actors,
+        batch_size=args.batch_size,
+    )
     out, first = [], None  # stream the results; note when the first batch comes out
     # consume the actors' output directly: a further task-based step (select_columns...) would
     # need a free CPU, and the actors hold them all
@@ -112,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("ray (whole job)", setup, n / ray_s, f"{ray_s:.1f} s incl. actor start-up"))
     first_s = first[0] - start
     steady = (n - first[1]) / max(ray_s - first_s, 1e-9)
-    rows.append(("ray (steady)", setup, steady,
-                 f"after the first result ({first_s:.1f} s: start-up + first batch)"))
+    rows.append(("ray (steady)", setup, steady, f"after the first result ({first_s:.1f} s: start-up + first batch)"))
 
     # the results must agree with the single-process loop
     worst, errors = 0.0, [r for r in out if r["error"] is not None]
@@ -124,9 +143,14 @@ def main(argv: list[str] | None = None) -> int:
                 a = np.asarray(r["landmarks"], np.float32)
                 worst = max(worst, float(np.abs(a - np.stack([f.landmarks for f in ref[r["path"]]])).max()))
     assert len(out) == n and not errors, errors[:3]
-    batch_worst = max((float(np.abs(np.stack([f.landmarks for f in b]) -
-                                    np.stack([f.landmarks for f in ref[p]])).max())
-                       for p, b in zip(paths, batched) if b), default=0.0)
+    batch_worst = max(
+        (
+            float(np.abs(np.stack([f.landmarks for f in b]) - np.stack([f.landmarks for f in ref[p]])).max())
+            for p, b in zip(paths, batched)
+            if b
+        ),
+        default=0.0,
+    )
 
     lines = [
         f"pipnet-sdk Ray Data throughput: {n} images ({faces} faces), model {args.label or args.model}",
@@ -137,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{'-' * 20} {'-' * 40} {'-' * 9}  {'-' * 4}",
     ]
     lines += [f"{m:<20} {s:<40} {v:>9.1f}  {note}" for m, s, v, note in rows]
-    lines += ["", f"ray.init (not counted): {init_s:.1f} s; max |landmark difference| vs detect loop: "
-              f"ray {worst:.2e} px, detect_batch {batch_worst:.2e} px"]
+    lines += [
+        "",
+        f"ray.init (not counted): {init_s:.1f} s; max |landmark difference| vs detect loop: "
+        f"ray {worst:.2e} px, detect_batch {batch_worst:.2e} px",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

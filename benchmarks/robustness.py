@@ -37,6 +37,7 @@ dlib's results are cached under .cache/ (keyed by condition, its code and parame
 and the predictor file), so a rerun for new models costs only our models' time.
 Writes benchmarks/results/robustness.md and robustness.json (--out-dir).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,6 +101,7 @@ PARAMS: dict[str, dict[str, float]] = {
 
 
 # --------------------------------------------------------------------------- corruptions
+
 
 def face_size(pts: Points) -> float:
     """sqrt of the landmark box area: the scale blur and occluders are relative to."""
@@ -206,8 +208,10 @@ def downscale(img: Image, pts: Points, rng: np.random.Generator) -> tuple[Image,
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), pts
 
 
-CONDITIONS: dict[str, Corruption] = {f.__name__: f for f in (
-    clean, rotation, gaussian_blur, motion_blur, jpeg, low_light, occlusion_lower, occlusion_eye, downscale)}
+CONDITIONS: dict[str, Corruption] = {
+    f.__name__: f
+    for f in (clean, rotation, gaussian_blur, motion_blur, jpeg, low_light, occlusion_lower, occlusion_eye, downscale)
+}
 
 
 def condition_rng(seed: int, condition: str, image_id: str) -> np.random.Generator:
@@ -218,8 +222,15 @@ def condition_rng(seed: int, condition: str, image_id: str) -> np.random.Generat
 def condition_key(condition: str, seed: int) -> str:
     """Changes whenever the corruption's code or parameters or the seed change (cache key)."""
     helpers = (face_size, motion_kernel, fill_rect, condition_rng)
-    return cache_key(condition, PARAMS[condition], seed, inspect.getsource(CONDITIONS[condition]),
-                     *[inspect.getsource(f) for f in helpers], LEFT_EYE, RIGHT_EYE)
+    return cache_key(
+        condition,
+        PARAMS[condition],
+        seed,
+        inspect.getsource(CONDITIONS[condition]),
+        *[inspect.getsource(f) for f in helpers],
+        LEFT_EYE,
+        RIGHT_EYE,
+    )
 
 
 # ------------------------------------------------------------------------------ systems
@@ -240,8 +251,11 @@ def ours_system(model: str, threads: int | None) -> tuple[System, str]:
 
     def run(img: Image) -> tuple[np.ndarray, np.ndarray]:
         faces = lm.detect(img)
-        return (np.array([f.box for f in faces], np.float32).reshape(-1, 4),
-                np.array([f.landmarks for f in faces], np.float32).reshape(-1, lm.num_landmarks, 2))
+        return (
+            np.array([f.box for f in faces], np.float32).reshape(-1, 4),
+            np.array([f.landmarks for f in faces], np.float32).reshape(-1, lm.num_landmarks, 2),
+        )
+
     return run, about
 
 
@@ -252,8 +266,11 @@ def dlib_system() -> tuple[System, str]:
     def run(img: Image) -> tuple[np.ndarray, np.ndarray]:
         rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         dets = dlib_hog(hog, rgb)
-        return (np.array([rect_to_box(r) for r in dets], np.float32).reshape(-1, 4),
-                np.array([shape_to_np(sp(rgb, r)) for r in dets], np.float32).reshape(-1, 68, 2))
+        return (
+            np.array([rect_to_box(r) for r in dets], np.float32).reshape(-1, 4),
+            np.array([shape_to_np(sp(rgb, r)) for r in dets], np.float32).reshape(-1, 68, 2),
+        )
+
     return run, path
 
 
@@ -301,8 +318,16 @@ def matched(system: System, img: Image, gt: Points) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ running
 
-def run_all(samples: list[Sample], root: Path, conditions: list[str], systems: dict[str, System],
-            cache: DlibCache, seed: int, progress: bool) -> dict[str, Any]:
+
+def run_all(
+    samples: list[Sample],
+    root: Path,
+    conditions: list[str],
+    systems: dict[str, System],
+    cache: DlibCache,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
     """Every image under every condition through every system (each corrupted image made once).
     Returns pred[condition][system] (M, 68, 2) NaN where missed, gt[condition] (M, 68, 2), and
     ms[condition][system]: mean time per image inside the system (NaN when all came from the cache)."""
@@ -331,8 +356,9 @@ def run_all(samples: list[Sample], root: Path, conditions: list[str], systems: d
         if i % 50 == 49:
             cache.save()  # an interrupted run keeps what dlib did
     cache.save()
-    ms = {k: {s: 1000 * seconds[k][s] / calls[k][s] if calls[k][s] else float("nan") for s in systems}
-          for k in conditions}
+    ms = {
+        k: {s: 1000 * seconds[k][s] / calls[k][s] if calls[k][s] else float("nan") for s in systems} for k in conditions
+    }
     return {"pred": pred, "gt": gt, "ms": ms, "dlib_cached": cached}
 
 
@@ -345,15 +371,20 @@ def metrics(pred: dict[str, np.ndarray], gt: np.ndarray) -> dict[str, dict[str, 
     for s, p in pred.items():
         nme = np.full(len(gt), np.nan)
         nme[found[s]] = nme_per_face(p[found[s]], gt[found[s]])
-        out[s] = {"found": int(found[s].sum()), "shared": int(shared.sum()),
-                  "nme_shared": float(np.mean(nme[shared])) if shared.any() else float("nan"),
-                  "fr_shared": failure_rate(nme[shared], FAIL_NME),
-                  "nme_own": float(np.nanmean(nme)) if found[s].any() else float("nan"),
-                  "fr_own": failure_rate(nme[found[s]], FAIL_NME), "nme": nme}
+        out[s] = {
+            "found": int(found[s].sum()),
+            "shared": int(shared.sum()),
+            "nme_shared": float(np.mean(nme[shared])) if shared.any() else float("nan"),
+            "fr_shared": failure_rate(nme[shared], FAIL_NME),
+            "nme_own": float(np.nanmean(nme)) if found[s].any() else float("nan"),
+            "fr_own": failure_rate(nme[found[s]], FAIL_NME),
+            "nme": nme,
+        }
     return out
 
 
 # -------------------------------------------------------------------------------- targets
+
 
 def finite(v: Any, digits: int = 6) -> Any:
     """A float rounded for JSON (None for NaN / inf); anything else as it is."""
@@ -376,8 +407,9 @@ def targets(res: dict[str, dict[str, dict[str, Any]]], models: list[str]) -> lis
         if not o["shared"]:
             rows.append(check(label, "no face found by all systems", None))
             continue
-        rows.append(check(label, f"{pct(o['nme_shared'])} % on {o['shared']} faces all systems find",
-                          o["nme_shared"] <= limit))
+        rows.append(
+            check(label, f"{pct(o['nme_shared'])} % on {o['shared']} faces all systems find", o["nme_shared"] <= limit)
+        )
     for k in [k for k in BLUR + LEAD if k in res]:
         d = res[k][DLIB]
         for m in models:
@@ -390,45 +422,96 @@ def targets(res: dict[str, dict[str, dict[str, Any]]], models: list[str]) -> lis
             rows.append(check(f"{k}: {m} NME <= dlib's", nme, o["nme_shared"] <= d["nme_shared"]))
             if k in BLUR:
                 fr = f"{pct(o['fr_shared'])} vs {pct(d['fr_shared'])} % {on_shared}"
-                rows.append(check(f"{k}: {m} failure rate <= {BLUR_FR_RATIO:g}x dlib's", fr,
-                                  o["fr_shared"] <= BLUR_FR_RATIO * d["fr_shared"]))
+                rows.append(
+                    check(
+                        f"{k}: {m} failure rate <= {BLUR_FR_RATIO:g}x dlib's",
+                        fr,
+                        o["fr_shared"] <= BLUR_FR_RATIO * d["fr_shared"],
+                    )
+                )
             else:
-                rows.append(check(f"{k}: {m} finds >= as many faces as dlib", f"{o['found']} vs {d['found']}",
-                                  o["found"] >= d["found"]))
+                rows.append(
+                    check(
+                        f"{k}: {m} finds >= as many faces as dlib",
+                        f"{o['found']} vs {d['found']}",
+                        o["found"] >= d["found"],
+                    )
+                )
     return rows
 
 
 # --------------------------------------------------------------------------------- report
 
+
 def summary_table(res: dict[str, dict[str, dict[str, Any]]], systems: list[str], n: int) -> str:
     """One row per condition: faces found, and NME / failure rate on the faces all find."""
-    header = ["condition", *[f"found {s}" for s in systems], "both find",
-              *[f"NME % {s}" for s in systems], *[f"FR % {s}" for s in systems]]
+    header = [
+        "condition",
+        *[f"found {s}" for s in systems],
+        "both find",
+        *[f"NME % {s}" for s in systems],
+        *[f"FR % {s}" for s in systems],
+    ]
     rows = []
     for k, r in res.items():
-        rows.append([k, *[f"{r[s]['found']}/{n}" for s in systems], str(r[systems[0]]["shared"]),
-                     *[pct(r[s]["nme_shared"]) for s in systems], *[pct(r[s]["fr_shared"]) for s in systems]])
+        rows.append(
+            [
+                k,
+                *[f"{r[s]['found']}/{n}" for s in systems],
+                str(r[systems[0]]["shared"]),
+                *[pct(r[s]["nme_shared"]) for s in systems],
+                *[pct(r[s]["fr_shared"]) for s in systems],
+            ]
+        )
     return md_table(header, rows)
 
 
 def detail_table(res: dict[str, dict[str, dict[str, Any]]], ms: dict[str, dict[str, float]], n: int) -> str:
     """One row per condition and system, with the metrics on each system's own faces and its time."""
-    header = ["condition", "system", "faces found", "NME % (both find)", "FR % (both find)",
-              "NME % (own faces)", "FR % (own faces)", "ms / image"]
+    header = [
+        "condition",
+        "system",
+        "faces found",
+        "NME % (both find)",
+        "FR % (both find)",
+        "NME % (own faces)",
+        "FR % (own faces)",
+        "ms / image",
+    ]
     rows = []
     for k, r in res.items():
         for s, m in r.items():
-            rows.append([k, s, f"{m['found']}/{n}", pct(m["nme_shared"]), pct(m["fr_shared"]),
-                         pct(m["nme_own"]), pct(m["fr_own"]), "cached" if np.isnan(ms[k][s]) else f"{ms[k][s]:.1f}"])
+            rows.append(
+                [
+                    k,
+                    s,
+                    f"{m['found']}/{n}",
+                    pct(m["nme_shared"]),
+                    pct(m["fr_shared"]),
+                    pct(m["nme_own"]),
+                    pct(m["fr_own"]),
+                    "cached" if np.isnan(ms[k][s]) else f"{ms[k][s]:.1f}",
+                ]
+            )
     return md_table(header, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["pipnet-fast", "pipnet-r18"],
-                    help="registry names or ONNX paths, through Landmarker(model=...)")
-    ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS), metavar="C",
-                    help=f"any of {', '.join(CONDITIONS)} (default all)")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["pipnet-fast", "pipnet-r18"],
+        help="registry names or ONNX paths, through Landmarker(model=...)",
+    )
+    ap.add_argument(
+        "--conditions",
+        nargs="+",
+        default=list(CONDITIONS),
+        choices=list(CONDITIONS),
+        metavar="C",
+        help=f"any of {', '.join(CONDITIONS)} (default all)",
+    )
     ap.add_argument("--data", default="data/300w/test")
     ap.add_argument("--limit", type=int, help="N images spread evenly over the test set (quick run)")
     ap.add_argument("--seed", type=int, default=0)
@@ -454,8 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     if DLIB in names or len(set(names)) < len(names):
         raise SystemExit(f"model names must be distinct and not {DLIB!r}: {names}")
     cpu = cpu_line()
-    print(f"{cpu}; {n} images x {len(conditions)} conditions x "
-          f"{len(names) + 1} systems", file=sys.stderr)
+    print(f"{cpu}; {n} images x {len(conditions)} conditions x {len(names) + 1} systems", file=sys.stderr)
 
     systems: dict[str, System] = {}
     about: dict[str, str] = {}
@@ -473,56 +555,76 @@ def main(argv: list[str] | None = None) -> int:
     order = [*names, DLIB]
     runtime = time.perf_counter() - t_start
 
-    sel = f"{n} of {total} images" + (f" (--limit {a.limit}, spread evenly: targets are indicative only)"
-                                      if n < total else "")
-    text = "\n".join([
-        "# Robustness benchmark: 300W common test, clean and corrupted",
-        "",
-        f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} ({cpu}), "
-        f"{sel}; seed {a.seed}; runtime {runtime / 60:.1f} min "
-        f"({run['dlib_cached']} dlib results from the cache).",
-        "",
-        "Systems: " + ", ".join(f"{nm} = `Landmarker(model={m!r})` ({about[nm]}; YuNet-n; {a.threads} thread"
-                                f"{'s' if a.threads > 1 else ''})" for nm, m in zip(names, a.models))
-        + f"; {DLIB} = HOG detector (upsample 1) + `{Path(predictor).name}`.",
-        f"A face is found when a detection overlaps its ground-truth landmark box with IoU > {MIN_IOU}. "
-        f"NME: inter-ocular (points 36/45), mean over faces, in %; FR: share of faces with NME > "
-        f"{FAIL_NME * 100:g} %. Both on the faces every system finds (\"both find\"), unless said otherwise.",
-        "Conditions (s = sqrt of the landmark box area): " + "; ".join(
-            f"{k} {json.dumps(PARAMS[k])}" for k in conditions) + ". See the docstring of "
-        "`benchmarks/robustness.py` for what each does.",
-        "",
-        "## Summary",
-        "",
-        summary_table(res, order, n),
-        "",
-        "## Targets",
-        "",
-        md_table(["target", "measured", "result"], [[c["target"], c["measured"], c["result"]] for c in checks]),
-        "",
-        "## Per system",
-        "",
-        detail_table(res, run["ms"], n),
-        "",
-    ])
+    sel = f"{n} of {total} images" + (
+        f" (--limit {a.limit}, spread evenly: targets are indicative only)" if n < total else ""
+    )
+    text = "\n".join(
+        [
+            "# Robustness benchmark: 300W common test, clean and corrupted",
+            "",
+            f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} ({cpu}), "
+            f"{sel}; seed {a.seed}; runtime {runtime / 60:.1f} min "
+            f"({run['dlib_cached']} dlib results from the cache).",
+            "",
+            "Systems: "
+            + ", ".join(
+                f"{nm} = `Landmarker(model={m!r})` ({about[nm]}; YuNet-n; {a.threads} thread"
+                f"{'s' if a.threads > 1 else ''})"
+                for nm, m in zip(names, a.models)
+            )
+            + f"; {DLIB} = HOG detector (upsample 1) + `{Path(predictor).name}`.",
+            f"A face is found when a detection overlaps its ground-truth landmark box with IoU > {MIN_IOU}. "
+            f"NME: inter-ocular (points 36/45), mean over faces, in %; FR: share of faces with NME > "
+            f'{FAIL_NME * 100:g} %. Both on the faces every system finds ("both find"), unless said otherwise.',
+            "Conditions (s = sqrt of the landmark box area): "
+            + "; ".join(f"{k} {json.dumps(PARAMS[k])}" for k in conditions)
+            + ". See the docstring of "
+            "`benchmarks/robustness.py` for what each does.",
+            "",
+            "## Summary",
+            "",
+            summary_table(res, order, n),
+            "",
+            "## Targets",
+            "",
+            md_table(["target", "measured", "result"], [[c["target"], c["measured"], c["result"]] for c in checks]),
+            "",
+            "## Per system",
+            "",
+            detail_table(res, run["ms"], n),
+            "",
+        ]
+    )
     print(text)
     (out_dir / "robustness.md").write_text(text)
     image_ids = [Path(s.image).relative_to(root).as_posix() for s in samples]
-    (out_dir / "robustness.json").write_text(json.dumps({
-        "images": n, "total_images": total, "seed": a.seed, "cpu": cpu, "runtime_s": round(runtime, 1),
-        "models": about, "params": {k: PARAMS[k] for k in conditions},
-        "results": {k: {s: {m: finite(v) for m, v in r[s].items() if m != "nme"}
-                        for s in order} for k, r in res.items()},
-        "ms_per_image": {k: {s: finite(v, 2) for s, v in t.items()} for k, t in run["ms"].items()},
-        "targets": checks,
-        "image_ids": image_ids,
-        "nme_per_face": {k: {s: [finite(v, 5) for v in r[s]["nme"]]
-                             for s in order} for k, r in res.items()},
-    }, indent=1))
+    (out_dir / "robustness.json").write_text(
+        json.dumps(
+            {
+                "images": n,
+                "total_images": total,
+                "seed": a.seed,
+                "cpu": cpu,
+                "runtime_s": round(runtime, 1),
+                "models": about,
+                "params": {k: PARAMS[k] for k in conditions},
+                "results": {
+                    k: {s: {m: finite(v) for m, v in r[s].items() if m != "nme"} for s in order} for k, r in res.items()
+                },
+                "ms_per_image": {k: {s: finite(v, 2) for s, v in t.items()} for k, t in run["ms"].items()},
+                "targets": checks,
+                "image_ids": image_ids,
+                "nme_per_face": {k: {s: [finite(v, 5) for v in r[s]["nme"]] for s in order} for k, r in res.items()},
+            },
+            indent=1,
+        )
+    )
     for c in checks:
         print(f"{c['result']}: {c['target']} ({c['measured']})", file=sys.stderr)
-    print(f"runtime {runtime / 60:.1f} min; wrote {out_dir / 'robustness.md'}, {out_dir / 'robustness.json'}",
-          file=sys.stderr)
+    print(
+        f"runtime {runtime / 60:.1f} min; wrote {out_dir / 'robustness.md'}, {out_dir / 'robustness.json'}",
+        file=sys.stderr,
+    )
     return 0
 
 

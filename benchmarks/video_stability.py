@@ -29,6 +29,7 @@ The One-Euro defaults are tuned here on sequences from the 300W TRAINING images 
 min_cutoff), and everything after the tuning section is on the TEST images with the chosen
 values. VideoLandmarker's shipped defaults were set from this tuning.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,8 +94,12 @@ def sequence(img, pts, kind: str, frames: int, seed: int, level: float = 1.0) ->
     out = []
     for j in range(frames):
         if kind == "jitter":
-            t = sim(rng.normal(0, level * JIT_DEG), 1 + rng.normal(0, level * JIT_SCALE),
-                    *rng.normal(0, level * JIT_PX, 2), centre)
+            t = sim(
+                rng.normal(0, level * JIT_DEG),
+                1 + rng.normal(0, level * JIT_SCALE),
+                *rng.normal(0, level * JIT_PX, 2),
+                centre,
+            )
         elif kind == "pan":
             t = sim(0, 1, 2.0 * (j - frames / 2), 0, centre)
         elif kind == "rotate":
@@ -129,8 +134,10 @@ class Dlib:
     def __init__(self) -> None:
         import dlib
 
-        path = (importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]
-                + "/models/shape_predictor_68_face_landmarks.dat")
+        path = (
+            importlib.util.find_spec("face_recognition_models").submodule_search_locations[0]
+            + "/models/shape_predictor_68_face_landmarks.dat"
+        )
         self.dlib = dlib
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(path)
@@ -173,7 +180,7 @@ def jitter_terms(preds: list, seq) -> list[float]:
         gt0, gt1 = seq[j - 1][1], seq[j][1]
         e = (preds[j] - preds[j - 1]) - (gt1 - gt0)
         iod = np.linalg.norm(gt1[36] - gt1[45])
-        out.append(float((e ** 2).sum(1).mean() / iod ** 2))
+        out.append(float((e**2).sum(1).mean() / iod**2))
     return out
 
 
@@ -201,8 +208,10 @@ def lag(preds: list[list], raw: list[list], seqs: list, skip: int = 5) -> float:
 
 
 def motion_set(imgs: list, frames: int, seed: int) -> dict[str, list]:
-    return {k: [sequence(im, p, k, frames, seed + 10 * i + n) for i, (im, p) in enumerate(imgs)]
-            for n, k in enumerate(("pan", "rotate"))}
+    return {
+        k: [sequence(im, p, k, frames, seed + 10 * i + n) for i, (im, p) in enumerate(imgs)]
+        for n, k in enumerate(("pan", "rotate"))
+    }
 
 
 # ---------------------------------------------------------------------------------- main
@@ -238,11 +247,15 @@ def main() -> int:
         print(text, flush=True)
         lines.append(text)
 
-    say(f"# video stability: model {model} ({lm.model.spec.name} {lm.model.spec.version}, "
-        f"{lm.model.spec.input_size}px), detector {Path(detector).name}, onnxruntime threads {args.threads}")
-    say(f"# {args.sequences} jitter sequences x {args.frames} frames (300W test), "
+    say(
+        f"# video stability: model {model} ({lm.model.spec.name} {lm.model.spec.version}, "
+        f"{lm.model.spec.input_size}px), detector {Path(detector).name}, onnxruntime threads {args.threads}"
+    )
+    say(
+        f"# {args.sequences} jitter sequences x {args.frames} frames (300W test), "
         f"{args.motion_sequences} x (pan 2 px/frame, rotation 0.5 deg/frame), 640x480, "
-        f"face ~{FACE_PX:.0f}px, noise sigma 2 + JPEG q85, detect_every {args.detect_every}")
+        f"face ~{FACE_PX:.0f}px, noise sigma 2 + JPEG q85, detect_every {args.detect_every}"
+    )
     say(f"# {cpu_line()}")
     K = args.detect_every
     probe = VideoLandmarker(lm)
@@ -261,9 +274,11 @@ def main() -> int:
             opt = dict(detect_every=K, smoothing=False, hold=hold, predict=pred)
             pj = [run_tracker(lm, q, **opt) for q in tj]
             pm_h = {k: [run_tracker(lm, q, **opt) for q in v] for k, v in tm.items()}
-            say(f"{f'hold={hold} predict={pred}':<34}{100 * jitter(pj, tj)[0]:>12.3f}"
+            say(
+                f"{f'hold={hold} predict={pred}':<34}{100 * jitter(pj, tj)[0]:>12.3f}"
                 f"{lag(pm_h['pan'], raw_m['pan'], tm['pan']):>9.2f}"
-                f"{lag(pm_h['rotate'], raw_m['rotate'], tm['rotate']):>12.2f}")
+                f"{lag(pm_h['rotate'], raw_m['rotate'], tm['rotate']):>12.2f}"
+            )
             if hold == probe.hold and pred == probe.predict:
                 base_j, pm = pj, pm_h
         grid = []
@@ -278,17 +293,21 @@ def main() -> int:
             best = max((g for g in ok if g[2] <= 1.02 * least), key=lambda g: (g[0], -g[1]))
         else:
             best = min(grid, key=lambda g: max(g[3:]))
-        say("One-Euro grid (offline on the tracker's raw landmarks). Chosen: lag <= 0.7 frame on both, jitter "
-            "within 2 % of the least such, then the highest min_cutoff (most responsive to slow motion)")
+        say(
+            "One-Euro grid (offline on the tracker's raw landmarks). Chosen: lag <= 0.7 frame on both, jitter "
+            "within 2 % of the least such, then the highest min_cutoff (most responsive to slow motion)"
+        )
         say(f"{'min_cutoff':>10}{'beta':>8}{'jitter %IOD':>13}{'lag pan':>9}{'lag rotate':>12}")
         for g in grid:
             mark = "  <- chosen" if g is best else ""
             say(f"{g[0]:>10.2f}{g[1]:>8.1f}{100 * g[2]:>13.3f}{g[3]:>9.2f}{g[4]:>12.2f}{mark}")
         say(f"unsmoothed tracker: jitter {100 * jitter(base_j, tj)[0]:.3f} %IOD")
         mc, beta = best[0], best[1]
-        say(f"chosen: min_cutoff={mc}, beta={beta} (VideoLandmarker defaults: "
+        say(
+            f"chosen: min_cutoff={mc}, beta={beta} (VideoLandmarker defaults: "
             f"min_cutoff={probe.filter_options['min_cutoff']}, beta={probe.filter_options['beta']}); "
-            f"{time.perf_counter() - t0:.0f} s")
+            f"{time.perf_counter() - t0:.0f} s"
+        )
 
     # ---- test: jitter
     test = images("test", shared, args.sequences, args.seed)
@@ -306,9 +325,11 @@ def main() -> int:
         rows["tracked + smoothed"] = [run_tracker(lm, q, detect_every=K, min_cutoff=mc, beta=beta) for q in seqs]
         if dl is not None:
             rows["dlib (HOG + 68-point shape predictor)"] = [run_dlib(dl, q) for q in seqs]
-        say(f"\n## jitter on {len(seqs)} test sequences x {args.frames} frames, random motion sigma "
+        say(
+            f"\n## jitter on {len(seqs)} test sequences x {args.frames} frames, random motion sigma "
             f"{level * JIT_PX:.2f} px, {level * JIT_DEG:.2f} deg, {100 * level * JIT_SCALE:.2f} % scale"
-            + (" (targets)" if level == 1.0 else ""))
+            + (" (targets)" if level == 1.0 else "")
+        )
         say(f"{'method':<40}{'jitter %IOD':>12}{'frame pairs':>13}")
         res = {}
         for name, preds in rows.items():
@@ -319,8 +340,10 @@ def main() -> int:
 
     # ---- test: lag
     mseqs = motion_set(test[: args.motion_sequences], args.frames, 500)
-    say(f"\n## lag (frames of motion, + = behind; frames 5+, model's static bias removed) on "
-        f"{sum(map(len, mseqs.values()))} test sequences")
+    say(
+        f"\n## lag (frames of motion, + = behind; frames 5+, model's static bias removed) on "
+        f"{sum(map(len, mseqs.values()))} test sequences"
+    )
     say(f"{'motion':<20}{'raw per-frame':>14}{'tracked':>10}{'tracked+smoothed':>18}")
     lags = {}
     for kind, sub in mseqs.items():
@@ -350,8 +373,10 @@ def main() -> int:
             per[v.detected].append(time.perf_counter() - s)
         t_trk = min(t_trk, time.perf_counter() - t0)
     fps_raw, fps_trk = len(video) / t_raw, len(video) / t_trk
-    say(f"\n## throughput, 640x480, one face, {len(video)} frames (threads {args.threads}; "
-        "another job may share the CPU: compare ratios)")
+    say(
+        f"\n## throughput, 640x480, one face, {len(video)} frames (threads {args.threads}; "
+        "another job may share the CPU: compare ratios)"
+    )
     say(f"detect every frame      {fps_raw:8.1f} frames/s")
     say(f"tracking (detect every {K}) {fps_trk:6.1f} frames/s  ({fps_trk / fps_raw:.2f}x)")
     for name, key in (("track-only frame", False), ("detect frame", True)):
@@ -359,24 +384,34 @@ def main() -> int:
         say(f"{name:<24}{ms} (median of {len(per[key])})")
     if per[True] and per[False]:
         bound = np.median(per[True]) / np.median(per[False])
-        say(f"(ceiling for any tracker that runs the landmark network on every frame: "
-            f"detect frame / track-only frame = {bound:.2f}x)")
+        say(
+            f"(ceiling for any tracker that runs the landmark network on every frame: "
+            f"detect frame / track-only frame = {bound:.2f}x)"
+        )
 
     # ---- targets
     raw, sm = jit["raw per-frame (detect every frame)"], jit["tracked + smoothed"]
     dj = jit.get("dlib (HOG + 68-point shape predictor)")
     say("\n## targets")
-    say(f"{'PASS' if sm <= raw / 3 else 'FAIL'}  tracked+smoothed jitter <= 1/3 of raw: "
-        f"{100 * sm:.3f} vs {100 * raw / 3:.3f} %IOD")
+    say(
+        f"{'PASS' if sm <= raw / 3 else 'FAIL'}  tracked+smoothed jitter <= 1/3 of raw: "
+        f"{100 * sm:.3f} vs {100 * raw / 3:.3f} %IOD"
+    )
     if dj is not None:
-        say(f"{'PASS' if sm < dj else 'FAIL'}  tracked+smoothed jitter below dlib: "
-            f"{100 * sm:.3f} vs {100 * dj:.3f} %IOD")
+        say(
+            f"{'PASS' if sm < dj else 'FAIL'}  tracked+smoothed jitter below dlib: "
+            f"{100 * sm:.3f} vs {100 * dj:.3f} %IOD"
+        )
     worst = max(lags.values())
     say(f"{'PASS' if worst <= 1.0 else 'FAIL'}  lag <= 1 frame: pan {lags['pan']:.2f}, rotation {lags['rotate']:.2f}")
-    say(f"{'PASS' if fps_trk >= 2 * fps_raw else 'FAIL'}  tracking throughput >= 2x detect-every-frame: "
-        f"{fps_trk / fps_raw:.2f}x")
-    say(f"(smoothing used: min_cutoff={mc}, beta={beta}, d_cutoff=1.0, speed='mean'; "
-        f"crop rule hold={probe.hold}, predict={probe.predict})")
+    say(
+        f"{'PASS' if fps_trk >= 2 * fps_raw else 'FAIL'}  tracking throughput >= 2x detect-every-frame: "
+        f"{fps_trk / fps_raw:.2f}x"
+    )
+    say(
+        f"(smoothing used: min_cutoff={mc}, beta={beta}, d_cutoff=1.0, speed='mean'; "
+        f"crop rule hold={probe.hold}, predict={probe.predict})"
+    )
 
     out = Path(args.results)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ Relative thresholds suit PIPNet, whose closed eyes rarely reach the textbook EAR
 300W test set pipnet-fast gives closed eyes 0.01-0.23 against about 0.33 for open ones, and the
 landmark smoothing makes short blinks shallower still (``--no-smooth`` for raw landmarks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,15 @@ import numpy as np
 class BlinkCounter:
     """Hysteresis blink counter for one face; feed it one openness value per frame."""
 
-    def __init__(self, fps: float = 30.0, close_ratio: float = 0.8, open_ratio: float = 0.9,
-                 window: float = 2.0, max_closed: float = 0.5, warmup: int = 5) -> None:
+    def __init__(
+        self,
+        fps: float = 30.0,
+        close_ratio: float = 0.8,
+        open_ratio: float = 0.9,
+        window: float = 2.0,
+        max_closed: float = 0.5,
+        warmup: int = 5,
+    ) -> None:
         if not 0 < close_ratio < open_ratio <= 1:
             raise ValueError(f"need 0 < close_ratio < open_ratio <= 1, got {close_ratio}, {open_ratio}")
         self.close, self.open, self.warmup = close_ratio, open_ratio, warmup
@@ -56,8 +64,9 @@ class BlinkCounter:
         return False
 
 
-def count_blinks(frames: Iterable[np.ndarray], landmarker=None, fps: float = 30.0,
-                 smoothing: bool = True, **options) -> dict[int, list[int]]:
+def count_blinks(
+    frames: Iterable[np.ndarray], landmarker=None, fps: float = 30.0, smoothing: bool = True, **options
+) -> dict[int, list[int]]:
     """{track id: frame numbers where its blinks ended} over BGR frames."""
     from pipnet_sdk.video import VideoLandmarker
 
@@ -123,9 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     try:
-        blinks = count_blinks(_frames(cap, args.show), Landmarker(model=args.model), fps=fps,
-                              smoothing=not args.no_smooth, close_ratio=args.close, open_ratio=args.open,
-                              window=args.window, max_closed=args.max_closed)
+        blinks = count_blinks(
+            _frames(cap, args.show),
+            Landmarker(model=args.model),
+            fps=fps,
+            smoothing=not args.no_smooth,
+            close_ratio=args.close,
+            open_ratio=args.open,
+            window=args.window,
+            max_closed=args.max_closed,
+        )
     except KeyboardInterrupt:
         return 130
     finally:

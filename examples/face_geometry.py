@@ -5,6 +5,7 @@
 (``docs/images/face_geometry.png`` is ``shared/data/samples/group_1.jpg`` with ``--height 400
 --colors 256``.) Also prints each face's pose, eye and mouth openness.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,16 @@ def picture(image: np.ndarray, faces: list, height: int = 448) -> np.ndarray:
     and each face's aligned crop in a column beside it."""
     rows = np.nonzero(image.max(axis=(1, 2)) > 16)[0]
     top = int(rows[0]) if len(rows) else 0
-    photo = image[top:int(rows[-1]) + 1] if len(rows) else image
+    photo = image[top : int(rows[-1]) + 1] if len(rows) else image
     s = height / photo.shape[0]
     photo = cv2.resize(photo, (round(photo.shape[1] * s), height), interpolation=cv2.INTER_AREA)
     shift = np.array([0, top], np.float32)
-    scaled = [replace(f, box=(f.box - np.tile(shift, 2)) * s, landmarks=(f.landmarks - shift) * s,
-                      image_size=photo.shape[1::-1]) for f in faces]  # same pose (camera scales too)
+    scaled = [
+        replace(
+            f, box=(f.box - np.tile(shift, 2)) * s, landmarks=(f.landmarks - shift) * s, image_size=photo.shape[1::-1]
+        )
+        for f in faces
+    ]  # same pose (camera scales too)
     shown = draw(photo, scaled, pose=True, boxes=False, radius=1.0)
     for f, g in zip(faces, scaled):
         if f.pose is not None:
@@ -43,7 +48,7 @@ def picture(image: np.ndarray, faces: list, height: int = 448) -> np.ndarray:
     columns = []
     for i in range(0, len(crops), per_column):
         col = np.zeros((height, size, 3), np.uint8)
-        part = crops[i:i + per_column]
+        part = crops[i : i + per_column]
         col[: size * len(part)] = part.reshape(-1, size, 3)
         columns.append(col)
     return np.hstack([shown] + columns)
@@ -55,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out")
     ap.add_argument("--height", type=int, default=448, help="picture height in pixels (448)")
     ap.add_argument("--colors", type=int, help="a palette PNG of this many colours, smaller (needs Pillow)")
-    ap.add_argument("--min-score", type=float, default=0.3,
-                    help="leave out faces whose mean landmark score is lower (not faces: 0.3)")
+    ap.add_argument(
+        "--min-score",
+        type=float,
+        default=0.3,
+        help="leave out faces whose mean landmark score is lower (not faces: 0.3)",
+    )
     args = ap.parse_args(argv)
     image = cv2.imread(args.image)
     if image is None:
@@ -66,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     faces.sort(key=lambda f: f.box[0])  # crops: left to right
     for f in faces:
         pose = "unknown" if f.pose is None else "yaw {:+.0f}, pitch {:+.0f}, roll {:+.0f}".format(*f.pose)
-        eyes = "" if f.eye_openness is None else " eyes {:.2f} {:.2f}, mouth {:.2f}".format(
-            *f.eye_openness, f.mouth_openness)
+        eyes = (
+            ""
+            if f.eye_openness is None
+            else " eyes {:.2f} {:.2f}, mouth {:.2f}".format(*f.eye_openness, f.mouth_openness)
+        )
         print(f"face at x={f.box[0]:.0f}: {pose}{eyes}")
     out = picture(image, faces, args.height)
     try:

@@ -20,6 +20,7 @@ five_points, pose, eye_openness, mouth_openness, error (null on success; unreada
 an error row and the job goes on). Read it back with ``pyarrow.parquet.read_table(OUT)``,
 ``pandas.read_parquet(OUT)`` or ``ray.data.read_parquet``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-cpus", type=int, help="CPUs of the local Ray runtime (default: all)")
     args = ap.parse_args(argv)
     if "://" not in args.output and Path(args.output).exists() and any(Path(args.output).iterdir()):
-        print(f"ray_folder_to_parquet: {args.output} is not empty: Ray would add to it (rows of an earlier "
-              "run counted twice); remove it or choose another folder", file=sys.stderr)
+        print(
+            f"ray_folder_to_parquet: {args.output} is not empty: Ray would add to it (rows of an earlier "
+            "run counted twice); remove it or choose another folder",
+            file=sys.stderr,
+        )
         return 2
 
     import ray
@@ -56,12 +60,17 @@ def main(argv: list[str] | None = None) -> int:
 
         src = str(Path(pipnet_sdk.__file__).resolve().parents[1])
         pythonpath = os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
 
     start = time.perf_counter()
-    ds = landmark_dataset(args.input, model=args.model, detector=args.detector,
-                          threads=args.threads, concurrency=args.actors, batch_size=args.batch_size)
+    ds = landmark_dataset(
+        args.input,
+        model=args.model,
+        detector=args.detector,
+        threads=args.threads,
+        concurrency=args.actors,
+        batch_size=args.batch_size,
+    )
     # writing is light next to landmarking; reserving no CPU for it keeps the writes flowing
     # while the actors hold every CPU (else results pile up until the last image is done)
     ds.write_parquet(args.output, ray_remote_args={"num_cpus": 0})
@@ -73,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = pq.read_table(args.output, columns=["path", "num_faces", "error"])
     failed = summary.filter(pc.is_valid(summary["error"]))
     n = summary.num_rows
-    print(f"{n} images ({failed.num_rows} unreadable), {pc.sum(summary['num_faces']).as_py() or 0} "
-          f"faces in {seconds:.1f} s ({n / seconds:.1f} images/s, start-up included) -> {args.output}")
+    print(
+        f"{n} images ({failed.num_rows} unreadable), {pc.sum(summary['num_faces']).as_py() or 0} "
+        f"faces in {seconds:.1f} s ({n / seconds:.1f} images/s, start-up included) -> {args.output}"
+    )
     for row in failed.slice(0, 5).to_pylist():
         print(f"  {row['path']}: {row['error']}", file=sys.stderr)
     return 0

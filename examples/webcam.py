@@ -7,6 +7,7 @@
 Press q (or Esc) in the window to quit. Needs a GUI build of OpenCV (``opencv-python``; the
 SDK's ``opencv-python-headless`` has no imshow).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def main() -> int:
         print(f"cannot open {'video ' + args.video if args.video else f'camera {args.camera}'}", file=sys.stderr)
         return 1
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    video = VideoLandmarker(Landmarker(model=args.model, detector=args.detector),
-                            detect_every=args.detect_every, smoothing=not args.no_smooth, fps=fps_in)
+    video = VideoLandmarker(
+        Landmarker(model=args.model, detector=args.detector),
+        detect_every=args.detect_every,
+        smoothing=not args.no_smooth,
+        fps=fps_in,
+    )
     delay = max(1, int(1000 / fps_in)) if args.video else 1
     t_prev, rate = time.perf_counter(), 0.0
     while True:
@@ -49,8 +54,16 @@ def main() -> int:
         now = time.perf_counter()
         rate = 0.9 * rate + 0.1 / max(now - t_prev, 1e-6) if rate else 1 / max(now - t_prev, 1e-6)
         t_prev = now
-        cv2.putText(shown, f"{rate:.0f} fps  {'detect' if video.detected else 'track'}", (10, 25),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 255, 255), 2, cv2.LINE_AA)
+        cv2.putText(
+            shown,
+            f"{rate:.0f} fps  {'detect' if video.detected else 'track'}",
+            (10, 25),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.7,
+            (0, 255, 255),
+            2,
+            cv2.LINE_AA,
+        )
         try:
             cv2.imshow("pipnet-sdk (q to quit)", shown)
         except cv2.error:

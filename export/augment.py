@@ -2,6 +2,7 @@
 the detector-style box, rotation, flip with landmark permutation, occlusion, blur, motion blur,
 low light, grayscale, colour. Input: base crops (see data.base_crops); output: network input crops +
 normalised points."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,16 @@ def upload(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
 
-def crop_grid(b: int, size: int, base: int, margin: float, scale: torch.Tensor, angle: torch.Tensor,
-              shift: torch.Tensor, flip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_grid(
+    b: int,
+    size: int,
+    base: int,
+    margin: float,
+    scale: torch.Tensor,
+    angle: torch.Tensor,
+    shift: torch.Tensor,
+    flip: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Affine maps output pixel -> base pixel as (B, 2, 3), and its inverse (base -> output)."""
     dev = scale.device
     k = (base / margin) * scale / size  # base pixels per output pixel
@@ -61,13 +70,17 @@ def crop_grid(b: int, size: int, base: int, margin: float, scale: torch.Tensor, 
 def warp(images: torch.Tensor, a: torch.Tensor, size: int) -> torch.Tensor:
     """Sample (B, C, size, size) from images (B, C, H, W) with output->input pixel maps a."""
     b, _, h, w = images.shape
-    ys, xs = torch.meshgrid(torch.arange(size, device=a.device, dtype=torch.float32),
-                            torch.arange(size, device=a.device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(size, device=a.device, dtype=torch.float32),
+        torch.arange(size, device=a.device, dtype=torch.float32),
+        indexing="ij",
+    )
     u = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(1, -1, 3)  # (1, S*S, 3)
     p = u @ a.transpose(1, 2)  # (B, S*S, 2) base pixel coords
     g = torch.stack([(2 * p[..., 0] + 1) / w - 1, (2 * p[..., 1] + 1) / h - 1], -1)
-    return F.grid_sample(images, g.reshape(b, size, size, 2), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    return F.grid_sample(
+        images, g.reshape(b, size, size, 2), mode="bilinear", padding_mode="zeros", align_corners=False
+    )
 
 
 def transform_points(points: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
@@ -94,9 +107,16 @@ def motion_blur(x: torch.Tensor, length: float, angle: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (r, r, r, r), mode="replicate"), k, groups=x.shape[1])
 
 
-def augment(images: torch.Tensor, points: torch.Tensor, size: int, margin: float, flip_perm: torch.Tensor,
-            cfg: AugmentConfig, generator: torch.Generator | None = None, train: bool = True
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    images: torch.Tensor,
+    points: torch.Tensor,
+    size: int,
+    margin: float,
+    flip_perm: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    train: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """images: (B, 3, R, R) uint8 base crops (BGR); points (B, N, 2) base pixels (NaN = unknown).
     Returns float crops (B, 3, size, size) in 0-1 BGR and points (B, N, 2) normalised to the crop
     (0 = left/top edge, 1 = right/bottom edge)."""
@@ -114,9 +134,16 @@ def visible_points(points: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     return (inside & ~covered).float()
 
 
-def augment_with_visibility(images: torch.Tensor, points: torch.Tensor, size: int, margin: float,
-                            flip_perm: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None,
-                            train: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def augment_with_visibility(
+    images: torch.Tensor,
+    points: torch.Tensor,
+    size: int,
+    margin: float,
+    flip_perm: torch.Tensor,
+    cfg: AugmentConfig,
+    generator: torch.Generator | None = None,
+    train: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """augment, plus each point's visibility label (B, N): 1.0 when it is inside the crop and not
     under the synthetic occluder (visible_points)."""
     b, dev = images.shape[0], images.device
@@ -130,8 +157,9 @@ def augment_with_visibility(images: torch.Tensor, points: torch.Tensor, size: in
 
     if train:
         scale = 1 + cfg.scale * (2 * rand(b) - 1)
-        angle = torch.where(rand(b) < cfg.p_rotate, math.radians(cfg.rotate_deg) * (2 * rand(b) - 1),
-                            torch.zeros(b, device=dev))
+        angle = torch.where(
+            rand(b) < cfg.p_rotate, math.radians(cfg.rotate_deg) * (2 * rand(b) - 1), torch.zeros(b, device=dev)
+        )
         shift = cfg.shift * (2 * rand(b, 2) - 1)
         flip = rand(b) < cfg.p_flip
     else:
@@ -175,12 +203,16 @@ def augment_with_visibility(images: torch.Tensor, points: torch.Tensor, size: in
         wh = (cfg.occlude_max * size * rand(b, 2)).clamp(min=1.0)
         x0 = (size - wh[:, 0]) * rand(b)
         y0 = (size - wh[:, 1]) * rand(b)
-        rect = (xs >= x0.view(-1, 1, 1)) & (xs < (x0 + wh[:, 0]).view(-1, 1, 1)) & \
-            (ys >= y0.view(-1, 1, 1)) & (ys < (y0 + wh[:, 1]).view(-1, 1, 1))
+        rect = (
+            (xs >= x0.view(-1, 1, 1))
+            & (xs < (x0 + wh[:, 0]).view(-1, 1, 1))
+            & (ys >= y0.view(-1, 1, 1))
+            & (ys < (y0 + wh[:, 1]).view(-1, 1, 1))
+        )
         # an ellipse inscribed in the same rectangle
         u = (xs - (x0 + wh[:, 0] / 2).view(-1, 1, 1)) / (wh[:, 0] / 2).view(-1, 1, 1)
         v = (ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)) / (wh[:, 1] / 2).view(-1, 1, 1)
-        ellipse = u ** 2 + v ** 2 <= 1
+        ellipse = u**2 + v**2 <= 1
         round_ = (rand(b) < cfg.p_occlude_ellipse).view(-1, 1, 1)
         hidden = torch.where(round_, ellipse, rect) & occ.view(-1, 1, 1)
         flat = rand(b, 3, 1, 1).expand_as(x)

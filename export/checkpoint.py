@@ -5,6 +5,7 @@ A checkpoint is a torch.save'd dict: "model" (state dict), "config", "meta" ({"m
 "neighbor_indices"}), "epoch" (0-based, the last one trained), "best" (best validation NME), and
 in a run's last.pt also "opt" (optimizer state), "rng" (the batch generator's state) and
 "averaged" (the running weight average)."""
+
 from __future__ import annotations
 
 from pathlib import Path

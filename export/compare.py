@@ -15,6 +15,7 @@ The rule (docs/experiments.md, set before the 0.6 run ended): NEW ships if it be
 faces by more than one paired SE, loses at most one SE on blurred faces, and its landmark stage
 takes at most 5 % longer. Only then is the test set read, once, by the benchmarks.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,41 +74,56 @@ def landmark_ms(paths: list[str], crops: np.ndarray, repeats: int = 3) -> list[f
 
 def judge(clean: tuple[float, float], blur: tuple[float, float], slowdown: float) -> dict[str, bool]:
     """The shipping rule, one verdict per clause and overall."""
-    v = {"clean: better by more than one SE": clean[0] < -clean[1],
-         "blurred: worse by at most one SE": blur[0] <= blur[1],
-         f"landmark stage at most {MAX_SLOWDOWN:g}x": slowdown <= MAX_SLOWDOWN}
+    v = {
+        "clean: better by more than one SE": clean[0] < -clean[1],
+        "blurred: worse by at most one SE": blur[0] <= blur[1],
+        f"landmark stage at most {MAX_SLOWDOWN:g}x": slowdown <= MAX_SLOWDOWN,
+    }
     return {**v, "ships": all(v.values())}
 
 
-def compare(shipped: str, new: str, cfg: dict[str, Any], limit: int = 10_000, seed: int = 0,
-            timing_crops: int = 64) -> dict[str, Any]:
+def compare(
+    shipped: str, new: str, cfg: dict[str, Any], limit: int = 10_000, seed: int = 0, timing_crops: int = 64
+) -> dict[str, Any]:
     """Paired validation NME (clean, blurred), speed and the verdict for two ONNX files."""
     from pipnet_sdk.landmark_model import LandmarkModel
 
     def framing(spec: Any) -> tuple:
         return spec.input_size, round(spec.crop_scale, 4), round(spec.crop_shift_y, 4), spec.num_landmarks
 
-    want = (cfg["input_size"], round(cfg["crop"]["scale"], 4), round(cfg["crop"]["shift_y"], 4),
-            get_scheme(cfg["scheme"]).num_points)
+    want = (
+        cfg["input_size"],
+        round(cfg["crop"]["scale"], 4),
+        round(cfg["crop"]["shift_y"], 4),
+        get_scheme(cfg["scheme"]).num_points,
+    )
     have = {p: framing(LandmarkModel(p).spec) for p in (shipped, new)}
     if any(h != want for h in have.values()):  # the crops are cut once, as the config frames them
-        raise ValueError("the files and the config must share one input size, crop and landmark scheme "
-                         f"(size, scale, shift_y, points): config {want}, "
-                         + ", ".join(f"{p} {h}" for p, h in have.items()))
+        raise ValueError(
+            "the files and the config must share one input size, crop and landmark scheme "
+            f"(size, scale, shift_y, points): config {want}, " + ", ".join(f"{p} {h}" for p, h in have.items())
+        )
     crops, pts = val_crops(cfg, limit)
     soft = blurred(crops, seed)
     norm = get_scheme(cfg["scheme"]).norm
-    both = {p: val_nme_per_face(p, np.concatenate([crops, soft]), np.concatenate([pts, pts]), norm)
-            for p in (shipped, new)}  # one ORT session per file: clean crops, then their blurred copies
-    nme = {p: (v[:len(crops)], v[len(crops):]) for p, v in both.items()}
+    both = {
+        p: val_nme_per_face(p, np.concatenate([crops, soft]), np.concatenate([pts, pts]), norm) for p in (shipped, new)
+    }  # one ORT session per file: clean crops, then their blurred copies
+    nme = {p: (v[: len(crops)], v[len(crops) :]) for p, v in both.items()}
     clean, blur = paired(nme[new][0], nme[shipped][0]), paired(nme[new][1], nme[shipped][1])
     ms = landmark_ms([shipped, new], crops[:timing_crops])
-    return {"faces": len(crops), "shipped": shipped, "new": new,
-            "nme_clean": {p: float(v[0].mean()) for p, v in nme.items()},
-            "nme_blurred": {p: float(v[1].mean()) for p, v in nme.items()},
-            "paired_clean": clean, "paired_blurred": blur,
-            "ms_per_face": dict(zip((shipped, new), ms)), "slowdown": ms[1] / ms[0],
-            "verdict": judge(clean, blur, ms[1] / ms[0])}
+    return {
+        "faces": len(crops),
+        "shipped": shipped,
+        "new": new,
+        "nme_clean": {p: float(v[0].mean()) for p, v in nme.items()},
+        "nme_blurred": {p: float(v[1].mean()) for p, v in nme.items()},
+        "paired_clean": clean,
+        "paired_blurred": blur,
+        "ms_per_face": dict(zip((shipped, new), ms)),
+        "slowdown": ms[1] / ms[0],
+        "verdict": judge(clean, blur, ms[1] / ms[0]),
+    }
 
 
 def report(r: dict[str, Any]) -> str:
@@ -116,18 +132,23 @@ def report(r: dict[str, Any]) -> str:
     lines = [f"{r['faces']} validation faces; NME % (inter-ocular), new - shipped per face, +- one SE"]
     for label, key in (("clean", "clean"), ("motion-blurred", "blurred")):
         d, se = r[f"paired_{key}"]
-        lines.append(f"{label:>15}: shipped {r[f'nme_{key}'][a]:.3f}, new {r[f'nme_{key}'][b]:.3f}, "
-                     f"difference {d:+.3f} +- {se:.3f}")
-    lines.append(f"{'landmark stage':>15}: shipped {r['ms_per_face'][a]:.2f} ms, new {r['ms_per_face'][b]:.2f} ms "
-                 f"per face ({r['slowdown']:.3f}x; 1 thread, batch 1, interleaved)")
+        lines.append(
+            f"{label:>15}: shipped {r[f'nme_{key}'][a]:.3f}, new {r[f'nme_{key}'][b]:.3f}, "
+            f"difference {d:+.3f} +- {se:.3f}"
+        )
+    lines.append(
+        f"{'landmark stage':>15}: shipped {r['ms_per_face'][a]:.2f} ms, new {r['ms_per_face'][b]:.2f} ms "
+        f"per face ({r['slowdown']:.3f}x; 1 thread, batch 1, interleaved)"
+    )
     lines += [f"{'PASS' if ok else 'FAIL'}: {k}" for k, ok in r["verdict"].items() if k != "ships"]
     lines.append(("SHIPS" if r["verdict"]["ships"] else "DOES NOT SHIP") + f": {b} against {a}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m export.compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("shipped")
     ap.add_argument("new")
     ap.add_argument("--config", required=True, help="training config whose validation split is used")

@@ -1,5 +1,6 @@
 """A training config: its keys and defaults (DEFAULTS), reading one (load_config), and the model
 it describes (build_model). export/README.md explains the keys."""
+
 from __future__ import annotations
 
 import copy
@@ -11,19 +12,50 @@ from .model import PIPNet
 from .schemes import get_scheme
 
 DEFAULTS: dict[str, Any] = {
-    "name": "pipnet", "version": "0.1.0", "scheme": "ibug68",
-    "backbone": "resnet18", "width": 1.0, "blocks": None, "stride": 16, "input_size": 128, "num_neighbors": 10,
-    "labeled": ["data/300w/train", "data/ytf68/train"], "val_from": "data/300w/train",
-    "val_fraction": 0.1, "limit": None,
+    "name": "pipnet",
+    "version": "0.1.0",
+    "scheme": "ibug68",
+    "backbone": "resnet18",
+    "width": 1.0,
+    "blocks": None,
+    "stride": 16,
+    "input_size": 128,
+    "num_neighbors": 10,
+    "labeled": ["data/300w/train", "data/ytf68/train"],
+    "val_from": "data/300w/train",
+    "val_fraction": 0.1,
+    "limit": None,
     "detector": "models/yunet_n_dynamic.onnx",
-    "crop": {"scale": 1.2, "shift_y": 0.12}, "base_size": 192, "margin": 1.5,
-    "epochs": 60, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4,
-    "schedule": "cosine", "milestones": [30, 50], "warmup_epochs": 1,
-    "score_weight": 10.0, "offset_weight": 1.0, "visibility_weight": 0.0,
-    "teacher": None, "distill_weight": 0.5, "pseudo_labels": None, "clean_unlabeled": True,
-    "augment": {}, "seed": 0, "bf16": True, "threads": None,
-    "stc": None, "max_minutes": None, "init": None, "pretrained": None, "pretrained_path": None,
-    "trunk_lr_scale": 1.0, "restarts": [], "average_last": 0,
+    "crop": {"scale": 1.2, "shift_y": 0.12},
+    "base_size": 192,
+    "margin": 1.5,
+    "epochs": 60,
+    "batch_size": 32,
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "milestones": [30, 50],
+    "warmup_epochs": 1,
+    "score_weight": 10.0,
+    "offset_weight": 1.0,
+    "visibility_weight": 0.0,
+    "teacher": None,
+    "distill_weight": 0.5,
+    "pseudo_labels": None,
+    "clean_unlabeled": True,
+    "augment": {},
+    "seed": 0,
+    "bf16": True,
+    "threads": None,
+    "stc": None,
+    "max_minutes": None,
+    "init": None,
+    "pretrained": None,
+    "pretrained_path": None,
+    "trunk_lr_scale": 1.0,
+    "restarts": [],
+    "average_last": 0,
 }
 
 
@@ -49,7 +81,7 @@ def check_config(cfg: dict[str, Any], where: str = "config", epochs_given: bool 
         if key in cfg and cfg[key] not in allowed:
             raise ValueError(f"{where}: {key} must be one of {list(allowed)}, got {cfg[key]!r}")
     if cfg.get("pretrained") not in (None, "imagenet"):
-        raise ValueError(f"{where}: pretrained must be \"imagenet\" or null, got {cfg['pretrained']!r}")
+        raise ValueError(f'{where}: pretrained must be "imagenet" or null, got {cfg["pretrained"]!r}')
     subs = {**SUB_KEYS, "augment": set(AugmentConfig.__dataclass_fields__)}
     for key, allowed in subs.items():
         value = cfg.get(key)
@@ -63,7 +95,7 @@ def check_config(cfg: dict[str, Any], where: str = "config", epochs_given: bool 
             raise ValueError(f"{name}: a restart cannot hold 'restarts' or 'stc'")
         check_config(restart, name)
         if "epochs" not in restart and not epochs_given:
-            raise ValueError(f"{name} needs \"epochs\"")
+            raise ValueError(f'{name} needs "epochs"')
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,8 +105,11 @@ def check_files(cfg: dict[str, Any], where: str = "config", stages: tuple[str, .
     """FileNotFoundError now, before any work, for a checkpoint or model the config names that is
     not there: "init", "teacher", "stc"'s teacher, and "pseudo_labels"' teacher (an exported
     model, relative to the repository, or one of ``stages``: a recipe's earlier stage)."""
-    named = [("init", cfg.get("init"), Path), ("teacher", cfg.get("teacher"), Path),
-             ("stc teacher", (cfg.get("stc") or {}).get("teacher"), Path)]
+    named = [
+        ("init", cfg.get("init"), Path),
+        ("teacher", cfg.get("teacher"), Path),
+        ("stc teacher", (cfg.get("stc") or {}).get("teacher"), Path),
+    ]
     pseudo = (cfg.get("pseudo_labels") or {}).get("teacher")
     if pseudo is not None and pseudo not in stages:
         named.append(("pseudo_labels teacher", pseudo, lambda p: REPO / p))
@@ -102,8 +137,16 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str,
 def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
     """The untrained network of cfg; coarse: STC's extra score-map grids."""
     n = get_scheme(cfg["scheme"]).num_points
-    return PIPNet(n, cfg["num_neighbors"], cfg["backbone"], cfg["stride"], cfg["width"], coarse, cfg["blocks"],
-                  visibility=cfg["visibility_weight"] > 0)
+    return PIPNet(
+        n,
+        cfg["num_neighbors"],
+        cfg["backbone"],
+        cfg["stride"],
+        cfg["width"],
+        coarse,
+        cfg["blocks"],
+        visibility=cfg["visibility_weight"] > 0,
+    )
 
 
 def grid_of(cfg: dict[str, Any]) -> int:

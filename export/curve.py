@@ -7,6 +7,7 @@ axis. Validation NME is drawn per epoch (dots) and as a running median over --wi
 (line), which shows the trend through the epoch-to-epoch noise, up to 1.5x the best; the learning
 rate on the right.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,13 @@ def read_log(path: str | Path) -> list[dict]:
 def running_median(values: np.ndarray, window: int) -> np.ndarray:
     """The median of each value and its neighbours, window values centred on it (fewer at the ends)."""
     half = window // 2
-    return np.array([np.nanmedian(values[max(0, i - half):i + half + 1]) for i in range(len(values))])
+    return np.array([np.nanmedian(values[max(0, i - half) : i + half + 1]) for i in range(len(values))])
 
 
 def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9) -> Path:
     """Write a PNG of the stages' validation NME and learning rate, one after another."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -77,8 +79,9 @@ def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m export.curve", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.curve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("stages", nargs="+", help="run folders (or log.txt files), in the order they trained")
     ap.add_argument("--out", required=True, help="PNG to write")
     ap.add_argument("--window", type=int, default=9, help="epochs in the running median")

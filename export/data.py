@@ -1,5 +1,6 @@
 """Datasets: readers for 300W-style folders and list files, detector-style boxes, mean face,
 the 'base crop' cache that training augments from, and where data and caches live."""
+
 from __future__ import annotations
 
 import hashlib
@@ -85,7 +86,7 @@ def read_list_file(path: str | Path, image_root: str | Path, num_points: int, la
         if layout == "wflw":
             coords, name = f[: 2 * num_points], f[-1]
         elif layout == "name_first":
-            name, coords = f[0], f[1: 1 + 2 * num_points]
+            name, coords = f[0], f[1 : 1 + 2 * num_points]
         else:
             raise ValueError(f"unknown list layout {layout!r}")
         if len(coords) != 2 * num_points:
@@ -100,8 +101,9 @@ def read_labeled(entry: str | dict[str, Any], num_points: int) -> list[Sample]:
     (read_list_file); paths as shared_path reads them."""
     if isinstance(entry, str):
         return read_pts_folder(shared_path(entry))
-    return read_list_file(shared_path(entry["list"]), shared_path(entry["images"]), num_points,
-                          entry.get("layout", "wflw"))
+    return read_list_file(
+        shared_path(entry["list"]), shared_path(entry["images"]), num_points, entry.get("layout", "wflw")
+    )
 
 
 def split_validation(samples: Sequence[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
@@ -130,8 +132,14 @@ class BoxStyle:
         lc = (lm_boxes[:, :2] + lm_boxes[:, 2:]) / 2
         dc = (det_boxes[:, :2] + det_boxes[:, 2:]) / 2
         dw, dh = det_boxes[:, 2] - det_boxes[:, 0], det_boxes[:, 3] - det_boxes[:, 1]
-        return cls([np.median((dc[:, 0] - lc[:, 0]) / lw), np.median((dc[:, 1] - lc[:, 1]) / lh),
-                    np.median(dw / lw), np.median(dh / lh)])
+        return cls(
+            [
+                np.median((dc[:, 0] - lc[:, 0]) / lw),
+                np.median((dc[:, 1] - lc[:, 1]) / lh),
+                np.median(dw / lw),
+                np.median(dh / lh),
+            ]
+        )
 
     def __call__(self, lm_box: np.ndarray) -> np.ndarray:
         dx, dy, sw, sh = self.coef
@@ -140,8 +148,9 @@ class BoxStyle:
         return np.array([cx - sw * w / 2, cy - sh * h / 2, cx + sw * w / 2, cy + sh * h / 2], np.float32)
 
 
-def detector_boxes(samples: Sequence[Sample], detector_path: str | Path, min_iou: float = 0.3,
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, BoxStyle]:
+def detector_boxes(
+    samples: Sequence[Sample], detector_path: str | Path, min_iou: float = 0.3, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray, BoxStyle]:
     """For each labeled sample, the SDK detector's box best matching its landmarks. Faces the
     detector misses get a box from the fitted BoxStyle. Returns boxes (M, 4), found (M,) bool, style."""
     from pipnet_sdk.detect import YuNet
@@ -177,9 +186,16 @@ def neighbor_indices(mean: np.ndarray, num_neighbors: int) -> np.ndarray:
     return np.argsort(d, axis=1, kind="stable")[:, :num_neighbors].astype(np.int64)
 
 
-def base_crops(samples: Sequence[Sample], boxes: np.ndarray, crop_scale: float, crop_shift_y: float,
-               base_size: int, margin: float, progress: bool = True, desc: str = "base crops"
-               ) -> tuple[np.ndarray, np.ndarray]:
+def base_crops(
+    samples: Sequence[Sample],
+    boxes: np.ndarray,
+    crop_scale: float,
+    crop_shift_y: float,
+    base_size: int,
+    margin: float,
+    progress: bool = True,
+    desc: str = "base crops",
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut each face's crop square (the SDK crop rule on its box), widened by `margin`, at
     base_size px. The crop square itself is the centred base_size/margin region. Returns
     images (M, base_size, base_size, 3) uint8 BGR and points (M, N, 2) in base pixels (NaN if

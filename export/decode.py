@@ -1,4 +1,5 @@
 """PIP decoding in torch (the reference the SDK's NumPy decoder is checked against)."""
+
 from __future__ import annotations
 
 import torch

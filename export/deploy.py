@@ -15,6 +15,7 @@ faster than as a format-1 file, pipnet-r18's 5 %.
 * ``stem_space_to_depth`` turns the first stride-2 convolution on 3 channels (im2col-bound, 20 %
   of pipnet-fast's int8 forward) into SpaceToDepth(2) + a stride-1 convolution on 12 channels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -76,7 +77,7 @@ class DecodedPIPNet(nn.Module):
         feat = f.reshape(b, d, h * w).transpose(1, 2).reshape(b * h * w, d)[rows].reshape(b, n, d)
         v = torch.matmul(feat.unsqueeze(2), self.weight) + self.bias  # (B, N, 1, 2 + 2C [+ 1])
         cell_xy = self.grid[cell]  # (B, N, 2): column, row
-        offsets = v[..., :2 + 2 * c]
+        offsets = v[..., : 2 + 2 * c]
         cand = (offsets.reshape(-1, n, 2, 1 + c) + cell_xy.unsqueeze(-1)) * self.cell_size  # (B, N, 2, 1 + C)
         if self.with_visibility:
             return cand.transpose(2, 3), scores, torch.sigmoid(v[:, :, 0, -1])  # + (B, N)
@@ -93,8 +94,12 @@ def stem_space_to_depth(model: onnx.ModelProto, input_size: int) -> bool:
         return False
     at = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
     init = {i.name: i for i in g.initializer}
-    if (list(at.get("strides", [1, 1])) != [2, 2] or at.get("group", 1) != 1
-            or any(v != 1 for v in at.get("dilations", [1, 1])) or conv.input[1] not in init):
+    if (
+        list(at.get("strides", [1, 1])) != [2, 2]
+        or at.get("group", 1) != 1
+        or any(v != 1 for v in at.get("dilations", [1, 1]))
+        or conv.input[1] not in init
+    ):
         return False
     w = numpy_helper.to_array(init[conv.input[1]])
     o, ch, k, k2 = w.shape
@@ -105,7 +110,7 @@ def stem_space_to_depth(model: onnx.ModelProto, input_size: int) -> bool:
     shift = p % 2  # pad one more pixel so the padding is whole 2x2 blocks; shift the kernel to match
     size = k + shift + (k + shift) % 2
     w8 = np.zeros((o, ch, size, size), w.dtype)
-    w8[:, :, shift:shift + k, shift:shift + k] = w
+    w8[:, :, shift : shift + k, shift : shift + k] = w
     # SpaceToDepth puts pixel (2i + y, 2j + x) of channel ch at channel (y * 2 + x) * C + ch
     half = size // 2
     w2 = w8.reshape(o, ch, half, 2, half, 2).transpose(0, 3, 5, 1, 2, 4).reshape(o, 4 * ch, half, half)
@@ -117,10 +122,22 @@ def stem_space_to_depth(model: onnx.ModelProto, input_size: int) -> bool:
     g.initializer.remove(init[conv.input[1]])
     g.initializer.append(numpy_helper.from_array(w2, conv.input[1]))
     i = list(g.node).index(conv)
-    s2d = helper.make_node("SpaceToDepth", [conv.input[0]], ["/backbone/stem/space_to_depth"], blocksize=2,
-                           name="/backbone/stem/space_to_depth")
-    new = helper.make_node("Conv", ["/backbone/stem/space_to_depth", *conv.input[1:]], list(conv.output),
-                           name=conv.name, kernel_shape=[half] * 2, strides=[1, 1], pads=[top, top, bottom, bottom])
+    s2d = helper.make_node(
+        "SpaceToDepth",
+        [conv.input[0]],
+        ["/backbone/stem/space_to_depth"],
+        blocksize=2,
+        name="/backbone/stem/space_to_depth",
+    )
+    new = helper.make_node(
+        "Conv",
+        ["/backbone/stem/space_to_depth", *conv.input[1:]],
+        list(conv.output),
+        name=conv.name,
+        kernel_shape=[half] * 2,
+        strides=[1, 1],
+        pads=[top, top, bottom, bottom],
+    )
     g.node.remove(conv)
     g.node.insert(i, new)
     g.node.insert(i, s2d)

@@ -25,6 +25,7 @@ AUC@t     area under the cumulative error distribution (CED) curve F(x) = fracti
           1[e <= x] over [0, t] is max(0, t - e), so AUC = mean(clip(1 - e / t, 0, 1)). The usual
           trapezoid over a 1e-4 grid agrees to within ~1e-4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ TRAIN_DIR = "data/300w/train"
 
 
 # ----------------------------------------------------------------------------------- metrics
+
 
 def nme_per_face(pred: np.ndarray, gt: np.ndarray, norm: tuple[int, int] | None = INTER_OCULAR) -> np.ndarray:
     """Per-face NME (F,) for predictions and ground truth (F, N, 2): mean point error divided
@@ -96,16 +98,22 @@ def summary(nmes: Sequence[float], total: int | None = None, threshold: float = 
     """Faces, detection rate (found / total), mean NME, FR and AUC at threshold."""
     e = np.asarray(nmes, np.float64)
     total = len(e) if total is None else total
-    return {"faces": int(total), "found": int(len(e)),
-            "detection_rate": float(len(e) / total) if total else float("nan"),
-            "nme": float(e.mean()) if e.size else float("nan"),
-            "fr": failure_rate(e, threshold), "auc": auc(e, threshold)}
+    return {
+        "faces": int(total),
+        "found": int(len(e)),
+        "detection_rate": float(len(e) / total) if total else float("nan"),
+        "nme": float(e.mean()) if e.size else float("nan"),
+        "fr": failure_rate(e, threshold),
+        "auc": auc(e, threshold),
+    }
 
 
-def plot_ced(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, threshold: float = 0.1,
-             title: str = "CED") -> Path:
+def plot_ced(
+    curves: Mapping[str, Sequence[float]], path: str | os.PathLike, threshold: float = 0.1, title: str = "CED"
+) -> Path:
     """Write a PNG with one CED curve per name (NME in % on x, fraction of faces on y)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -130,6 +138,7 @@ def plot_ced(curves: Mapping[str, Sequence[float]], path: str | os.PathLike, thr
 
 # ------------------------------------------------------------------------------------ data
 
+
 def data_path(p: str | os.PathLike) -> Path:
     """A path that exists from here as given, else as a config's data path (data.shared_path)."""
     return Path(p) if Path(p).exists() else shared_path(p)
@@ -148,8 +157,9 @@ def _file_id(path: Path) -> list:
     return [str(Path(path).resolve()), st.st_size, int(st.st_mtime)]
 
 
-def train_box_style(detector: str | os.PathLike = DEFAULT_DETECTOR, train_dir: str | os.PathLike = TRAIN_DIR,
-                    progress: bool = True) -> BoxStyle:
+def train_box_style(
+    detector: str | os.PathLike = DEFAULT_DETECTOR, train_dir: str | os.PathLike = TRAIN_DIR, progress: bool = True
+) -> BoxStyle:
     """The landmark-box -> detector-box mapping fitted on the 300W training faces (the same
     fit training uses, export.data.detector_boxes); cached as JSON under .cache/."""
     det, train = detector_path(detector), data_path(train_dir)
@@ -160,8 +170,17 @@ def train_box_style(detector: str | os.PathLike = DEFAULT_DETECTOR, train_dir: s
 
     samples = read_pts_folder(train)
     _, found, style = detector_boxes(samples, det, progress=progress)
-    path.write_text(json.dumps({"coef": style.coef.tolist(), "detector": str(det), "train": str(train),
-                                "fitted_on": int(found.sum()), "faces": len(samples)}))
+    path.write_text(
+        json.dumps(
+            {
+                "coef": style.coef.tolist(),
+                "detector": str(det),
+                "train": str(train),
+                "fitted_on": int(found.sum()),
+                "faces": len(samples),
+            }
+        )
+    )
     return style
 
 
@@ -191,8 +210,14 @@ def match(det_boxes: np.ndarray, gt_box: np.ndarray, min_iou: float = 0.5) -> in
 
 # ------------------------------------------------------------------------------- protocols
 
-def evaluate_gt(landmarker: Any, samples: Sequence[Sample], style: BoxStyle,
-                norm: tuple[int, int] | None = INTER_OCULAR, progress: bool = True) -> dict[str, np.ndarray]:
+
+def evaluate_gt(
+    landmarker: Any,
+    samples: Sequence[Sample],
+    style: BoxStyle,
+    norm: tuple[int, int] | None = INTER_OCULAR,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Ground-truth box protocol. Returns nme (M,), found (M,) all True, pred (M, N, 2), boxes (M, 4)."""
     m, n = len(samples), len(samples[0].points) if samples else 0
     pred = np.zeros((m, n, 2), np.float32)
@@ -200,12 +225,21 @@ def evaluate_gt(landmarker: Any, samples: Sequence[Sample], style: BoxStyle,
     for image, idx in tqdm(group_by_image(samples).items(), desc="gt boxes", disable=not progress):
         pred[idx] = landmarker.landmarks(read_image(image), boxes[idx])
     gt = np.stack([s.points for s in samples]) if m else np.zeros((0, n, 2), np.float32)
-    return {"nme": nme_per_face(pred, gt, norm) if m else np.zeros(0), "found": np.ones(m, bool),
-            "pred": pred, "boxes": boxes.astype(np.float32)}
+    return {
+        "nme": nme_per_face(pred, gt, norm) if m else np.zeros(0),
+        "found": np.ones(m, bool),
+        "pred": pred,
+        "boxes": boxes.astype(np.float32),
+    }
 
 
-def evaluate_detector(landmarker: Any, samples: Sequence[Sample], min_iou: float = 0.5,
-                      norm: tuple[int, int] | None = INTER_OCULAR, progress: bool = True) -> dict[str, np.ndarray]:
+def evaluate_detector(
+    landmarker: Any,
+    samples: Sequence[Sample],
+    min_iou: float = 0.5,
+    norm: tuple[int, int] | None = INTER_OCULAR,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Detector protocol. Returns nme (M,) (NaN where not found), found (M,), pred (M, N, 2)
     (NaN where not found), boxes (M, 4) of the matched detections (NaN where not found)."""
     m, n = len(samples), len(samples[0].points) if samples else 0
@@ -226,9 +260,16 @@ def evaluate_detector(landmarker: Any, samples: Sequence[Sample], min_iou: float
     return {"nme": nme, "found": found, "pred": pred, "boxes": boxes}
 
 
-def evaluate(model: str | os.PathLike, data: str | os.PathLike = "data/300w/test", protocol: str = "both",
-             detector: str | os.PathLike = DEFAULT_DETECTOR, threads: int | None = None, limit: int | None = None,
-             style: BoxStyle | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
+def evaluate(
+    model: str | os.PathLike,
+    data: str | os.PathLike = "data/300w/test",
+    protocol: str = "both",
+    detector: str | os.PathLike = DEFAULT_DETECTOR,
+    threads: int | None = None,
+    limit: int | None = None,
+    style: BoxStyle | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Run the protocol(s); returns {protocol: {"summary": {...}, "nme": (M,), "found": (M,),
     "pred": (M, N, 2), "boxes": (M, 4)}} plus "images": list of image paths."""
     from pipnet_sdk import Landmarker
@@ -253,20 +294,26 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike = "data/300w/test
 
 
 def format_summary(name: str, s: Mapping[str, Any]) -> str:
-    return (f"{name:10s} faces {s['found']}/{s['faces']} ({s['detection_rate'] * 100:.1f}%)  "
-            f"NME {s['nme'] * 100:.2f}%  FR@0.1 {s['fr'] * 100:.2f}%  AUC@0.1 {s['auc']:.4f}")
+    return (
+        f"{name:10s} faces {s['found']}/{s['faces']} ({s['detection_rate'] * 100:.1f}%)  "
+        f"NME {s['nme'] * 100:.2f}%  FR@0.1 {s['fr'] * 100:.2f}%  AUC@0.1 {s['auc']:.4f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", help="PIPNet ONNX file")
     ap.add_argument("--protocol", choices=("gt", "detector", "both"), default="both")
-    ap.add_argument("--data", default="data/300w/test",
-                    help="folder of images + .pts (relative paths: under the shared folder)")
-    ap.add_argument("--detector", default=DEFAULT_DETECTOR,
-                    help=f"YuNet detector: registry name (yunet-n) or .onnx path "
-                         f"(default {DEFAULT_DETECTOR} in the shared data)")
+    ap.add_argument(
+        "--data", default="data/300w/test", help="folder of images + .pts (relative paths: under the shared folder)"
+    )
+    ap.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        help=f"YuNet detector: registry name (yunet-n) or .onnx path (default {DEFAULT_DETECTOR} in the shared data)",
+    )
     ap.add_argument("--threads", type=int)
     ap.add_argument("--limit", type=int, help="first N faces only")
     ap.add_argument("--ced", help="write a CED plot (PNG) here")
@@ -283,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         doc = {"model": str(a.model), "data": str(data_path(a.data)), "images": r["images"]}
         for p in protos:
-            doc[p] = {"summary": r[p]["summary"],
-                      "nme": [None if not np.isfinite(v) else round(float(v), 6) for v in r[p]["nme"]]}
+            doc[p] = {
+                "summary": r[p]["summary"],
+                "nme": [None if not np.isfinite(v) else round(float(v), 6) for v in r[p]["nme"]],
+            }
             if "box_style" in r[p]:
                 doc[p]["box_style"] = r[p]["box_style"]
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

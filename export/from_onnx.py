@@ -14,6 +14,7 @@ file back into a run checkpoint that `"init"` in a config (or a restart) can sta
 
     python -m export.from_onnx old.onnx --config export/configs/pipnet-fast.json --out runs/x/init.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,9 @@ from .schemes import get_scheme
 from .train import prepare
 
 
-def folded_convs(model: onnx.ModelProto, init: dict[str, np.ndarray]
-                 ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+def folded_convs(
+    model: onnx.ModelProto, init: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Torch module name -> (weight, bias) of every Conv node, int8 weights dequantized;
     `init`: the graph's initializers as arrays."""
     made_by = {o: n for n in model.graph.node for o in n.output}
@@ -79,7 +81,7 @@ def stem_from_space_to_depth(w2: np.ndarray, k: int) -> np.ndarray:
     ch, size, shift = c4 // 4, 2 * half, (k // 2) % 2
     # channel (y * 2 + x) * C + ch at kernel cell (i, j) is pixel (2i + y, 2j + x) of channel ch
     w8 = w2.reshape(o, 2, 2, ch, half, half).transpose(0, 3, 4, 1, 5, 2).reshape(o, ch, size, size)
-    w = w8[:, :, shift:shift + k, shift:shift + k]
+    w = w8[:, :, shift : shift + k, shift : shift + k]
     outside = np.abs(w8).sum() - np.abs(w).sum()
     if outside > 1e-6 * max(1.0, float(np.abs(w).sum())):
         raise ValueError("the stem's SpaceToDepth weights do not come from a k x k convolution")
@@ -91,8 +93,12 @@ def decoded_heads(init: dict[str, np.ndarray], n: int, c: int) -> dict[str, tupl
     rows: weight (N, D, 2 + 2C) and bias (N, 1, 2 + 2C), columns own x, C votes x, own y, C votes y."""
     w, b = init["weight"].astype(np.float32), init["bias"].astype(np.float32).reshape(n, 2 + 2 * c)
     d = w.shape[1]
-    parts = {"offset_x": slice(0, 1), "neighbor_x": slice(1, 1 + c),
-             "offset_y": slice(1 + c, 2 + c), "neighbor_y": slice(2 + c, 2 + 2 * c)}
+    parts = {
+        "offset_x": slice(0, 1),
+        "neighbor_x": slice(1, 1 + c),
+        "offset_y": slice(1 + c, 2 + c),
+        "neighbor_y": slice(2 + c, 2 + 2 * c),
+    }
     out = {}
     for name, cols in parts.items():
         rows = w[:, :, cols].transpose(0, 2, 1).reshape(-1, d)  # landmark-major: i * k + j
@@ -129,16 +135,17 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
         convs.update(decoded_heads(init, model.num_landmarks, model.num_neighbors))
     pairs = conv_bn_pairs(model)
     if set(convs) != set(pairs):
-        raise ValueError(f"{onnx_path} does not match the config's model: "
-                         f"{sorted(set(convs) ^ set(pairs))[:4]} differ")
+        raise ValueError(f"{onnx_path} does not match the config's model: {sorted(set(convs) ^ set(pairs))[:4]} differ")
     mods = dict(model.named_modules())
     stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     with torch.no_grad():
         for name, (w, b) in convs.items():
             conv, bn = mods[name], pairs[name]
             if tuple(conv.weight.shape) != w.shape:
-                raise ValueError(f"{onnx_path} does not match the config's model: {name} has weights "
-                                 f"{w.shape} in the file, {tuple(conv.weight.shape)} in the model")
+                raise ValueError(
+                    f"{onnx_path} does not match the config's model: {name} has weights "
+                    f"{w.shape} in the file, {tuple(conv.weight.shape)} in the model"
+                )
             conv.weight.copy_(torch.from_numpy(w))
             if bn is None:
                 conv.bias.copy_(torch.from_numpy(b))
@@ -148,9 +155,13 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
             bn_mod.bias.copy_(torch.from_numpy(b))
             bn_mod.running_mean.zero_()
             bn_mod.running_var.fill_(1.0 - bn_mod.eps)
-        hooks = [mods[c].register_forward_hook(
-            lambda _m, _i, z, c=c: stats.__setitem__(c, (z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False))))
-            for c, bn in pairs.items() if bn is not None]
+        hooks = [
+            mods[c].register_forward_hook(
+                lambda _m, _i, z, c=c: stats.__setitem__(c, (z.mean((0, 2, 3)), z.var((0, 2, 3), unbiased=False)))
+            )
+            for c, bn in pairs.items()
+            if bn is not None
+        ]
         model(calib)
         for h in hooks:
             h.remove()
@@ -160,7 +171,7 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
             bn_mod.bias.add_(mu)
             bn_mod.weight.copy_(sigma)
             bn_mod.running_mean.copy_(mu)
-            bn_mod.running_var.copy_(sigma ** 2 - bn_mod.eps)
+            bn_mod.running_var.copy_(sigma**2 - bn_mod.eps)
     return model, {"mean_face": meta["mean_face"], "neighbor_indices": meta["neighbor_indices"]}
 
 
@@ -171,14 +182,22 @@ def calibration_crops(cfg: dict[str, Any], count: int = 256, seed: int = 0, prog
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(d["train_images"]), generator=gen)[:count]
     im = torch.from_numpy(d["train_images"][idx.numpy()]).permute(0, 3, 1, 2)
-    x, _ = augment(im, torch.from_numpy(d["train_points"][idx.numpy()]), cfg["input_size"], cfg["margin"],
-                   torch.tensor(get_scheme(cfg["scheme"]).flip), AugmentConfig(), gen)
+    x, _ = augment(
+        im,
+        torch.from_numpy(d["train_points"][idx.numpy()]),
+        cfg["input_size"],
+        cfg["margin"],
+        torch.tensor(get_scheme(cfg["scheme"]).flip),
+        AugmentConfig(),
+        gen,
+    )
     return normalize(x)
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.from_onnx", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.from_onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("onnx")
     ap.add_argument("--config", required=True, help="the config the file was trained with (model shape, data)")
     ap.add_argument("--out", required=True, help="checkpoint to write")
@@ -191,8 +210,17 @@ def main(argv: list[str] | None = None) -> None:
         cfg[key] = meta.get(key, cfg[key])
     model, ck_meta = recover(a.onnx, cfg, calibration_crops(cfg, progress=not a.quiet))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "config": cfg, "meta": ck_meta, "epoch": -1,
-                "best": float("nan"), "recovered_from": str(a.onnx)}, a.out)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "config": cfg,
+            "meta": ck_meta,
+            "epoch": -1,
+            "best": float("nan"),
+            "recovered_from": str(a.onnx),
+        },
+        a.out,
+    )
     print(f"wrote {a.out} ({cfg['name']} {cfg['version']}, from {a.onnx})")
 
 

@@ -6,6 +6,7 @@ trained on those pixels can learn to find the crosses instead of the facial feat
 teacher's pseudo-labels would sit right on them. `remove_green_marks` finds the marks (pixels much
 greener than both other channels, or greener than their 7x7 neighbourhood) and inpaints them.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 GREEN_OVER_RED_BLUE = 20  # G - max(R, B) above this: a saturated green mark (box, text)
-GREEN_OVER_LOCAL = 12     # (G - B) above its 7x7 median by this: a small cross blended into skin
+GREEN_OVER_LOCAL = 12  # (G - B) above its 7x7 median by this: a small cross blended into skin
 
 
 def green_marks_mask(img: np.ndarray) -> np.ndarray:

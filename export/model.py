@@ -1,5 +1,6 @@
 """PIPNet in torch: backbones defined here (no torchvision) + the five 1x1 heads, and the
 network's input convention (normalize) and precision (autocast)."""
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: b
     return nn.Sequential(*layers)
 
 
-def copy_by_position(groups: list[tuple[str, str]], own: dict[str, torch.Tensor],
-                     src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def copy_by_position(
+    groups: list[tuple[str, str]], own: dict[str, torch.Tensor], src: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Tensors of ``src`` renamed into ``own``'s names, group by group: each (own prefix, src
     prefix) pair must hold the same number of tensors, in the same order, of the same kinds and
     shapes (ValueError naming the first that differs)."""
@@ -78,8 +80,9 @@ class ResNet18(nn.Module):
         if len(blocks) < (4 if stride == 32 else 3) or min(blocks) < 1:
             raise ValueError(f"blocks needs at least 1 block for each of the stages, got {list(blocks)}")
         c = [int(64 * width), int(128 * width), int(256 * width), int(512 * width)]
-        self.stem = nn.Sequential(nn.Conv2d(3, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]),
-                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, c[0], 7, 2, 3, bias=False), nn.BatchNorm2d(c[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        )
         stages, cin = [], c[0]
         for i, cout in enumerate(c[: 4 if stride == 32 else 3]):
             s = 1 if i == 0 else 2
@@ -116,8 +119,15 @@ class MobileNetV2(nn.Module):
     after the 96-channel stage (+ 1x1 to `last` ch). Its layers are torchvision's, in its order:
     ``imagenet_state`` maps torchvision's ImageNet file onto them."""
 
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                (6, 320, 1, 1)]
+    SETTINGS = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
 
     def __init__(self, stride: int = 32, width: float = 1.0, last: int = 512) -> None:
         super().__init__()
@@ -164,8 +174,15 @@ class EfficientNetLite(nn.Module):
     (efficientnet-lite-pytorch's layout) onto it."""
 
     # expand, kernel, stride, repeats, out channels (EfficientNet-B0's stages)
-    STAGES = [(1, 3, 1, 1, 16), (6, 3, 2, 2, 24), (6, 5, 2, 2, 40), (6, 3, 2, 3, 80), (6, 5, 1, 3, 112),
-              (6, 5, 2, 4, 192), (6, 3, 1, 1, 320)]
+    STAGES = [
+        (1, 3, 1, 1, 16),
+        (6, 3, 2, 2, 24),
+        (6, 5, 2, 2, 40),
+        (6, 3, 2, 3, 80),
+        (6, 5, 1, 3, 112),
+        (6, 5, 2, 4, 192),
+        (6, 3, 1, 1, 320),
+    ]
     SCALES = {0: (1.0, 1.0), 1: (1.0, 1.1), 2: (1.1, 1.2), 3: (1.2, 1.4), 4: (1.4, 1.8)}  # width, depth
 
     def __init__(self, variant: int = 0, stride: int = 32, width: float = 1.0, last: int = 512) -> None:
@@ -203,13 +220,16 @@ class EfficientNetLite(nn.Module):
 
 def efficientnet_lite(variant: int) -> type[nn.Module]:
     """The EfficientNetLite class with its variant bound (a BACKBONES entry)."""
-    return type(f"EfficientNetLite{variant}", (EfficientNetLite,),
-                {"__init__": lambda self, stride=32, width=1.0:
-                    EfficientNetLite.__init__(self, variant, stride, width)})
+    return type(
+        f"EfficientNetLite{variant}",
+        (EfficientNetLite,),
+        {"__init__": lambda self, stride=32, width=1.0: EfficientNetLite.__init__(self, variant, stride, width)},
+    )
 
 
 BACKBONES: dict[str, type[nn.Module]] = {
-    "resnet18": ResNet18, "mobilenetv2": MobileNetV2,
+    "resnet18": ResNet18,
+    "mobilenetv2": MobileNetV2,
     **{f"efficientnet_lite{v}": efficientnet_lite(v) for v in range(5)},
 }
 
@@ -221,9 +241,17 @@ class PIPNet(nn.Module):
     Outputs (B, N, H, W) x3, (B, N*C, H, W) x2 (and (B, N, H, W)); neighbour channel i*C + k is
     landmark i's vote for its k-th neighbour (the SDK's decoder reads this order)."""
 
-    def __init__(self, num_landmarks: int = 68, num_neighbors: int = 10, backbone: str = "resnet18",
-                 stride: int = 32, width: float = 1.0, coarse_grids: tuple[int, ...] = (),
-                 blocks: tuple[int, ...] | None = None, visibility: bool = False) -> None:
+    def __init__(
+        self,
+        num_landmarks: int = 68,
+        num_neighbors: int = 10,
+        backbone: str = "resnet18",
+        stride: int = 32,
+        width: float = 1.0,
+        coarse_grids: tuple[int, ...] = (),
+        blocks: tuple[int, ...] | None = None,
+        visibility: bool = False,
+    ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")

@@ -1,4 +1,5 @@
 """The pipnet metadata of an exported ONNX file: read it, write it, seal the file with its digest."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ read ../shared; `prepare`, `unlabeled_crops` and `onnx_pseudo_labels` read packe
 
     python -m export.pack .cache/crops-XXXX.npz [--quality 90]   -> .cache/crops-XXXX.packed.npz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ def unpack(path: Path) -> dict[str, np.ndarray]:
         buf, off, shape = d.pop(k), d.pop(f"{name}__offsets"), d.pop(f"{name}__shape")
         arr = np.empty(tuple(shape), np.uint8)
         for i in range(shape[0]):
-            arr[i] = cv2.imdecode(buf[off[i]:off[i + 1]], cv2.IMREAD_COLOR)
+            arr[i] = cv2.imdecode(buf[off[i] : off[i + 1]], cv2.IMREAD_COLOR)
         out[name] = arr
     out.update(d)
     return out
@@ -58,8 +59,9 @@ def load_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.pack", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.pack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("cache", nargs="+", type=Path)
     ap.add_argument("--quality", type=int, default=90)
     ap.add_argument("--format", choices=(".webp", ".jpg"), default=".webp")

@@ -2,6 +2,7 @@
 image (the shared LFW faces, cleaned of their drawn marks first: export/marks.py), labels from a
 trained checkpoint (STC, export/stc.py) or from an exported model through the SDK (a config's
 "pseudo_labels", used by export/train.py). Everything is cached under cache_dir()."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,22 +58,37 @@ def unlabeled_boxes(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
 
 def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> np.ndarray:
     """Base crops of the unlabeled faces (cached), around unlabeled_boxes()."""
-    key = cache_key(folder, cfg["detector"], cfg["crop"], cfg["base_size"], cfg["margin"], cfg["limit"],
-                    cfg["clean_unlabeled"], 1)
+    key = cache_key(
+        folder, cfg["detector"], cfg["crop"], cfg["base_size"], cfg["margin"], cfg["limit"], cfg["clean_unlabeled"], 1
+    )
     path = cache_dir() / f"unlabeled-{key}.npz"
     cached = load_cache(path)
     if cached is not None:
         return cached["images"]
     samples, boxes = unlabeled_boxes(cfg, folder, progress)
-    images, _ = base_crops(samples, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"],
-                           cfg["base_size"], cfg["margin"], progress, "base crops (unlabeled)")
+    images, _ = base_crops(
+        samples,
+        boxes,
+        cfg["crop"]["scale"],
+        cfg["crop"]["shift_y"],
+        cfg["base_size"],
+        cfg["margin"],
+        progress,
+        "base crops (unlabeled)",
+    )
     np.savez(path, images=images)
     return images
 
 
 @torch.no_grad()
-def pseudo_label(model: torch.nn.Module, cfg: dict[str, Any], images: np.ndarray, neighbors: np.ndarray,
-                 device: torch.device, batch: int = 128) -> np.ndarray:
+def pseudo_label(
+    model: torch.nn.Module,
+    cfg: dict[str, Any],
+    images: np.ndarray,
+    neighbors: np.ndarray,
+    device: torch.device,
+    batch: int = 128,
+) -> np.ndarray:
     """Teacher predictions on un-jittered crops (cfg: the teacher's), normalised to the crop
     square (M, N, 2)."""
     model.eval().to(device)
@@ -81,7 +97,7 @@ def pseudo_label(model: torch.nn.Module, cfg: dict[str, Any], images: np.ndarray
     nb = torch.from_numpy(np.asarray(neighbors)).to(device)
     out = []
     for i in range(0, len(images), batch):
-        im = torch.from_numpy(images[i:i + batch]).permute(0, 3, 1, 2).to(device)
+        im = torch.from_numpy(images[i : i + batch]).permute(0, 3, 1, 2).to(device)
         dummy = torch.zeros(len(im), n, 2, device=device)
         x, _ = augment(im, dummy, cfg["input_size"], cfg["margin"], flip, AugmentConfig(), train=False)
         with autocast(device, cfg["bf16"]):
@@ -107,8 +123,10 @@ def onnx_teacher_path(cfg: dict[str, Any]) -> Path:
     """The exported model of cfg["pseudo_labels"]; a relative path is the repository's."""
     teacher = REPO / pseudo_label_settings(cfg)["teacher"]  # an absolute path stays as it is
     if not teacher.is_file():
-        raise FileNotFoundError(f"pseudo_labels teacher {teacher} not found: export it first, e.g. "
-                                f"python -m export.to_onnx runs/r18/restart2/best.pt --out {teacher} --int8-only")
+        raise FileNotFoundError(
+            f"pseudo_labels teacher {teacher} not found: export it first, e.g. "
+            f"python -m export.to_onnx runs/r18/restart2/best.pt --out {teacher} --int8-only"
+        )
     return teacher
 
 
@@ -116,8 +134,17 @@ def onnx_pseudo_labels_path(cfg: dict[str, Any]) -> Path:
     """Where onnx_pseudo_labels() keeps its crops and labels (the key holds the teacher's sha256)."""
     from pipnet_sdk.hub import sha256_file
 
-    key = cache_key(pseudo_label_settings(cfg), sha256_file(onnx_teacher_path(cfg)), cfg["detector"], cfg["crop"],
-                    cfg["base_size"], cfg["margin"], cfg["limit"], cfg["clean_unlabeled"], 1)
+    key = cache_key(
+        pseudo_label_settings(cfg),
+        sha256_file(onnx_teacher_path(cfg)),
+        cfg["detector"],
+        cfg["crop"],
+        cfg["base_size"],
+        cfg["margin"],
+        cfg["limit"],
+        cfg["clean_unlabeled"],
+        1,
+    )
     return cache_dir() / f"pseudo-{key}.npz"
 
 
@@ -140,7 +167,15 @@ def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, 
     for s, sq in zip(tqdm(samples, desc="pseudo-labels", disable=not progress), squares):
         points = teacher.landmarks_in_squares(s.image, sq[None]).points
         labeled.append(Sample(s.image, points[0]))
-    images, points = base_crops(labeled, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"], cfg["base_size"],
-                                cfg["margin"], progress, "base crops (pseudo-labeled)")
+    images, points = base_crops(
+        labeled,
+        boxes,
+        cfg["crop"]["scale"],
+        cfg["crop"]["shift_y"],
+        cfg["base_size"],
+        cfg["margin"],
+        progress,
+        "base crops (pseudo-labeled)",
+    )
     np.savez(path, images=images, points=points)
     return {"images": images, "points": points}

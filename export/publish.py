@@ -9,6 +9,7 @@ the locally computed sha256 and ``revision`` = the commit hash of the upload, re
 into ``pipnet_sdk/registry.py``. ``HF_ENDPOINT`` selects another hub (e.g. a mirror).
 Needs only ``huggingface_hub`` (no torch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ from pipnet_sdk.hub import sha256_file
 
 
 def _guess_kind(stem: str) -> str:
-    """"detector" for face detectors (YuNet, FaceBoxes, ...), else "landmark"; edit if wrong."""
+    """ "detector" for face detectors (YuNet, FaceBoxes, ...), else "landmark"; edit if wrong."""
     s = stem.lower()
     return "detector" if any(k in s for k in ("yunet", "faceboxes", "detector", "retinaface", "scrfd")) else "landmark"
 
@@ -38,8 +39,10 @@ def publish(
         raise FileNotFoundError(f"no .onnx files in {folder}")
     dotted = [p.name for p in onnx if "." in p.stem]
     if dotted:  # e.g. to_onnx's pipnet-fast.int8.onnx: the file name becomes the registry name
-        raise ValueError(f"rename {', '.join(dotted)} to NAME.onnx (NAME = the registry name, e.g. "
-                         "pipnet-fast.onnx) before publishing: nothing was uploaded")
+        raise ValueError(
+            f"rename {', '.join(dotted)} to NAME.onnx (NAME = the registry name, e.g. "
+            "pipnet-fast.onnx) before publishing: nothing was uploaded"
+        )
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     info = api.upload_folder(
@@ -78,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--private", action="store_true", help="create the repo as private")
     args = ap.parse_args(argv)
     entries = publish(args.folder, args.repo_id, token=args.token, private=args.private)
-    print(f"# published to {args.repo_id}@{entries[0]['revision']}; registry entries "
-          "(check kind/description/license, then paste into MODELS in pipnet_sdk/registry.py):")
+    print(
+        f"# published to {args.repo_id}@{entries[0]['revision']}; registry entries "
+        "(check kind/description/license, then paste into MODELS in pipnet_sdk/registry.py):"
+    )
     for e in entries:
         print(format_entry(e))
     return 0

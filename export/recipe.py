@@ -24,6 +24,7 @@ student starts afresh.
 A recipe longer than one sitting: `--stop-after MINUTES` stops the stage in progress at an epoch
 end once the minutes are spent (its schedule unchanged), and a later `--resume` goes on from there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,9 @@ def write_report(out: Path, report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.recipe", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", required=True, help="JSON config (keys: export/config.py DEFAULTS)")
     ap.add_argument("--out", required=True, help="folder for the stages' run folders, the ONNX files and report.json")
     ap.add_argument("--device", help="cpu or cuda (default: cuda if available)")
@@ -72,8 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="faces per folder (smoke runs)")
     ap.add_argument("--resume", action="store_true", help="skip finished stages and continue the interrupted one")
     ap.add_argument("--skip-export", action="store_true", help="no final ONNX export")
-    ap.add_argument("--stop-after", dest="stop_after", type=float, metavar="MINUTES",
-                    help="stop at the first epoch end after this many minutes; --resume goes on")
+    ap.add_argument(
+        "--stop-after",
+        dest="stop_after",
+        type=float,
+        metavar="MINUTES",
+        help="stop at the first epoch end after this many minutes; --resume goes on",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     started = time.time()
@@ -99,12 +106,17 @@ def main(argv: list[str] | None = None) -> None:
             return False
         report["stopped_in"] = stage
         write_report(out, report)
-        print(f"stopped in stage {stage} at epoch {report[stage]['epoch']} of {report[stage]['epochs']}: "
-              f"run the same command with --resume to go on")
+        print(
+            f"stopped in stage {stage} at epoch {report[stage]['epoch']} of {report[stage]['epochs']}: "
+            f"run the same command with --resume to go on"
+        )
         return True
 
-    report: dict[str, Any] = {"teacher": train(dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet,
-                                               stop_after=minutes_left())}
+    report: dict[str, Any] = {
+        "teacher": train(
+            dict(cfg, stc=None), out / "teacher", a.resume, a.device, not a.quiet, stop_after=minutes_left()
+        )
+    }
     if stopped(report, "teacher"):
         return
     results = {"teacher": stage_result(out / "teacher", report["teacher"], cfg)}  # stage -> (result, its NME)
@@ -124,13 +136,26 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = stage_result(out / name, report[name], r_cfg)
         best, best_nme = results[name]
     if stc:
-        s_cfg = dict(cfg, stc={"grids": stc.get("grids", [2, 4])}, epochs=a.epochs or stc.get("epochs", cfg["epochs"]),
-                     lr=stc.get("lr", cfg["lr"]), max_minutes=None)
+        s_cfg = dict(
+            cfg,
+            stc={"grids": stc.get("grids", [2, 4])},
+            epochs=a.epochs or stc.get("epochs", cfg["epochs"]),
+            lr=stc.get("lr", cfg["lr"]),
+            max_minutes=None,
+        )
         teacher = best
         if stc.get("teacher"):
             teacher, s_cfg["init"] = Path(stc["teacher"]), str(best)
-        report["stc"] = run_stc(s_cfg, teacher, out / "stc", stc.get("rounds", 1),
-                                stc.get("unlabeled", DEFAULT_UNLABELED), a.device, not a.quiet, a.resume)
+        report["stc"] = run_stc(
+            s_cfg,
+            teacher,
+            out / "stc",
+            stc.get("rounds", 1),
+            stc.get("unlabeled", DEFAULT_UNLABELED),
+            a.device,
+            not a.quiet,
+            a.resume,
+        )
         # keep the student only if it is better on validation
         if report["stc"]["best_val_nme"] < best_nme:
             best = out / "stc" / f"round{stc.get('rounds', 1)}" / "best.pt"

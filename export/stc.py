@@ -5,6 +5,7 @@ coarse score maps (2x2, then 4x4) and only in the last stage on the full maps wi
     python -m export.stc --config export/configs/pipnet-r18.json --teacher runs/r18/best.pt \
         --out runs/r18-stc [--rounds 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,16 @@ from .pseudo import DEFAULT_UNLABELED, pseudo_label, to_base_pixels, unlabeled_c
 from .train import pick_device, train
 
 
-def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabeled: str = DEFAULT_UNLABELED,
-        device: str | None = None, progress: bool = True, resume: bool = False) -> dict[str, Any]:
+def run(
+    cfg: dict[str, Any],
+    teacher: Path,
+    out: Path,
+    rounds: int = 1,
+    unlabeled: str = DEFAULT_UNLABELED,
+    device: str | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
     """STC rounds: each round's student becomes the next round's teacher. The first teacher
     may be another model (e.g. pipnet-r18 teaching pipnet-fast): it labels the unlabeled faces
     at its own input size, cut with its own crop settings."""
@@ -35,10 +44,17 @@ def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabele
         if t_cfg["crop"] != cfg["crop"]:
             raise ValueError("teacher and student must share the crop rule")
         # the teacher sees the student's faces (same detector and limit), cut at its own size
-        t_images = images if (t_cfg["base_size"], t_cfg["margin"]) == (cfg["base_size"], cfg["margin"]) \
+        t_images = (
+            images
+            if (t_cfg["base_size"], t_cfg["margin"]) == (cfg["base_size"], cfg["margin"])
             else unlabeled_crops(dict(t_cfg, detector=cfg["detector"], limit=cfg["limit"]), unlabeled, progress)
-        points = to_base_pixels(pseudo_label(model.to(memory_format=torch.channels_last), t_cfg, t_images,
-                                             np.array(t_meta["neighbor_indices"]), dev), cfg)
+        )
+        points = to_base_pixels(
+            pseudo_label(
+                model.to(memory_format=torch.channels_last), t_cfg, t_images, np.array(t_meta["neighbor_indices"]), dev
+            ),
+            cfg,
+        )
         round_out = out / f"round{k + 1}"
         summary = train(cfg, round_out, resume, device, progress, pseudo={"images": images, "points": points})
         summary["round"] = k + 1
@@ -47,8 +63,9 @@ def run(cfg: dict[str, Any], teacher: Path, out: Path, rounds: int = 1, unlabele
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.stc", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.stc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", help="student config (JSON, keys as export.config.DEFAULTS)")
     ap.add_argument("--teacher", required=True, help="checkpoint of a trained model (best.pt)")
     ap.add_argument("--out", required=True, help="run folder (one subfolder per round)")

@@ -1,6 +1,7 @@
 """PIPNet targets and loss: score-map MSE (x10) + L1 on own and neighbour offsets at the
 ground-truth cell; coarse score maps for self-training with curriculum (STC); distillation from a
 bigger model."""
+
 from __future__ import annotations
 
 import torch
@@ -42,9 +43,14 @@ def gather_cell(t: torch.Tensor, idx: torch.Tensor, k: int) -> torch.Tensor:
     return torch.gather(t, 3, idx[:, :, None, None].expand(b, n, k, 1))[..., 0]
 
 
-def pip_loss(outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor], num_neighbors: int,
-             score_weight: float = 10.0, offset_weight: float = 1.0, sample_weight: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def pip_loss(
+    outputs: tuple[torch.Tensor, ...],
+    targets: dict[str, torch.Tensor],
+    num_neighbors: int,
+    score_weight: float = 10.0,
+    offset_weight: float = 1.0,
+    sample_weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The paper's loss and its detached parts (tensors, so that a training step need not wait
     for the device). sample_weight (B,) masks samples (e.g. pseudo-labels before the full-map
     stage of STC)."""
@@ -58,14 +64,18 @@ def pip_loss(outputs: tuple[torch.Tensor, ...], targets: dict[str, torch.Tensor]
     l_off = (own - targets["offset"]).abs().mean(dim=(1, 2))
     nb = torch.stack([gather_cell(nx, idx, num_neighbors), gather_cell(ny, idx, num_neighbors)], -1)
     l_nb = (nb - targets["neighbor"]).abs().mean(dim=(1, 2, 3))
-    parts = {"score": (l_score * wgt).sum() / denom, "offset": (l_off * wgt).sum() / denom,
-             "neighbor": (l_nb * wgt).sum() / denom}
+    parts = {
+        "score": (l_score * wgt).sum() / denom,
+        "offset": (l_off * wgt).sum() / denom,
+        "neighbor": (l_nb * wgt).sum() / denom,
+    }
     total = score_weight * parts["score"] + offset_weight * (parts["offset"] + parts["neighbor"])
     return total, {k: v.detach() for k, v in parts.items()}
 
 
-def visibility_loss(logits: torch.Tensor, index: torch.Tensor, visible: torch.Tensor,
-                    sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+def visibility_loss(
+    logits: torch.Tensor, index: torch.Tensor, visible: torch.Tensor, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Binary cross-entropy of the visibility head (B, N, H, W) read at each landmark's
     ground-truth cell index (B, N) against its label visible (B, N) in {0, 1}."""
     at_cell = gather_cell(logits.float(), index, 1)[..., 0]
@@ -75,21 +85,28 @@ def visibility_loss(logits: torch.Tensor, index: torch.Tensor, visible: torch.Te
     return (per_face * sample_weight).sum() / sample_weight.sum().clamp(min=1.0)
 
 
-def distill_loss(student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], num_neighbors: int,
-                 score_weight: float = 10.0) -> torch.Tensor:
+def distill_loss(
+    student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...], num_neighbors: int, score_weight: float = 10.0
+) -> torch.Tensor:
     """Knowledge distillation between models with the same map grid: MSE to the teacher's score
     maps on every cell, L1 to its own and neighbour offsets at its argmax cells (where it decodes)."""
     s_score, t_score = student[0].float(), teacher[0].float()
     b, n = s_score.shape[:2]
     idx = t_score.reshape(b, n, -1).argmax(-1)  # (B, N)
     # own x/y and neighbour x/y heads; each pair counts like one L1 term of pip_loss
-    l_offsets = sum((gather_cell(s.float(), idx, k) - gather_cell(t.float(), idx, k)).abs().mean()
-                    for s, t, k in zip(student[1:5], teacher[1:5], (1, 1, num_neighbors, num_neighbors))) / 2
+    l_offsets = (
+        sum(
+            (gather_cell(s.float(), idx, k) - gather_cell(t.float(), idx, k)).abs().mean()
+            for s, t, k in zip(student[1:5], teacher[1:5], (1, 1, num_neighbors, num_neighbors))
+        )
+        / 2
+    )
     return score_weight * ((s_score - t_score) ** 2).mean() + l_offsets
 
 
-def coarse_loss(coarse_maps: dict[int, torch.Tensor], points: torch.Tensor, weight: torch.Tensor,
-                score_weight: float = 10.0) -> torch.Tensor:
+def coarse_loss(
+    coarse_maps: dict[int, torch.Tensor], points: torch.Tensor, weight: torch.Tensor, score_weight: float = 10.0
+) -> torch.Tensor:
     """MSE of each coarse score map (B, N, g, g) against the one-hot coarse cell, per-sample weighted."""
     total = points.new_zeros(())
     for g, m in coarse_maps.items():

@@ -6,6 +6,7 @@ optionally quantize to int8 (static, calibrated on real face crops).
 To ship the file, copy it over pipnet_sdk/models/ and update its sha256 in pipnet_sdk/registry.py
 (the SDK refuses a packaged file whose digest the registry does not pin): export/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,26 @@ def metadata(cfg: dict[str, Any], mean_face: np.ndarray, neighbors: np.ndarray, 
     export_model sets from the graph it writes."""
     scheme = get_scheme(cfg["scheme"])
     return {
-        "name": cfg["name"], "version": cfg["version"],
-        "num_landmarks": scheme.num_points, "scheme": scheme.name,
-        "input_size": cfg["input_size"], "stride": cfg["stride"], "num_neighbors": cfg["num_neighbors"],
+        "name": cfg["name"],
+        "version": cfg["version"],
+        "num_landmarks": scheme.num_points,
+        "scheme": scheme.name,
+        "input_size": cfg["input_size"],
+        "stride": cfg["stride"],
+        "num_neighbors": cfg["num_neighbors"],
         "neighbor_indices": np.asarray(neighbors).tolist(),
         "mean_face": np.round(np.asarray(mean_face), 5).tolist(),
         "normalization": {"color": "rgb", "mean": list(MEAN), "std": list(STD)},
-        "crop": dict(cfg["crop"]), "flip": list(scheme.flip), "norm_points": scheme.norm,
-        "backbone": cfg["backbone"], "width": cfg["width"], **extra,
+        "crop": dict(cfg["crop"]),
+        "flip": list(scheme.flip),
+        "norm_points": scheme.norm,
+        "backbone": cfg["backbone"],
+        "width": cfg["width"],
+        **extra,
     }
 
 
-def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: int = 17,
-                 decoded: bool = True) -> Path:
+def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: int = 17, decoded: bool = True) -> Path:
     """Write model (eval mode, float32) to ONNX with a dynamic batch and the metadata. By default
     in the shipped form, format 3 (export.deploy): each landmark's candidates read in the graph at
     its argmax cell, the stem as SpaceToDepth + conv. ``decoded=False`` writes format 1: the five
@@ -60,9 +68,16 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
     visibility = ["visibility_map"] if model.visibility is not None else []
     names = output_names(model) if decoded else HEAD_NAMES + visibility
     with torch.no_grad():
-        torch.onnx.export(net, (torch.zeros(1, 3, s, s),), str(path), input_names=["input"],
-                          output_names=names, dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in names}},
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, s, s),),
+            str(path),
+            input_names=["input"],
+            output_names=names,
+            dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in names}},
+            opset_version=opset,
+            dynamo=False,
+        )
     m = onnx.load(str(path))
     if decoded:
         stem_space_to_depth(m, s)
@@ -70,13 +85,30 @@ def export_model(model: PIPNet, meta: dict[str, Any], path: str | Path, opset: i
     return path
 
 
-def export_random(path: str | Path, input_size: int = 64, stride: int = 16, backbone: str = "resnet18",
-                  num_landmarks: int = 68, seed: int = 0, width: float = 0.25, decoded: bool = True) -> Path:
+def export_random(
+    path: str | Path,
+    input_size: int = 64,
+    stride: int = 16,
+    backbone: str = "resnet18",
+    num_landmarks: int = 68,
+    seed: int = 0,
+    width: float = 0.25,
+    decoded: bool = True,
+) -> Path:
     """A small random-weights model with full metadata (for tests that need no accuracy)."""
     torch.manual_seed(seed)
     scheme = {68: "ibug68", 98: "wflw98", 29: "cofw29", 19: "aflw19"}[num_landmarks]
-    cfg = load_config(None, {"name": "random", "scheme": scheme, "backbone": backbone, "stride": stride,
-                             "input_size": input_size, "width": width})
+    cfg = load_config(
+        None,
+        {
+            "name": "random",
+            "scheme": scheme,
+            "backbone": backbone,
+            "stride": stride,
+            "input_size": input_size,
+            "width": width,
+        },
+    )
     model = build_model(cfg)
     for m in model.modules():  # make outputs non-trivial so argmax and offsets vary
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -86,6 +118,7 @@ def export_random(path: str | Path, input_size: int = 64, stride: int = 16, back
     rng = np.random.RandomState(seed)
     mean = rng.uniform(0.2, 0.8, (num_landmarks, 2)).astype(np.float32)
     from .data import neighbor_indices
+
     return export_model(model, metadata(cfg, mean, neighbor_indices(mean, cfg["num_neighbors"])), path, decoded=decoded)
 
 
@@ -114,9 +147,14 @@ def parity(model: PIPNet, onnx_path: str | Path, crops_bgr: np.ndarray, neighbor
     ort_pts, ort_scores = lm.decode(lm.forward(x))
     s = lm.spec.input_size
     px = lambda p: float(np.abs(p - ref).max() * s)  # noqa: E731
-    return {"decode_px": px(graph_pts), "numpy_decode_px": px(np_pts), "torch_vs_ort_px": px(ort_pts),
-            "scores_max_abs": float(max(np.abs(ort_scores - ref_scores).max(),
-                                        np.abs(graph_scores.numpy() - ref_scores).max()))}
+    return {
+        "decode_px": px(graph_pts),
+        "numpy_decode_px": px(np_pts),
+        "torch_vs_ort_px": px(ort_pts),
+        "scores_max_abs": float(
+            max(np.abs(ort_scores - ref_scores).max(), np.abs(graph_scores.numpy() - ref_scores).max())
+        ),
+    }
 
 
 def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.ndarray) -> Path:
@@ -127,7 +165,7 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.nd
     from pipnet_sdk.landmark_model import LandmarkModel
 
     lm = LandmarkModel(fp32_path)
-    batches = [lm.preprocess(calib_crops_bgr[i:i + 1]) for i in range(len(calib_crops_bgr))]
+    batches = [lm.preprocess(calib_crops_bgr[i : i + 1]) for i in range(len(calib_crops_bgr))]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -145,10 +183,18 @@ def quantize(fp32_path: str | Path, out_path: str | Path, calib_crops_bgr: np.nd
         # CPUs without VNNI (VPMADDUBSW) cannot saturate and every x86 CPU gives the same landmarks
         network = ("/backbone/", "/score/", "/offset_", "/neighbor_", "/visibility/")
         decoding = [n.name for n in onnx.load(str(pre)).graph.node if not n.name.startswith(network)]
-        quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        reduce_range=True, nodes_to_exclude=decoding,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        quantize_static(
+            str(pre),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+            nodes_to_exclude=decoding,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
     meta = file_metadata(onnx.load(str(fp32_path), load_external_data=False))
     meta["precision"] = "int8 (7-bit weights)"
     set_metadata(out_path, meta)
@@ -163,8 +209,15 @@ def val_crops(cfg: dict[str, Any], count: int) -> tuple[np.ndarray, np.ndarray]:
     d = prepare(cfg, progress=True)  # cut first (with a progress bar) only when not cached
     flip = torch.tensor(get_scheme(cfg["scheme"]).flip)
     im = torch.from_numpy(d["val_images"][:count]).permute(0, 3, 1, 2)
-    x, p = augment(im, torch.from_numpy(d["val_points"][:count]), cfg["input_size"], cfg["margin"], flip,
-                   AugmentConfig(), train=False)
+    x, p = augment(
+        im,
+        torch.from_numpy(d["val_points"][:count]),
+        cfg["input_size"],
+        cfg["margin"],
+        flip,
+        AugmentConfig(),
+        train=False,
+    )
     crops = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
     return crops, p.numpy()
 
@@ -182,26 +235,43 @@ def val_nme_onnx(path: str | Path, crops: np.ndarray, points: np.ndarray, norm: 
     return float(val_nme_per_face(path, crops, points, norm).mean())
 
 
-def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | Path | None = None,
-                     name: str | None = None, version: str | None = None, decoded: bool = True) -> dict[str, Any]:
+def export_and_check(
+    ckpt: str | Path,
+    fp32_path: str | Path,
+    int8_path: str | Path | None = None,
+    name: str | None = None,
+    version: str | None = None,
+    decoded: bool = True,
+) -> dict[str, Any]:
     """Write the fp32 ONNX (and the static int8 one if int8_path), with parity figures and the
     validation NME of each (the int8 cost)."""
     model, cfg, meta = load_checkpoint(ckpt)
     cfg["name"] = name or cfg["name"]
     cfg["version"] = version or cfg["version"]
     nb = np.array(meta["neighbor_indices"])
-    info = metadata(cfg, np.array(meta["mean_face"]), nb,
-                    training={"data": cfg["labeled"], "epochs": cfg["epochs"], "stc": bool(cfg["stc"]),
-                              "distilled": bool(cfg["teacher"]),
-                              "pseudo_labeled": (pseudo_label_settings(cfg) or {}).get("unlabeled")})
+    info = metadata(
+        cfg,
+        np.array(meta["mean_face"]),
+        nb,
+        training={
+            "data": cfg["labeled"],
+            "epochs": cfg["epochs"],
+            "stc": bool(cfg["stc"]),
+            "distilled": bool(cfg["teacher"]),
+            "pseudo_labeled": (pseudo_label_settings(cfg) or {}).get("unlabeled"),
+        },
+    )
     fp32 = export_model(model, info, fp32_path, decoded=decoded)
     # a model fitted on all its faces (val_fraction 0) is calibrated and scored on the usual split
     # of them, which it has seen: the report says so
     crops, pts = val_crops(cfg if cfg["val_fraction"] else dict(cfg, val_fraction=DEFAULTS["val_fraction"]), 10_000)
     norm = get_scheme(cfg["scheme"]).norm
-    report: dict[str, Any] = {"fp32": str(fp32), "val_seen_in_training": not cfg["val_fraction"],
-                              "parity": parity(model, fp32, crops[:16], nb),
-                              "val_nme_fp32": val_nme_onnx(fp32, crops, pts, norm)}
+    report: dict[str, Any] = {
+        "fp32": str(fp32),
+        "val_seen_in_training": not cfg["val_fraction"],
+        "parity": parity(model, fp32, crops[:16], nb),
+        "val_nme_fp32": val_nme_onnx(fp32, crops, pts, norm),
+    }
     if int8_path:
         q = quantize(fp32, int8_path, crops[:128])
         report.update(int8=str(q), val_nme_int8=val_nme_onnx(q, crops, pts, norm))
@@ -209,19 +279,26 @@ def export_and_check(ckpt: str | Path, fp32_path: str | Path, int8_path: str | P
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.to_onnx", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.to_onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("checkpoint")
     ap.add_argument("--out", required=True)
     ap.add_argument("--name", help="model name stored in the file (default: the config's)")
     ap.add_argument("--version")
-    ap.add_argument("--int8", action="store_true",
-                    help="also write static int8 (OUT with .int8.onnx) and report its NME cost")
-    ap.add_argument("--int8-only", action="store_true",
-                    help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)")
-    ap.add_argument("--format", type=int, choices=(1, 3), default=3,
-                    help="3 (default, shipped): candidates read at the argmax cells in the graph; "
-                         "1: the five head maps")
+    ap.add_argument(
+        "--int8", action="store_true", help="also write static int8 (OUT with .int8.onnx) and report its NME cost"
+    )
+    ap.add_argument(
+        "--int8-only", action="store_true", help="write the int8 model at OUT (fp32 beside it as .fp32.onnx)"
+    )
+    ap.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 3),
+        default=3,
+        help="3 (default, shipped): candidates read at the argmax cells in the graph; 1: the five head maps",
+    )
     a = ap.parse_args(argv)
     out = Path(a.out)
     fp32 = out.with_suffix(".fp32.onnx") if a.int8_only else out

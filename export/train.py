@@ -25,6 +25,7 @@ run resumed from a checkpoint with a budget keeps that checkpoint's schedule.
 schedule stays as configured, training stops at the first epoch end past the budget, and
 `--resume` goes on from there (on this machine, or on a CUDA machine with `export.gpu_run`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,18 @@ LOSS_PARTS = ("loss", "score", "offset", "neighbor")
 # ------------------------------------------------------------------------------------- data
 def crops_cache_path(cfg: dict[str, Any]) -> Path:
     """Where prepare() keeps the base crops of this config."""
-    key = cache_key(cfg["labeled"], cfg["val_from"], cfg["val_fraction"], cfg["limit"], cfg["detector"],
-                    cfg["crop"], cfg["base_size"], cfg["margin"], cfg["seed"], 2)
+    key = cache_key(
+        cfg["labeled"],
+        cfg["val_from"],
+        cfg["val_fraction"],
+        cfg["limit"],
+        cfg["detector"],
+        cfg["crop"],
+        cfg["base_size"],
+        cfg["margin"],
+        cfg["seed"],
+        2,
+    )
     return cache_dir() / f"crops-{key}.npz"
 
 
@@ -105,8 +116,16 @@ def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
         d = {}
         for part, samples in zip(("train", "val"), labeled_faces(cfg)):
             boxes, found, _ = detector_boxes(samples, shared_path(cfg["detector"]), progress=progress)
-            imgs, pts = base_crops(samples, boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"],
-                                   cfg["base_size"], cfg["margin"], progress, f"base crops ({part})")
+            imgs, pts = base_crops(
+                samples,
+                boxes,
+                cfg["crop"]["scale"],
+                cfg["crop"]["shift_y"],
+                cfg["base_size"],
+                cfg["margin"],
+                progress,
+                f"base crops ({part})",
+            )
             d[f"{part}_images"], d[f"{part}_points"], d[f"{part}_found"] = imgs, pts, found
         np.savez(path, **d)
     r, m = cfg["base_size"], cfg["margin"]
@@ -122,15 +141,18 @@ def as_tensor_images(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-def load_teacher(cfg: dict[str, Any], data: dict[str, Any], progress: bool
-                 ) -> tuple[PIPNet, dict[str, Any], torch.Tensor, torch.Tensor]:
+def load_teacher(
+    cfg: dict[str, Any], data: dict[str, Any], progress: bool
+) -> tuple[PIPNet, dict[str, Any], torch.Tensor, torch.Tensor]:
     """The distillation teacher of cfg and its base crops of the student's training faces."""
     teacher, t_cfg, t_meta = load_checkpoint(cfg["teacher"])
     if t_cfg["input_size"] % cfg["input_size"] or grid_of(t_cfg) != grid_of(cfg):
         raise ValueError("the teacher needs an input size that is a multiple of the student's and the same map grid")
     if not np.array_equal(np.asarray(t_meta["neighbor_indices"]), data["neighbors"]):
-        raise ValueError("the teacher's neighbour indices differ from the student's: its neighbour offsets "
-                         "would supervise other landmarks")
+        raise ValueError(
+            "the teacher's neighbour indices differ from the student's: its neighbour offsets "
+            "would supervise other landmarks"
+        )
     t_data = prepare(dict(cfg, base_size=t_cfg["base_size"], margin=t_cfg["margin"]), progress)
     if len(t_data["train_images"]) != len(data["train_images"]):
         raise ValueError("distillation needs the teacher's crops of exactly the student's labeled faces")
@@ -157,8 +179,15 @@ def stc_stage(stc: dict[str, Any], epoch: int, epochs: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: PIPNet, images: torch.Tensor, points: torch.Tensor, cfg: dict[str, Any],
-             neighbors: torch.Tensor, device: torch.device, batch: int = 64) -> dict[str, float]:
+def evaluate(
+    model: PIPNet,
+    images: torch.Tensor,
+    points: torch.Tensor,
+    cfg: dict[str, Any],
+    neighbors: torch.Tensor,
+    device: torch.device,
+    batch: int = 64,
+) -> dict[str, float]:
     """Validation NME (inter-ocular for 68 points) on un-jittered crops, with and without
     neighbour averaging."""
     model.eval()
@@ -166,9 +195,10 @@ def evaluate(model: PIPNet, images: torch.Tensor, points: torch.Tensor, cfg: dic
     flip = torch.tensor(scheme.flip, device=device)
     errs, errs_own = [], []
     for i in range(0, len(images), batch):
-        im = images[i:i + batch].to(device)
-        x, p = augment(im, points[i:i + batch].to(device), cfg["input_size"], cfg["margin"], flip,
-                       AugmentConfig(), train=False)
+        im = images[i : i + batch].to(device)
+        x, p = augment(
+            im, points[i : i + batch].to(device), cfg["input_size"], cfg["margin"], flip, AugmentConfig(), train=False
+        )
         x = normalize(x).contiguous(memory_format=torch.channels_last)
         with autocast(device, cfg["bf16"]):
             out = model(x)
@@ -183,6 +213,7 @@ def evaluate(model: PIPNet, images: torch.Tensor, points: torch.Tensor, cfg: dic
 class Batches:
     """What training batches are cut from: base crops with their points (the student's, or with a
     distillation teacher the teacher's, at its size: the student gets them area-downscaled)."""
+
     images: torch.Tensor  # (M, 3, R, R) uint8 BGR
     points: torch.Tensor  # (M, N, 2) pixels of the base crops
     is_pseudo: torch.Tensor  # (M,) bool: pseudo-labeled faces, after the labeled ones
@@ -193,6 +224,7 @@ class Batches:
 @dataclass
 class Run:
     """Everything a training step and the epoch bookkeeping read."""
+
     cfg: dict[str, Any]  # replaced when the time budget shortens the schedule
     dev: torch.device
     model: PIPNet
@@ -224,8 +256,9 @@ def seed_everything(cfg: dict[str, Any]) -> None:
     np.random.seed(cfg["seed"])
 
 
-def starting_checkpoints(cfg: dict[str, Any], last: Path, resume: bool
-                         ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def starting_checkpoints(
+    cfg: dict[str, Any], last: Path, resume: bool
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(this run's last.pt when resuming, else None; cfg["init"]'s checkpoint when starting afresh
     from another run's weights, else None)."""
     # on the CPU: the generator states must stay CPU tensors; load_state_dict moves the rest
@@ -287,8 +320,9 @@ def make_optimizer(cfg: dict[str, Any], model: PIPNet) -> torch.optim.Optimizer:
     return opt(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
-def training_faces(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarray] | None,
-                   progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def training_faces(
+    cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarray] | None, progress: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Labeled base crops and points, then the pseudo-labeled ones (given, or labeled by
     cfg["pseudo_labels"]'s exported model); and which faces are pseudo-labeled."""
     images, points = as_tensor_images(data["train_images"]), torch.from_numpy(data["train_points"])
@@ -301,8 +335,14 @@ def training_faces(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, 
     return images, points, torch.arange(len(images)) >= num_labeled
 
 
-def setup(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarray] | None, dev: torch.device,
-          progress: bool, compile_model: bool = False) -> Run:
+def setup(
+    cfg: dict[str, Any],
+    data: dict[str, Any],
+    pseudo: dict[str, np.ndarray] | None,
+    dev: torch.device,
+    progress: bool,
+    compile_model: bool = False,
+) -> Run:
     """The model, its optimizer, the faces batches are cut from, the distillation teacher and the
     validation faces (in this order: building a model draws from torch's global generator)."""
     stc = cfg["stc"]
@@ -320,17 +360,39 @@ def setup(cfg: dict[str, Any], data: dict[str, Any], pseudo: dict[str, np.ndarra
     if dev.type == "cuda":  # the crops live on the GPU: batches are cut and augmented there
         batches.images, batches.points = batches.images.to(dev), batches.points.to(dev)
     meta = {"mean_face": data["mean_face"].tolist(), "neighbor_indices": data["neighbors"].tolist()}
-    return Run(cfg, dev, model, torch.compile(model.forward_train) if compile_model else model.forward_train,
-               opt, batches, teacher, as_tensor_images(data["val_images"]), torch.from_numpy(data["val_points"]),
-               torch.from_numpy(data["neighbors"]).to(dev), torch.tensor(get_scheme(cfg["scheme"]).flip, device=dev),
-               AugmentConfig(**cfg["augment"]), torch.Generator().manual_seed(cfg["seed"]), meta)
+    return Run(
+        cfg,
+        dev,
+        model,
+        torch.compile(model.forward_train) if compile_model else model.forward_train,
+        opt,
+        batches,
+        teacher,
+        as_tensor_images(data["val_images"]),
+        torch.from_numpy(data["val_points"]),
+        torch.from_numpy(data["neighbors"]).to(dev),
+        torch.tensor(get_scheme(cfg["scheme"]).flip, device=dev),
+        AugmentConfig(**cfg["augment"]),
+        torch.Generator().manual_seed(cfg["seed"]),
+        meta,
+    )
 
 
 #: config keys a resumed run may change: names, threads, precision, and the keys that say where a
 #: stage starts or what follows it; every other key (the model, the schedule, the optimizer, the
 #: data and its split, the loss) must be the checkpoint's
-MAY_CHANGE_ON_RESUME = ("name", "version", "threads", "bf16", "max_minutes", "init", "pretrained",
-                        "pretrained_path", "restarts", "stc")
+MAY_CHANGE_ON_RESUME = (
+    "name",
+    "version",
+    "threads",
+    "bf16",
+    "max_minutes",
+    "init",
+    "pretrained",
+    "pretrained_path",
+    "restarts",
+    "stc",
+)
 
 
 def schedule_fitted(ck: dict[str, Any]) -> bool:
@@ -348,8 +410,10 @@ def check_resumable_config(ck: dict[str, Any], cfg: dict[str, Any]) -> None:
     differ = [k for k in saved if k in cfg and k not in skip and saved[k] != cfg[k]]
     if differ:
         what = ", ".join(f"{k}: {saved[k]!r} there, {cfg[k]!r} here" for k in differ)
-        raise ValueError(f"the checkpoint was trained with another config ({what}): resume with its config, "
-                         f"or start a new run folder from it with \"init\"")
+        raise ValueError(
+            f"the checkpoint was trained with another config ({what}): resume with its config, "
+            f'or start a new run folder from it with "init"'
+        )
 
 
 def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, torch.Tensor]]:
@@ -373,9 +437,11 @@ def restore(run: Run, resumed: dict[str, Any]) -> tuple[int, float, dict[str, to
     averaged = {name: v.to(run.dev) for name, v in (resumed.get("averaged") or {}).items()}
     k = run.cfg["average_last"]
     if k and start > run.cfg["epochs"] - k and not averaged:
-        raise ValueError(f"the checkpoint is at epoch {start} of {run.cfg['epochs']}, inside the last {k} epochs "
-                         f"that \"average_last\" averages, and holds no average (a weights-only copy): resume "
-                         f"from the full checkpoint, or end a leg before the averaging starts")
+        raise ValueError(
+            f"the checkpoint is at epoch {start} of {run.cfg['epochs']}, inside the last {k} epochs "
+            f'that "average_last" averages, and holds no average (a weights-only copy): resume '
+            f"from the full checkpoint, or end a leg before the averaging starts"
+        )
     return start, resumed["best"], averaged
 
 
@@ -421,7 +487,7 @@ def train_epoch(run: Run, epoch: int, steps: int, stage: int | None, progress: b
     for step in bar:
         for g in run.opt.param_groups:
             g["lr"] = lr_at(cfg, epoch + step / steps) * g.get("lr_scale", 1.0)
-        loss, parts = batch_loss(run, perm[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]], stage)
+        loss, parts = batch_loss(run, perm[step * cfg["batch_size"] : (step + 1) * cfg["batch_size"]], stage)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
@@ -440,14 +506,24 @@ def validate(run: Run) -> dict[str, float]:
     return evaluate(run.model, run.val_images, run.val_points, run.cfg, run.neighbors, run.dev)
 
 
-def save_checkpoints(run: Run, out: Path, epoch: int, best: float, nme_now: float,
-                     averaged: dict[str, torch.Tensor]) -> float:
+def save_checkpoints(
+    run: Run, out: Path, epoch: int, best: float, nme_now: float, averaged: dict[str, torch.Tensor]
+) -> float:
     """Write out/last.pt, and out/best.pt when the validation NME improved (every epoch without a
     validation split: the last epoch is the best). Returns the best NME so far."""
     has_val = len(run.val_images) > 0
-    state = {"model": run.model.state_dict(), "opt": run.opt.state_dict(), "epoch": epoch, "best": best,
-             "rng": run.gen.get_state(), "torch_rng": global_rng_state(), "config": run.cfg, "meta": run.meta,
-             "averaged": averaged, "fitted": run.fitted}
+    state = {
+        "model": run.model.state_dict(),
+        "opt": run.opt.state_dict(),
+        "epoch": epoch,
+        "best": best,
+        "rng": run.gen.get_state(),
+        "torch_rng": global_rng_state(),
+        "config": run.cfg,
+        "meta": run.meta,
+        "averaged": averaged,
+        "fitted": run.fitted,
+    }
     improved = nme_now < best or not has_val
     if improved:
         best = nme_now if has_val else best
@@ -463,8 +539,7 @@ def save_checkpoints(run: Run, out: Path, epoch: int, best: float, nme_now: floa
 
 def global_rng_state() -> dict[str, Any]:
     """torch's global generators (the augmentation's pixel noise draws from them), CPU and CUDA."""
-    return {"cpu": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_global_rng_state(state: dict[str, Any]) -> None:
@@ -473,18 +548,29 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def epoch_line(run: Run, epoch: int, totals: dict[str, torch.Tensor], steps: int, ev: dict[str, float],
-               secs: float, stage: int | None) -> dict[str, Any]:
+def epoch_line(
+    run: Run,
+    epoch: int,
+    totals: dict[str, torch.Tensor],
+    steps: int,
+    ev: dict[str, float],
+    secs: float,
+    stage: int | None,
+) -> dict[str, Any]:
     """An epoch's JSON log line: mean losses, validation NME, the next learning rate, time."""
-    line = {"epoch": epoch + 1, **{k: round(float(v) / steps, 5) for k, v in totals.items()},
-            **{k: round(v, 3) for k, v in ev.items()}, "lr": round(lr_at(run.cfg, epoch + 1), 7),
-            "sec": round(secs, 1), "img_per_s": round(steps * run.cfg["batch_size"] / secs, 1)}
+    line = {
+        "epoch": epoch + 1,
+        **{k: round(float(v) / steps, 5) for k, v in totals.items()},
+        **{k: round(v, 3) for k, v in ev.items()},
+        "lr": round(lr_at(run.cfg, epoch + 1), 7),
+        "sec": round(secs, 1),
+        "img_per_s": round(steps * run.cfg["batch_size"] / secs, 1),
+    }
     return line if stage is None else {**line, "stc_grid": stage}
 
 
-def apply_time_budget(run: Run, out: Path, log: TextIO, epochs_done: int, epoch_seconds: float,
-                      elapsed: float) -> bool:
-    """"max_minutes": after the first epoch, fit the schedule to the budget at that epoch's time
+def apply_time_budget(run: Run, out: Path, log: TextIO, epochs_done: int, epoch_seconds: float, elapsed: float) -> bool:
+    """ "max_minutes": after the first epoch, fit the schedule to the budget at that epoch's time
     (fewer epochs, at least 2); later, True once the budget is spent with epochs left."""
     budget = run.cfg["max_minutes"]
     if not budget:
@@ -506,14 +592,22 @@ def save_average(run: Run, averaged: dict[str, torch.Tensor], out: Path, epoch: 
     too) into the model, write it as out/averaged.pt; returns its validation NME."""
     run.model.load_state_dict(averaged)
     val_nme = validate(run)["nme"]
-    torch.save({"model": averaged, "epoch": epoch, "best": val_nme, "config": run.cfg, "meta": run.meta},
-               out / "averaged.pt")
+    torch.save(
+        {"model": averaged, "epoch": epoch, "best": val_nme, "config": run.cfg, "meta": run.meta}, out / "averaged.pt"
+    )
     return val_nme
 
 
-def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | None = None,
-          progress: bool = True, pseudo: dict[str, np.ndarray] | None = None,
-          compile_model: bool = False, stop_after: float | None = None) -> dict[str, Any]:
+def train(
+    cfg: dict[str, Any],
+    out: Path,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    pseudo: dict[str, np.ndarray] | None = None,
+    compile_model: bool = False,
+    stop_after: float | None = None,
+) -> dict[str, Any]:
     """Train and return the final summary ("paused": True when stop_after ended it early);
     writes out/{log.txt, last.pt, best.pt, config.json} (and averaged.pt with "average_last").
     pseudo: pseudo-labeled faces {"images", "points"} in base-crop pixels, trained on after the
@@ -521,14 +615,23 @@ def train(cfg: dict[str, Any], out: Path, resume: bool = False, device: str | No
     schedule unchanged, for a later --resume."""
     out.mkdir(parents=True, exist_ok=True)
     if not resume and (out / "last.pt").exists():
-        raise FileExistsError(f"{out} holds a run already (last.pt): resume it (--resume), or give another "
-                              f"folder to start afresh")
+        raise FileExistsError(
+            f"{out} holds a run already (last.pt): resume it (--resume), or give another folder to start afresh"
+        )
     with writer_lock(out):
         return train_stage(cfg, out, resume, device, progress, pseudo, compile_model, stop_after)
 
 
-def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None, progress: bool,
-                pseudo: dict[str, np.ndarray] | None, compile_model: bool, stop_after: float | None) -> dict[str, Any]:
+def train_stage(
+    cfg: dict[str, Any],
+    out: Path,
+    resume: bool,
+    device: str | None,
+    progress: bool,
+    pseudo: dict[str, np.ndarray] | None,
+    compile_model: bool,
+    stop_after: float | None,
+) -> dict[str, Any]:
     """train's work, with the folder checked and locked."""
     dev = pick_device(device)
     seed_everything(cfg)
@@ -551,8 +654,10 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
     summary: dict[str, Any] = {"epoch": start, "best_val_nme": best}
     epoch, t_start, paused = start, time.time(), False
     with open(out / "log.txt", "a") as log:
-        log.write(f"# {time.ctime()} device={dev} train={int((~run.batches.is_pseudo).sum())}+"
-                  f"{int(run.batches.is_pseudo.sum())} val={len(run.val_images)} start={start}\n")
+        log.write(
+            f"# {time.ctime()} device={dev} train={int((~run.batches.is_pseudo).sum())}+"
+            f"{int(run.batches.is_pseudo.sum())} val={len(run.val_images)} start={start}\n"
+        )
         while epoch < run.cfg["epochs"]:
             t0 = time.time()
             stage = stc_stage(cfg["stc"], epoch, run.cfg["epochs"]) if cfg["stc"] else None
@@ -573,8 +678,9 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
             if apply_time_budget(run, out, log, epoch, secs, time.time() - t_start):
                 break
             if stop_after is not None and epoch < run.cfg["epochs"] and time.time() - t_start > stop_after * 60:
-                log.write(f"# stopped after {stop_after:g} min at epoch {epoch} of {run.cfg['epochs']}; "
-                          f"--resume goes on\n")
+                log.write(
+                    f"# stopped after {stop_after:g} min at epoch {epoch} of {run.cfg['epochs']}; --resume goes on\n"
+                )
                 paused = True
                 break
         if averaged and epoch == run.cfg["epochs"]:
@@ -586,8 +692,9 @@ def train_stage(cfg: dict[str, Any], out: Path, resume: bool, device: str | None
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.train", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--config", help="JSON config (keys as export.config.DEFAULTS)")
     ap.add_argument("--out", required=True, help="run folder: log.txt, last.pt, best.pt")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -596,14 +703,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="use at most this many faces per folder (smoke runs)")
     ap.add_argument("--batch-size", dest="batch_size", type=int, help="override the config's batch size")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--stop-after", dest="stop_after", type=float, metavar="MINUTES",
-                    help="stop at the first epoch end after this many minutes, keeping the schedule (--resume goes on)")
+    ap.add_argument(
+        "--stop-after",
+        dest="stop_after",
+        type=float,
+        metavar="MINUTES",
+        help="stop at the first epoch end after this many minutes, keeping the schedule (--resume goes on)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     a = ap.parse_args(argv)
     if a.stop_after is not None and a.stop_after <= 0:
         ap.error("--stop-after must be positive")
-    cfg = load_config(a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size,
-                                 "threads": a.threads})
+    cfg = load_config(
+        a.config, {"epochs": a.epochs, "limit": a.limit, "batch_size": a.batch_size, "threads": a.threads}
+    )
     check_files(cfg, a.config or "config")
     print(json.dumps(train(cfg, Path(a.out), a.resume, a.device, not a.quiet, stop_after=a.stop_after)))
 

@@ -8,6 +8,7 @@
 
     python -m export.upgrade pipnet_sdk/models/pipnet-fast.onnx --out pipnet-fast.v3.onnx
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,8 +93,9 @@ def candidates_output(model: onnx.ModelProto, num_landmarks: int, num_neighbors:
     source = reshape.input[0]  # (B, N, 1 + C, 2)
     g.node.append(helper.make_node("Identity", [source], ["candidates"], name="/candidates"))
     scores = next(o for o in g.output if o.name == "scores")
-    out = helper.make_tensor_value_info("candidates", onnx.TensorProto.FLOAT,
-                                        ["batch", num_landmarks, 1 + num_neighbors, 2])
+    out = helper.make_tensor_value_info(
+        "candidates", onnx.TensorProto.FLOAT, ["batch", num_landmarks, 1 + num_neighbors, 2]
+    )
     del g.output[:]
     g.output.extend([out, scores])
     _prune(g)
@@ -118,8 +120,9 @@ def upgrade(src: str | Path, dst: str | Path, version: str | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.upgrade", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.upgrade", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", help="an exported PIPNet .onnx (format 1, 2 or 3)")
     ap.add_argument("--out", required=True, help="where to write the upgraded file")
     ap.add_argument("--version", help="the model version to record (default: keep the file's)")

@@ -17,6 +17,7 @@ crop (export.augment.visible_points). The fit is chosen on the validation faces 
 drawn with another seed, and its bias shifted so that 0.5 is the threshold that gave the best F1
 for hidden points there (so ``Face.occluded``, visibility < 0.5, is that choice).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ from .schemes import get_scheme
 OCCLUDERS = {"p_occlude": 0.7, "occlude_max": 0.5, "p_occlude_texture": 0.5, "p_occlude_ellipse": 0.5}
 #: what makes the faces the quality is calibrated on fail now and then: turned beyond training's
 #: range, blurred, dark, occluded
-HARD = {"rotate_deg": 90.0, "p_rotate": 0.5, "p_blur": 0.4, "p_motion_blur": 0.3, "motion_max": 0.2,
-        "p_low_light": 0.3, **OCCLUDERS}
+HARD = {
+    "rotate_deg": 90.0,
+    "p_rotate": 0.5,
+    "p_blur": 0.4,
+    "p_motion_blur": 0.3,
+    "motion_max": 0.2,
+    "p_low_light": 0.3,
+    **OCCLUDERS,
+}
 #: a face is good when its NME (inter-ocular) is at most this: Face.quality estimates P(good)
 GOOD_NME = 0.08
 
@@ -79,8 +87,14 @@ def with_features(path: str | Path) -> bytes:
     return m.SerializeToString()
 
 
-def occluded_crops(images: np.ndarray, points: np.ndarray, cfg: dict[str, Any], rounds: int, seed: int,
-                   extra: dict[str, Any] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def occluded_crops(
+    images: np.ndarray,
+    points: np.ndarray,
+    cfg: dict[str, Any],
+    rounds: int,
+    seed: int,
+    extra: dict[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``rounds`` augmented, occluded copies of each base crop (the config's augmentation, the
     OCCLUDERS, then ``extra``): uint8 BGR crops (M, S, S, 3), normalised points (M, N, 2) and
     visibility labels (M, N)."""
@@ -92,16 +106,18 @@ def occluded_crops(images: np.ndarray, points: np.ndarray, cfg: dict[str, Any], 
     im_all, pt_all = torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(points)
     for _ in range(rounds):
         for i in range(0, len(images), 256):
-            x, p, v = augment_with_visibility(im_all[i:i + 256], pt_all[i:i + 256], cfg["input_size"],
-                                              cfg["margin"], flip, aug, gen, train=True)
+            x, p, v = augment_with_visibility(
+                im_all[i : i + 256], pt_all[i : i + 256], cfg["input_size"], cfg["margin"], flip, aug, gen, train=True
+            )
             crops.append((x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
             pts.append(p.numpy())
             vis.append(v.numpy())
     return np.concatenate(crops), np.concatenate(pts), np.concatenate(vis)
 
 
-def run_with_features(model_bytes: bytes, crops: np.ndarray, threads: int | None = None,
-                      progress: bool = True) -> dict[str, np.ndarray]:
+def run_with_features(
+    model_bytes: bytes, crops: np.ndarray, threads: int | None = None, progress: bool = True
+) -> dict[str, np.ndarray]:
     """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16)."""
     import onnxruntime as ort
     from tqdm import tqdm
@@ -118,7 +134,7 @@ def run_with_features(model_bytes: bytes, crops: np.ndarray, threads: int | None
     averaging = vote_matrix(spec.neighbor_indices)
     pts, scs, feats = [], [], []
     for i in tqdm(range(0, len(crops), 64), desc="features", disable=not progress):
-        c = crops[i:i + 64].astype(np.float32)
+        c = crops[i : i + 64].astype(np.float32)
         c = c[..., ::-1] if spec.color == "rgb" else c
         x = np.ascontiguousarray((c * scale + shift).transpose(0, 3, 1, 2), np.float32)
         cand, sc, f = sess.run(["candidates", "scores", "features"], {sess.get_inputs()[0].name: x})
@@ -128,9 +144,16 @@ def run_with_features(model_bytes: bytes, crops: np.ndarray, threads: int | None
     return {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
 
 
-def fit_rows(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray, val_labels: np.ndarray,
-             epochs: int = 40, lr: float = 0.01, weight_decay: float = 1e-3, progress: bool = True
-             ) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
+def fit_rows(
+    features: np.ndarray,
+    labels: np.ndarray,
+    val_features: np.ndarray,
+    val_labels: np.ndarray,
+    epochs: int = 40,
+    lr: float = 0.01,
+    weight_decay: float = 1e-3,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, float]]]:
     """Per-landmark logistic regression: weights (N, D) and biases (N,) from features (M, N, D)
     and labels (M, N) (1 = visible), the epoch with the lowest validation loss kept. Returns them
     and the per-epoch log."""
@@ -149,7 +172,7 @@ def fit_rows(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
         for idx in torch.randperm(len(f), generator=gen).split(512):
             logits = ((f[idx].float() - mu) * w).sum(-1) + b
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx])
-            loss = loss + weight_decay * (w ** 2).sum() / n
+            loss = loss + weight_decay * (w**2).sum() / n
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -158,8 +181,11 @@ def fit_rows(features: np.ndarray, labels: np.ndarray, val_features: np.ndarray,
             v_loss = float(torch.nn.functional.binary_cross_entropy_with_logits(v_logits, vy))
             p = torch.sigmoid(v_logits).numpy()
         hidden = val_labels < 0.5
-        record = {"epoch": epoch + 1, "val_bce": round(v_loss, 4),
-                  "val_auroc_hidden": round(auroc(1 - p[hidden], 1 - p[~hidden]), 4)}
+        record = {
+            "epoch": epoch + 1,
+            "val_bce": round(v_loss, 4),
+            "val_auroc_hidden": round(auroc(1 - p[hidden], 1 - p[~hidden]), 4),
+        }
         log.append(record)
         if progress:
             print(json.dumps(record), flush=True)
@@ -186,12 +212,17 @@ def fit_quality(scores: np.ndarray, visibility: np.ndarray, good: np.ndarray) ->
         return loss
 
     opt.step(closure)
-    return {"good_nme": GOOD_NME, "features": ["mean_score", "mean_visibility"],
-            "coef": [round(float(v), 5) for v in w.detach()], "intercept": round(float(b.detach()[0]), 5)}
+    return {
+        "good_nme": GOOD_NME,
+        "features": ["mean_score", "mean_visibility"],
+        "coef": [round(float(v), 5) for v in w.detach()],
+        "intercept": round(float(b.detach()[0]), 5),
+    }
 
 
-def graft(path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | Path,
-          meta_update: dict[str, Any]) -> Path:
+def graft(
+    path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | Path, meta_update: dict[str, Any]
+) -> Path:
     """Write the model file with a ``visibility`` output: sigmoid(features . weights + biases) per
     landmark, computed on the feature vectors its decoding reads; everything else unchanged."""
     m = onnx.load(str(path))
@@ -199,24 +230,36 @@ def graft(path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | 
     if any(o.name == "visibility" for o in m.graph.output):
         raise ValueError(f"{path} already has a visibility output")
     n, d = weights.shape  # d: the feature vector and the landmark's score
-    m.graph.initializer.extend([
-        numpy_helper.from_array(weights.astype(np.float32).reshape(n, d, 1), "visibility_weight"),
-        numpy_helper.from_array(biases.astype(np.float32).reshape(n, 1, 1), "visibility_bias"),
-        numpy_helper.from_array(np.array([2, 3], np.int64), "visibility_axes"),
-    ])
-    m.graph.node.extend([
-        helper.make_node("Unsqueeze", ["scores", "visibility_axes"], ["visibility_scores"],
-                         name="/visibility/Unsqueeze"),
-        helper.make_node("Concat", [feat, "visibility_scores"], ["visibility_inputs"], axis=-1,
-                         name="/visibility/Concat"),
-        helper.make_node("MatMul", ["visibility_inputs", "visibility_weight"], ["visibility_logit_raw"],
-                         name="/visibility/MatMul"),
-        helper.make_node("Add", ["visibility_logit_raw", "visibility_bias"], ["visibility_logit"],
-                         name="/visibility/Add"),
-        helper.make_node("Squeeze", ["visibility_logit", "visibility_axes"], ["visibility_logit_2d"],
-                         name="/visibility/Squeeze"),
-        helper.make_node("Sigmoid", ["visibility_logit_2d"], ["visibility"], name="/visibility/Sigmoid"),
-    ])
+    m.graph.initializer.extend(
+        [
+            numpy_helper.from_array(weights.astype(np.float32).reshape(n, d, 1), "visibility_weight"),
+            numpy_helper.from_array(biases.astype(np.float32).reshape(n, 1, 1), "visibility_bias"),
+            numpy_helper.from_array(np.array([2, 3], np.int64), "visibility_axes"),
+        ]
+    )
+    m.graph.node.extend(
+        [
+            helper.make_node(
+                "Unsqueeze", ["scores", "visibility_axes"], ["visibility_scores"], name="/visibility/Unsqueeze"
+            ),
+            helper.make_node(
+                "Concat", [feat, "visibility_scores"], ["visibility_inputs"], axis=-1, name="/visibility/Concat"
+            ),
+            helper.make_node(
+                "MatMul",
+                ["visibility_inputs", "visibility_weight"],
+                ["visibility_logit_raw"],
+                name="/visibility/MatMul",
+            ),
+            helper.make_node(
+                "Add", ["visibility_logit_raw", "visibility_bias"], ["visibility_logit"], name="/visibility/Add"
+            ),
+            helper.make_node(
+                "Squeeze", ["visibility_logit", "visibility_axes"], ["visibility_logit_2d"], name="/visibility/Squeeze"
+            ),
+            helper.make_node("Sigmoid", ["visibility_logit_2d"], ["visibility"], name="/visibility/Sigmoid"),
+        ]
+    )
     m.graph.output.append(helper.make_tensor_value_info("visibility", onnx.TensorProto.FLOAT, ["batch", n]))
     onnx.checker.check_model(m)
     meta = {**file_metadata(m), **meta_update}
@@ -237,8 +280,9 @@ def framing_config(path: str | Path, config: str | Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m export.visibility", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m export.visibility", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("model", help="a format-3 model file (int8 or fp32)")
     ap.add_argument("--config", required=True, help="the model's training config (data, split, augmentation)")
     ap.add_argument("--out", required=True, help="the new model file")
@@ -260,12 +304,21 @@ def main(argv: list[str] | None = None) -> None:
     sets = (("train", "train", a.rounds, 0, None), ("val", "val", 4, 1, None), ("hard", "val", 8, 2, HARD))
     for part, source, rounds, seed, extra in sets:
         crops, points, labels = occluded_crops(d[f"{source}_images"], d[f"{source}_points"], cfg, rounds, seed, extra)
-        runs[part] = {**run_with_features(model_bytes, crops, a.threads, not a.quiet), "labels": labels,
-                      "truth": points}
+        runs[part] = {
+            **run_with_features(model_bytes, crops, a.threads, not a.quiet),
+            "labels": labels,
+            "truth": points,
+        }
     for r in runs.values():  # each landmark's score is an input too
         r["features"] = with_score(r["features"], r["scores"])
-    w, b, log = fit_rows(runs["train"]["features"], runs["train"]["labels"], runs["val"]["features"],
-                         runs["val"]["labels"], a.epochs, progress=not a.quiet)
+    w, b, log = fit_rows(
+        runs["train"]["features"],
+        runs["train"]["labels"],
+        runs["val"]["features"],
+        runs["val"]["labels"],
+        a.epochs,
+        progress=not a.quiet,
+    )
     val_p = 1 / (1 + np.exp(-((runs["val"]["features"].astype(np.float32) * w).sum(-1) + b)))
     threshold, val_f1 = best_f1_threshold(val_p, runs["val"]["labels"] < 0.5)
     b = b - math.log(threshold / (1 - threshold))  # visibility < 0.5 now means p < threshold
@@ -280,12 +333,35 @@ def main(argv: list[str] | None = None) -> None:
         scores.append(r["scores"])
         good.append(nme_per_face(r["points"], r["truth"], norm) <= GOOD_NME)
     quality = fit_quality(np.concatenate(scores), np.concatenate(vis), np.concatenate(good))
-    out = graft(a.model, w, b, a.out, {"version": a.version, "visibility": {
-        "fitted_on": f"{len(runs['train']['labels'])} occluded training crops", "threshold": 0.5,
-        "validation_f1": round(val_f1, 4), "occluders": OCCLUDERS}, "quality": quality})
+    out = graft(
+        a.model,
+        w,
+        b,
+        a.out,
+        {
+            "version": a.version,
+            "visibility": {
+                "fitted_on": f"{len(runs['train']['labels'])} occluded training crops",
+                "threshold": 0.5,
+                "validation_f1": round(val_f1, 4),
+                "occluders": OCCLUDERS,
+            },
+            "quality": quality,
+        },
+    )
     best = min(log, key=lambda r: r["val_bce"])
-    print(json.dumps({"out": str(out), "best": best, "quality": quality, "f1_threshold": threshold, "val_f1": val_f1,
-                      "good_fraction": float(np.concatenate(good).mean())}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "best": best,
+                "quality": quality,
+                "f1_threshold": threshold,
+                "val_f1": val_f1,
+                "good_fraction": float(np.concatenate(good).mean()),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,14 +2,29 @@
 
 Public names are imported lazily so that ``import pipnet_sdk`` is cheap and loads no model.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__all__ = ["ChecksumError", "Detector", "Face", "HeadPose", "ImageError", "Landmarker", "ModelFormatError",
-           "ModelNotFoundError", "PipnetError", "VideoLandmarker", "align", "align_many",
-           "detect_landmarks", "draw", "list_models"]
+__all__ = [
+    "ChecksumError",
+    "Detector",
+    "Face",
+    "HeadPose",
+    "ImageError",
+    "Landmarker",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "PipnetError",
+    "VideoLandmarker",
+    "align",
+    "align_many",
+    "detect_landmarks",
+    "draw",
+    "list_models",
+]
 
 _WHERE = {
     "ChecksumError": ".errors",

@@ -1,4 +1,5 @@
 """Helpers every ``pipnet`` subcommand uses (pipnet_sdk.cli and pipnet_sdk.cli_video)."""
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,7 @@ def folders_for_a_probe(folder: Path) -> Iterator[Path]:
 def _probe(folder: Path, what: str, shown: Path) -> None:
     """ValueError unless a file can be created in ``folder`` (see folders_for_a_probe)."""
     try:
-        with folders_for_a_probe(folder), \
-                tempfile.NamedTemporaryFile(dir=folder, prefix=".pipnet-", suffix=".check"):
+        with folders_for_a_probe(folder), tempfile.NamedTemporaryFile(dir=folder, prefix=".pipnet-", suffix=".check"):
             pass
     except OSError as e:
         raise ValueError(f"cannot write {what} {shown}: {e.strerror or e}") from None
@@ -175,7 +175,7 @@ def write_all(fd: int, data: bytes) -> None:
     """Write all of ``data`` to the file descriptor ``fd`` (OSError as the system gives it)."""
     view = memoryview(data)
     while view:
-        view = view[_write_some(fd, view):]
+        view = view[_write_some(fd, view) :]
 
 
 class AtomicFile:
@@ -255,8 +255,9 @@ class JsonLines:
             return
         path = Path(target)
         try:
-            self.fd = os.open(make_parent(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                              0o666)
+            self.fd = os.open(
+                make_parent(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666
+            )
             st = os.fstat(self.fd)
             self.regular = stat.S_ISREG(st.st_mode)
             if self.regular and st.st_size:  # an earlier run cut short within a line: start a new one
@@ -302,8 +303,9 @@ class JsonLines:
 
 
 # ---------------------------------------------------------------------------------- inputs
-def walk_files(folder: Path, warn: Callable[[str], None] | None = None,
-               keep: Callable[[str], bool] | None = None) -> list[Path]:
+def walk_files(
+    folder: Path, warn: Callable[[str], None] | None = None, keep: Callable[[str], bool] | None = None
+) -> list[Path]:
     """The files under ``folder`` whose name passes ``keep`` (default: all), sorted, hidden names
     (``.x``, ``_x``) included; symbolic links to folders are followed once (a link back to a
     folder already walked is skipped, and passed to ``warn``)."""
@@ -336,8 +338,10 @@ def check_model_option(value: str | None, option: str) -> None:
     from . import registry
 
     if value not in registry.MODELS and os.path.isdir(value):
-        raise ValueError(f"{option} {display_text(value)} is a folder, not a model: give a model file "
-                         f"(.onnx) or a model name ({', '.join(registry.list_models())})")
+        raise ValueError(
+            f"{option} {display_text(value)} is a folder, not a model: give a model file "
+            f"(.onnx) or a model name ({', '.join(registry.list_models())})"
+        )
 
 
 def available_cpus() -> int:
@@ -355,8 +359,7 @@ def cap_threads(threads: int | None, quiet: bool) -> int | None:
     if threads is None or threads <= cpus:
         return threads
     if not quiet:
-        print(f"pipnet: warning: --threads {threads} is more than the {cpus} CPUs here: using {cpus}",
-              file=sys.stderr)
+        print(f"pipnet: warning: --threads {threads} is more than the {cpus} CPUs here: using {cpus}", file=sys.stderr)
     return cpus
 
 
@@ -453,8 +456,9 @@ def quiet_native_stderr(quiet: bool) -> Iterator[None]:
         return
     old = sys.stderr
     if ours:  # our own messages go to the real stderr through a copy of its descriptor
-        sys.stderr = open(saved, "w", encoding=old.encoding or "utf-8", errors="backslashreplace",
-                          buffering=1, closefd=False)
+        sys.stderr = open(
+            saved, "w", encoding=old.encoding or "utf-8", errors="backslashreplace", buffering=1, closefd=False
+        )
     try:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 2)

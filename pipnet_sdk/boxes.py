@@ -1,4 +1,5 @@
 """Box geometry shared by the detector, the video tracker and training: boxes are x1, y1, x2, y2."""
+
 from __future__ import annotations
 
 import numpy as np

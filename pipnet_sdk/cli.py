@@ -11,6 +11,7 @@ Run as ``pipnet ...`` (console script) or ``python -m pipnet_sdk.cli ...``.
 Adding a subcommand = one ``_cmd_x(args) -> int`` function + one ``_add_x(subparsers)`` that
 sets ``func=_cmd_x``, listed in ``_SUBCOMMANDS``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,11 +79,15 @@ def _check_out_folder(out: Path, paths: Sequence[str]) -> None:
             continue
         folder = p.resolve()
         if target == folder:
-            raise UsageError(f"--out {display_text(str(out))} is the input folder {display_text(text)}: the "
-                             "annotated copies would go among the images; give another folder")
+            raise UsageError(
+                f"--out {display_text(str(out))} is the input folder {display_text(text)}: the "
+                "annotated copies would go among the images; give another folder"
+            )
         if target / (folder.name or "root") == folder:
-            raise UsageError(f"--out {display_text(str(out))} holds the input folder {display_text(text)}, where "
-                             "the annotated copies would go (--out DIR/<folder name>/...); give another folder")
+            raise UsageError(
+                f"--out {display_text(str(out))} holds the input folder {display_text(text)}, where "
+                "the annotated copies would go (--out DIR/<folder name>/...); give another folder"
+            )
 
 
 def _collect_images(paths: Sequence[str], exclude: Path | None, warn: bool = True) -> list[tuple[Path, Path]]:
@@ -106,8 +111,9 @@ def _collect_images(paths: Sequence[str], exclude: Path | None, warn: bool = Tru
         else:
             raise UsageError(f"no such file or folder: {display_text(text)}")
     if not found:
-        raise UsageError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in "
-                         f"{', '.join(display_text(p) for p in paths)}")
+        raise UsageError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(display_text(p) for p in paths)}"
+        )
     return found
 
 
@@ -212,31 +218,56 @@ class _JsonDoc:
 
 # ---------------------------------------------------------------------------------- detect
 def _add_detect(sub: Any) -> None:
-    p = sub.add_parser("detect", help="faces and landmarks of images or folders of images",
-                       description="Detect faces and their landmarks; JSON on stdout, or in --json "
-                                   "and/or --jsonl (one line per image, written as it goes).")
+    p = sub.add_parser(
+        "detect",
+        help="faces and landmarks of images or folders of images",
+        description="Detect faces and their landmarks; JSON on stdout, or in --json "
+        "and/or --jsonl (one line per image, written as it goes).",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
     p.add_argument("--out", metavar="DIR", help="folder for the annotated images of --draw")
-    p.add_argument("--json", metavar="FILE", help="write the JSON here instead of stdout ('-' = stdout), "
-                   "whole or not at all: the old file stays until the new one is complete")
-    p.add_argument("--jsonl", metavar="FILE", help="append one JSON line per image as it is done ('-' = stdout; "
-                   "an existing FILE keeps its lines), so an interrupted run keeps what it finished")
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="write the JSON here instead of stdout ('-' = stdout), "
+        "whole or not at all: the old file stays until the new one is complete",
+    )
+    p.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="append one JSON line per image as it is done ('-' = stdout; "
+        "an existing FILE keeps its lines), so an interrupted run keeps what it finished",
+    )
     p.add_argument("--draw", action="store_true", help="write annotated images into --out DIR")
     p.add_argument("--draw-pose", action="store_true", help="with --draw: also draw head-pose axes")
     p.add_argument("--model", metavar="M", help="landmark model: registry name or .onnx path")
     p.add_argument("--detector", metavar="D", help="face detector: registry name or .onnx path")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="onnxruntime threads (at most the number of CPUs)")
-    p.add_argument("--test-crops", type=_positive_int, default=1, metavar="K",
-                   help="average each face over K (1-5) shifted/zoomed crops: more accurate, K times slower")
+    p.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="onnxruntime threads (at most the number of CPUs)"
+    )
+    p.add_argument(
+        "--test-crops",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="average each face over K (1-5) shifted/zoomed crops: more accurate, K times slower",
+    )
     p.add_argument("--flip-test", action="store_true", help="also average over mirrored crops (2x slower)")
-    p.add_argument("--no-upright", action="store_true",
-                   help="no second look at faces the crop saw turned (on their side, upside down)")
+    p.add_argument(
+        "--no-upright",
+        action="store_true",
+        help="no second look at faces the crop saw turned (on their side, upside down)",
+    )
     p.add_argument("--score-threshold", type=_unit_float, metavar="T", help="detector score threshold (0-1)")
-    p.add_argument("--min-quality", type=_unit_float, metavar="Q",
-                   help="leave out faces whose quality (0-1, P(landmarks good)) is below Q; needs a calibrated model")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar, no warnings, no messages from the image libraries")
+    p.add_argument(
+        "--min-quality",
+        type=_unit_float,
+        metavar="Q",
+        help="leave out faces whose quality (0-1, P(landmarks good)) is below Q; needs a calibrated model",
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar, no warnings, no messages from the image libraries"
+    )
     p.set_defaults(func=_cmd_detect)
 
 
@@ -272,20 +303,40 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             check_folder(out, "--out")
     except ValueError as e:
         raise UsageError(str(e)) from None
-    lm = Landmarker(model=args.model, detector=args.detector, threads=cap_threads(args.threads, args.quiet),
-                    test_crops=args.test_crops, flip_test=args.flip_test, upright=not args.no_upright, **options)
+    lm = Landmarker(
+        model=args.model,
+        detector=args.detector,
+        threads=cap_threads(args.threads, args.quiet),
+        test_crops=args.test_crops,
+        flip_test=args.flip_test,
+        upright=not args.no_upright,
+        **options,
+    )
     if args.min_quality is not None and not lm.model.spec.extra.get("quality"):
-        raise UsageError(f"--min-quality needs a model with a quality calibration; "
-                         f"{lm.model.spec.name} {lm.model.spec.version} has none")
-    head = {"model": display_text(str(args.model or DEFAULT_MODEL)),
-            "detector": display_text(str(args.detector or DEFAULT_DETECTOR)), "provenance": lm.provenance()}
+        raise UsageError(
+            f"--min-quality needs a model with a quality calibration; "
+            f"{lm.model.spec.name} {lm.model.spec.version} has none"
+        )
+    head = {
+        "model": display_text(str(args.model or DEFAULT_MODEL)),
+        "detector": display_text(str(args.detector or DEFAULT_DETECTOR)),
+        "provenance": lm.provenance(),
+    }
     to_stdout = args.json == "-" or (args.json is None and args.jsonl is None)
     lines_target = None if args.jsonl is None else "-" if args.jsonl == "-" else str(lines_path)
     return _run_detect(args, lm, images, out, head, json_path, to_stdout, lines_target)
 
 
-def _run_detect(args: argparse.Namespace, lm: Any, images: list[tuple[Path, Path]], out: Path | None,
-                head: dict[str, Any], json_path: Path | None, to_stdout: bool, lines_target: str | None) -> int:
+def _run_detect(
+    args: argparse.Namespace,
+    lm: Any,
+    images: list[tuple[Path, Path]],
+    out: Path | None,
+    head: dict[str, Any],
+    json_path: Path | None,
+    to_stdout: bool,
+    lines_target: str | None,
+) -> int:
     """The images through ``lm`` into every output. An output that fails (a full disk) is named
     on stderr with the cause and dropped, the others go on (exit code 3); a run with no output
     left stops."""
@@ -352,8 +403,10 @@ def _run_detect(args: argparse.Namespace, lm: Any, images: list[tuple[Path, Path
                     write_failed(e, "no more annotated images are written")
                     drawing = False
             if doc is None and lines is None and not drawing:
-                print(f"pipnet: error: no output left to write: stopped after {done} of {len(images)} images",
-                      file=sys.stderr)
+                print(
+                    f"pipnet: error: no output left to write: stopped after {done} of {len(images)} images",
+                    file=sys.stderr,
+                )
                 break
         if doc is not None:
             with signals_deferred():
@@ -440,9 +493,11 @@ def _cmd_models_download(args: argparse.Namespace) -> int:
         raise UsageError(f"download of {args.name} failed: {type(e).__name__}: {e}") from e
     cached = hub.cached_path(args.name)
     source = cached[1] if cached else "hf-cache"  # a download lands in the Hugging Face cache
-    how = {"packaged": "packaged in pipnet-sdk, nothing to download",
-           hub.ENV_MODELS_DIR: f"found in ${hub.ENV_MODELS_DIR}, nothing to download",
-           "hf-cache": "in the Hugging Face cache"}[source]
+    how = {
+        "packaged": "packaged in pipnet-sdk, nothing to download",
+        hub.ENV_MODELS_DIR: f"found in ${hub.ENV_MODELS_DIR}, nothing to download",
+        "hf-cache": "in the Hugging Face cache",
+    }[source]
     print(f"{args.name}: {path} ({how})")
     return 0
 

@@ -23,6 +23,7 @@ same as the input's, or one pixel more where the input's is odd (the codec needs
 added column or row is black). Outputs are checked before any work; the annotated video is
 written beside ``OUT`` under a hidden name and renamed to ``OUT`` once it is complete and playable.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,23 +62,38 @@ MAX_GAP = 250
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "video", help="track faces and landmarks through a video file",
+        "video",
+        help="track faces and landmarks through a video file",
         description="Track faces through a video: steady landmarks with stable ids. "
-                    "Writes JSON per frame (--json) and/or an annotated video (--out).")
+        "Writes JSON per frame (--json) and/or an annotated video (--out).",
+    )
     p.add_argument("input", metavar="IN", help="video file (anything OpenCV can decode)")
     p.add_argument("--out", metavar="OUT.mp4", help="write the annotated video here")
     p.add_argument("--json", metavar="FILE", help="write per-frame JSON here ('-' = stdout)")
     p.add_argument("--model", metavar="M", help="landmark model: registry name or .onnx path")
     p.add_argument("--detector", metavar="D", help="face detector: registry name or .onnx path")
-    p.add_argument("--detect-every", type=_positive_int, default=10, metavar="K",
-                   help="run the face detector at least every K frames (default 10)")
+    p.add_argument(
+        "--detect-every",
+        type=_positive_int,
+        default=10,
+        metavar="K",
+        help="run the face detector at least every K frames (default 10)",
+    )
     p.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of the landmarks")
-    p.add_argument("--no-upright", action="store_true",
-                   help="no second look at faces the crop saw turned (on their side, upside down)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="onnxruntime threads (at most the number of CPUs)")
-    p.add_argument("-q", "--quiet", action="store_true",
-                   help="no progress bar, no summary line, no warnings, no messages from FFmpeg/OpenCV")
+    p.add_argument(
+        "--no-upright",
+        action="store_true",
+        help="no second look at faces the crop saw turned (on their side, upside down)",
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, metavar="N", help="onnxruntime threads (at most the number of CPUs)"
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar, no summary line, no warnings, no messages from FFmpeg/OpenCV",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -244,8 +260,11 @@ class _VideoJson:
         self.fd: int | None = None
         if not self.stdout:
             try:
-                self.fd = os.open(make_parent(Path(target)),
-                                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666)
+                self.fd = os.open(
+                    make_parent(Path(target)),
+                    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
+                    0o666,
+                )
             except OSError as e:
                 raise WriteError(target, e) from None
 
@@ -303,12 +322,22 @@ class _VideoJson:
                 end = {"num_frames": count, **tail}
                 if count < self.count:
                     end["complete"] = False
-                    end["error"] = "; ".join(filter(None, [tail.get("error"), (
-                        f"the last {self.count - count} frames were dropped to make room to close the file")]))
+                    end["error"] = "; ".join(
+                        filter(
+                            None,
+                            [
+                                tail.get("error"),
+                                (f"the last {self.count - count} frames were dropped to make room to close the file"),
+                            ],
+                        )
+                    )
                 try:
                     self._put("\n], " + json.dumps(end)[1:] + "\n")
-                    return None if failure is None else (
-                        f"{WriteError(self.name, failure)}; the file keeps {count} whole frames")
+                    return (
+                        None
+                        if failure is None
+                        else (f"{WriteError(self.name, failure)}; the file keeps {count} whole frames")
+                    )
                 except OSError as e:
                     failure = failure or e
                     self.ends.pop()
@@ -361,8 +390,12 @@ def run(args: argparse.Namespace) -> int:
         cap.release()
         return _error(str(e))
     try:
-        lm = Landmarker(model=args.model, detector=args.detector, threads=cap_threads(args.threads, args.quiet),
-                        upright=not args.no_upright)
+        lm = Landmarker(
+            model=args.model,
+            detector=args.detector,
+            threads=cap_threads(args.threads, args.quiet),
+            upright=not args.no_upright,
+        )
         provenance = lm.provenance()
     except (OSError, ValueError) as e:
         cap.release()
@@ -373,10 +406,15 @@ def run(args: argparse.Namespace) -> int:
             return _error(f"cannot load the models: {e}")
         raise
     video = VideoLandmarker(lm, detect_every=args.detect_every, smoothing=not args.no_smooth, fps=fps)
-    head: dict[str, Any] = {"video": shown, "width": w, "height": h, "fps": round(fps, 3),
-                            "model": display_text(str(args.model or DEFAULT_MODEL)),
-                            "detector": display_text(str(args.detector or DEFAULT_DETECTOR)),
-                            "provenance": provenance}
+    head: dict[str, Any] = {
+        "video": shown,
+        "width": w,
+        "height": h,
+        "fps": round(fps, 3),
+        "model": display_text(str(args.model or DEFAULT_MODEL)),
+        "detector": display_text(str(args.detector or DEFAULT_DETECTOR)),
+        "provenance": provenance,
+    }
     if args.out is not None:
         head["out"] = {"path": display_text(args.out), "width": size[0], "height": size[1]}
     try:
@@ -385,8 +423,16 @@ def run(args: argparse.Namespace) -> int:
         cap.release()
 
 
-def _track(args: argparse.Namespace, cap: Any, first: Any, fps: float, total: int, padded: bool,
-           video: Any, head: dict[str, Any]) -> int:
+def _track(
+    args: argparse.Namespace,
+    cap: Any,
+    first: Any,
+    fps: float,
+    total: int,
+    padded: bool,
+    video: Any,
+    head: dict[str, Any],
+) -> int:
     from .drawing import draw
 
     def warn(message: str) -> None:
@@ -407,8 +453,10 @@ def _track(args: argparse.Namespace, cap: Any, first: Any, fps: float, total: in
             js.close({"complete": False, "error": str(e)})
         return _error(str(e), EXIT_WRITE_FAILED)
     if padded:
-        warn(f"{display_text(args.out)} is {head['out']['width']}x{head['out']['height']}, one pixel more than the "
-             f"input where it is odd (the codec needs even sizes; the column or row added is black)")
+        warn(
+            f"{display_text(args.out)} is {head['out']['width']}x{head['out']['height']}, one pixel more than the "
+            f"input where it is odd (the codec needs even sizes; the column or row added is black)"
+        )
 
     missing: list[list[int]] = []
     write_errors: list[str] = []
@@ -418,8 +466,12 @@ def _track(args: argparse.Namespace, cap: Any, first: Any, fps: float, total: in
             t0 = time.perf_counter()
             faces = video.track(frame, timestamp=index / fps)
             busy += time.perf_counter() - t0
-            entry = {"index": index, "time": round(index / fps, 4), "detected": video.detected,
-                     "faces": [f.to_dict() for f in faces]}
+            entry = {
+                "index": index,
+                "time": round(index / fps, 4),
+                "detected": video.detected,
+                "faces": [f.to_dict() for f in faces],
+            }
             drawn = None if writer is None else draw(frame, faces)
             with signals_deferred():  # a frame goes into both outputs or neither
                 if js is not None and js.alive:
@@ -444,8 +496,11 @@ def _track(args: argparse.Namespace, cap: Any, first: Any, fps: float, total: in
                 write_errors.append(video_error)
                 print(f"pipnet: error: {video_error}", file=sys.stderr)
             if js is not None:
-                problems = [f"stopped after {n} frames: {stopped}" if stopped else None,
-                            _missing_text(missing, total) if missing else None, *write_errors]
+                problems = [
+                    f"stopped after {n} frames: {stopped}" if stopped else None,
+                    _missing_text(missing, total) if missing else None,
+                    *write_errors,
+                ]
                 tail: dict[str, Any] = {"complete": not any(problems)}
                 if missing:
                     tail["missing_frames"] = missing
@@ -456,12 +511,16 @@ def _track(args: argparse.Namespace, cap: Any, first: Any, fps: float, total: in
                     write_errors.append(json_error)
                     print(f"pipnet: error: {json_error}", file=sys.stderr)
     if missing:
-        warn(f"{display_text(args.input)}: {_missing_text(missing, total)}: skipped"
-             + (" (the JSON says \"complete\": false)" if js is not None else ""))
+        warn(
+            f"{display_text(args.input)}: {_missing_text(missing, total)}: skipped"
+            + (' (the JSON says "complete": false)' if js is not None else "")
+        )
     if not args.quiet:
         rate = n / busy if busy > 0 else float("inf")
-        print(f"pipnet video: {n} frames, tracking at {rate:.1f} frames/s "
-              f"(detector every {args.detect_every} frames)", file=sys.stderr)
+        print(
+            f"pipnet video: {n} frames, tracking at {rate:.1f} frames/s (detector every {args.detect_every} frames)",
+            file=sys.stderr,
+        )
     if write_errors:
         return EXIT_WRITE_FAILED
     return 1 if missing else 0
@@ -473,4 +532,3 @@ def _missing_text(missing: list[list[int]], total: int) -> str:
     where += ", ..." if len(missing) > 10 else ""
     of = f" of the {total}" if total > 0 else ""
     return f"{count}{of} frames could not be read (frames {where})"
-

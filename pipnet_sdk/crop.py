@@ -12,6 +12,7 @@ A square may carry a fourth value, its angle a in radians: the crop is then turn
 its x axis along (cos a, sin a) in the image, and n maps to c + R(a) (n - 0.5) side. Three values
 mean a = 0.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def squares_from_boxes(boxes: np.ndarray, scale: float, shift_y: float) -> np.nd
 # Test-time crops: (dx, dy) in units of the side, and a side factor. The first is the plain crop;
 # the rest shift diagonally and zoom, so the face lands at another sub-cell position of the
 # network's coarse grid. Chosen on the validation split (flat optimum around 3 % and 5 %).
-TEST_CROPS = np.array([(0.0, 0.0, 1.0), (0.03, 0.03, 0.95), (-0.03, -0.03, 1.05),
-                       (0.03, -0.03, 1.05), (-0.03, 0.03, 0.95)])
+TEST_CROPS = np.array(
+    [(0.0, 0.0, 1.0), (0.03, 0.03, 0.95), (-0.03, -0.03, 1.05), (0.03, -0.03, 1.05), (-0.03, 0.03, 0.95)]
+)
 
 
 def _rotation(angle: np.ndarray) -> np.ndarray:
@@ -67,8 +69,14 @@ def jitter_squares(squares: np.ndarray, count: int) -> np.ndarray:
     angles = _angles(sq[:, 0])
     if angles is not None:
         shift = np.einsum("fij,fkj->fki", _rotation(angles), shift)
-    out = np.concatenate([sq[..., :2] + shift * sq[..., 2:3], sq[..., 2:3] * j[..., 2:],
-                          np.broadcast_to(sq[..., 3:], (len(sq), count, width - 3))], axis=-1)
+    out = np.concatenate(
+        [
+            sq[..., :2] + shift * sq[..., 2:3],
+            sq[..., 2:3] * j[..., 2:],
+            np.broadcast_to(sq[..., 3:], (len(sq), count, width - 3)),
+        ],
+        axis=-1,
+    )
     return out.reshape(-1, width)
 
 
@@ -118,10 +126,22 @@ def crop_one(image: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
             # anti-aliasing, (1/s - 1) / 2), then the bilinear warp (INTER_AREA for a
             # non-integer factor costs several times more)
             roi = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), (1 / s - 1) / 2)
-            return cv2.warpAffine(roi, crop_matrix(np.array([cx - x0, cy - y0, side, *angle]), size), (size, size),
-                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return cv2.warpAffine(image, crop_matrix(square, size), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+            return cv2.warpAffine(
+                roi,
+                crop_matrix(np.array([cx - x0, cy - y0, side, *angle]), size),
+                (size, size),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=(0, 0, 0),
+            )
+    return cv2.warpAffine(
+        image,
+        crop_matrix(square, size),
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 def crop_faces(image: np.ndarray, squares: np.ndarray, size: int) -> np.ndarray:

@@ -9,6 +9,7 @@ candidates (computed in the graph only at the argmax cells); format-1 files outp
 and :func:`candidates_from_maps` reads them here. :func:`merge` then averages, for each
 landmark, its own prediction with every vote cast for it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,11 @@ def vote_matrix(neighbor_indices: np.ndarray) -> np.ndarray:
 
 
 def candidates_from_maps(
-    score: np.ndarray, offset_x: np.ndarray, offset_y: np.ndarray,
-    neighbor_x: np.ndarray, neighbor_y: np.ndarray,
+    score: np.ndarray,
+    offset_x: np.ndarray,
+    offset_y: np.ndarray,
+    neighbor_x: np.ndarray,
+    neighbor_y: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head maps -> candidates (B, N, 1 + C, 2) and scores (B, N) (the score map at the argmax).
 
@@ -66,9 +70,14 @@ def merge(candidates: np.ndarray, averaging: np.ndarray | None, use_neighbors: b
 
 
 def decode(
-    score: np.ndarray, offset_x: np.ndarray, offset_y: np.ndarray,
-    neighbor_x: np.ndarray, neighbor_y: np.ndarray, neighbor_indices: np.ndarray,
-    use_neighbors: bool = True, averaging: np.ndarray | None = None,
+    score: np.ndarray,
+    offset_x: np.ndarray,
+    offset_y: np.ndarray,
+    neighbor_x: np.ndarray,
+    neighbor_y: np.ndarray,
+    neighbor_indices: np.ndarray,
+    use_neighbors: bool = True,
+    averaging: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Head maps -> points (B, N, 2) in [0, 1] crop units (0 = left/top edge of the crop, 1 =
     right/bottom edge) and scores (B, N)."""

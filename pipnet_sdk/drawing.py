@@ -1,4 +1,5 @@
 """Annotated copies of images: boxes, scores, landmarks, track ids. The input is never modified."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -33,15 +34,15 @@ def _draw_axes(img: np.ndarray, face: Face, size: float) -> None:
         cv2.line(img, _fixed(*ends[0]), _fixed(*end), col, thick, cv2.LINE_AA, _SHIFT)
 
 
-def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
-               boxes: bool, ids: bool, pose: bool = False) -> None:
+def _draw_face(
+    img: np.ndarray, face: Face, color: tuple, radius: float | None, boxes: bool, ids: bool, pose: bool = False
+) -> None:
     box = np.asarray(face.box, dtype=np.float64).reshape(4)
     size = max(box[2] - box[0], box[3] - box[1], 1.0) if np.isfinite(box).all() else 100.0
     thick = max(1, int(round(size / 150)))
     labels = []
     if boxes and np.isfinite(box).all():
-        cv2.rectangle(img, _fixed(box[0], box[1]), _fixed(box[2], box[3]), color, thick,
-                      cv2.LINE_AA, _SHIFT)
+        cv2.rectangle(img, _fixed(box[0], box[1]), _fixed(box[2], box[3]), color, thick, cv2.LINE_AA, _SHIFT)
         labels.append(f"{float(face.score):.2f}")
     if ids and face.track_id is not None:
         labels.append(f"id {face.track_id}")
@@ -51,8 +52,15 @@ def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
     ring = max(1, int(round(r / 2)))
     for (x, y), seen in zip(pts, ~hidden):
         if np.isfinite(x) and np.isfinite(y):  # a hidden point is a ring, a seen one a dot
-            cv2.circle(img, _fixed(x, y), int(round((r if seen else 1.6 * r) * (1 << _SHIFT))), color,
-                       -1 if seen else ring, cv2.LINE_AA, _SHIFT)
+            cv2.circle(
+                img,
+                _fixed(x, y),
+                int(round((r if seen else 1.6 * r) * (1 << _SHIFT))),
+                color,
+                -1 if seen else ring,
+                cv2.LINE_AA,
+                _SHIFT,
+            )
     if pose:
         _draw_axes(img, face, size)
     if labels and np.isfinite(box).all():
@@ -65,8 +73,13 @@ def _draw_face(img: np.ndarray, face: Face, color: tuple, radius: float | None,
 
 
 def draw(
-    image: Any, faces: Face | Iterable[Face], color: Sequence[int] = (0, 255, 0),
-    radius: float | None = None, boxes: bool = True, ids: bool = True, pose: bool = False,
+    image: Any,
+    faces: Face | Iterable[Face],
+    color: Sequence[int] = (0, 255, 0),
+    radius: float | None = None,
+    boxes: bool = True,
+    ids: bool = True,
+    pose: bool = False,
 ) -> Any:
     """A copy of ``image`` with each face's box and score (``boxes``), landmarks and track id
     (``ids``, when the face has one) drawn on it.

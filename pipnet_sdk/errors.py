@@ -1,6 +1,7 @@
 """The SDK's error types. Each derives from :class:`PipnetError` and keeps the standard base its
 condition has always had, so ``except ValueError`` or ``except FileNotFoundError`` still catches it.
 This module imports nothing: ``from pipnet_sdk import PipnetError`` costs nothing."""
+
 from __future__ import annotations
 
 

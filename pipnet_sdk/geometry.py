@@ -39,6 +39,7 @@ person's own open level (``examples/blink.py``). :func:`mouth_openness` is the m
 between the inner lips (61-67, 62-66, 63-65) over the mouth width (48-54): closed mouths give
 under 0.06 (95 %), open ones (ground truth over 0.25) over 0.18; start with "open above 0.15".
 """
+
 from __future__ import annotations
 
 import math
@@ -48,55 +49,104 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
-__all__ = ["ARCFACE_112", "FOCAL_PER_RADIUS", "HeadPose", "MEAN_FACE_3D", "align", "align_many",
-           "eye_openness", "five_points", "head_pose", "mouth_openness", "pose_axes"]
+__all__ = [
+    "ARCFACE_112",
+    "FOCAL_PER_RADIUS",
+    "HeadPose",
+    "MEAN_FACE_3D",
+    "align",
+    "align_many",
+    "eye_openness",
+    "five_points",
+    "head_pose",
+    "mouth_openness",
+    "pose_axes",
+]
 
 #: ArcFace / InsightFace 112 x 112 template: eye, eye, nose tip, mouth corner, mouth corner
 #: (the image's left one first).
-ARCFACE_112 = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
-                        [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float32)
+ARCFACE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
 
 #: Focal length in units of the landmarks' RMS radius when the image size is unknown (the
 #: mean face's RMS radius is about 59 mm, so this puts the camera about 0.7 m away).
 FOCAL_PER_RADIUS = 12.0
 
 # Mean shape of OpenFace's In-the-wild_aligned_PDM_68 (see the module doc), x, y, z per point.
-_OPENFACE_MEAN = np.array([
-    [-73.393523, -29.801432, 47.667532], [-72.775014, -10.949766, 45.909403],
-    [-70.533638, 7.929818, 44.842580], [-66.850058, 26.074280, 43.141114],
-    [-59.790187, 42.564390, 38.635298], [-48.368973, 56.481080, 30.750622],
-    [-34.121101, 67.246992, 18.456453], [-17.875411, 75.056892, 3.609035],
-    [0.098749, 77.061286, -0.881698], [17.477031, 74.758448, 5.181201],
-    [32.648966, 66.929021, 19.176563], [46.372358, 56.311389, 30.770570],
-    [57.343480, 42.419126, 37.628629], [64.388482, 25.455880, 40.886309],
-    [68.212038, 6.990805, 42.281449], [70.486405, -11.666193, 44.142567],
-    [71.375822, -30.365191, 47.140426], [-61.119406, -49.361602, 14.254422],
-    [-51.287588, -58.769795, 7.268147], [-37.804800, -61.996155, 0.442051],
-    [-24.022754, -61.033399, -6.606501], [-11.635713, -56.686759, -11.967398],
-    [12.056636, -57.391033, -12.051204], [25.106256, -61.902186, -7.315098],
-    [38.338588, -62.777713, -1.022953], [51.191007, -59.302347, 5.349435],
-    [60.053851, -50.190255, 11.615746], [0.653940, -42.193790, -13.380835],
-    [0.804809, -30.993721, -21.150853], [0.992204, -19.944596, -29.284036],
-    [1.226783, -8.414541, -36.948060], [-14.772472, 2.598255, -20.132003],
-    [-7.180239, 4.751589, -23.536684], [0.555920, 6.562900, -25.944448],
-    [8.272499, 4.661005, -23.695741], [15.214351, 2.643046, -20.858157],
-    [-46.047290, -37.471411, 7.037989], [-37.674688, -42.730510, 3.021217],
-    [-27.883856, -42.711517, 1.353629], [-19.648268, -36.754742, -0.111088],
-    [-28.272965, -35.134493, -0.147273], [-38.082418, -34.919043, 1.476612],
-    [19.265868, -37.032306, -0.665746], [27.894191, -43.342445, 0.247660],
-    [37.437529, -43.110822, 1.696435], [45.170805, -38.086515, 4.894163],
-    [38.196454, -35.532024, 0.282961], [28.764989, -35.484289, -1.172675],
-    [-28.916267, 28.612716, -2.240310], [-17.533194, 22.172187, -15.934335],
-    [-6.684590, 19.029051, -22.611355], [0.381001, 20.721118, -23.748437],
-    [8.375443, 19.035460, -22.721995], [18.876618, 22.394109, -15.610679],
-    [28.794412, 28.079924, -3.217393], [19.057574, 36.298248, -14.987997],
-    [8.956375, 39.634575, -22.554245], [0.381549, 40.395647, -23.591626],
-    [-7.428895, 39.836405, -22.406106], [-18.160634, 36.677899, -15.121907],
-    [-24.377490, 28.677771, -4.785684], [-6.897633, 25.475976, -20.893742],
-    [0.340663, 26.014269, -22.220479], [8.444722, 25.326198, -21.025520],
-    [24.474473, 28.323008, -5.712776], [8.449166, 30.596216, -20.671489],
-    [0.205322, 31.408738, -21.903670], [-7.198266, 30.844876, -20.328022],
-])
+_OPENFACE_MEAN = np.array(
+    [
+        [-73.393523, -29.801432, 47.667532],
+        [-72.775014, -10.949766, 45.909403],
+        [-70.533638, 7.929818, 44.842580],
+        [-66.850058, 26.074280, 43.141114],
+        [-59.790187, 42.564390, 38.635298],
+        [-48.368973, 56.481080, 30.750622],
+        [-34.121101, 67.246992, 18.456453],
+        [-17.875411, 75.056892, 3.609035],
+        [0.098749, 77.061286, -0.881698],
+        [17.477031, 74.758448, 5.181201],
+        [32.648966, 66.929021, 19.176563],
+        [46.372358, 56.311389, 30.770570],
+        [57.343480, 42.419126, 37.628629],
+        [64.388482, 25.455880, 40.886309],
+        [68.212038, 6.990805, 42.281449],
+        [70.486405, -11.666193, 44.142567],
+        [71.375822, -30.365191, 47.140426],
+        [-61.119406, -49.361602, 14.254422],
+        [-51.287588, -58.769795, 7.268147],
+        [-37.804800, -61.996155, 0.442051],
+        [-24.022754, -61.033399, -6.606501],
+        [-11.635713, -56.686759, -11.967398],
+        [12.056636, -57.391033, -12.051204],
+        [25.106256, -61.902186, -7.315098],
+        [38.338588, -62.777713, -1.022953],
+        [51.191007, -59.302347, 5.349435],
+        [60.053851, -50.190255, 11.615746],
+        [0.653940, -42.193790, -13.380835],
+        [0.804809, -30.993721, -21.150853],
+        [0.992204, -19.944596, -29.284036],
+        [1.226783, -8.414541, -36.948060],
+        [-14.772472, 2.598255, -20.132003],
+        [-7.180239, 4.751589, -23.536684],
+        [0.555920, 6.562900, -25.944448],
+        [8.272499, 4.661005, -23.695741],
+        [15.214351, 2.643046, -20.858157],
+        [-46.047290, -37.471411, 7.037989],
+        [-37.674688, -42.730510, 3.021217],
+        [-27.883856, -42.711517, 1.353629],
+        [-19.648268, -36.754742, -0.111088],
+        [-28.272965, -35.134493, -0.147273],
+        [-38.082418, -34.919043, 1.476612],
+        [19.265868, -37.032306, -0.665746],
+        [27.894191, -43.342445, 0.247660],
+        [37.437529, -43.110822, 1.696435],
+        [45.170805, -38.086515, 4.894163],
+        [38.196454, -35.532024, 0.282961],
+        [28.764989, -35.484289, -1.172675],
+        [-28.916267, 28.612716, -2.240310],
+        [-17.533194, 22.172187, -15.934335],
+        [-6.684590, 19.029051, -22.611355],
+        [0.381001, 20.721118, -23.748437],
+        [8.375443, 19.035460, -22.721995],
+        [18.876618, 22.394109, -15.610679],
+        [28.794412, 28.079924, -3.217393],
+        [19.057574, 36.298248, -14.987997],
+        [8.956375, 39.634575, -22.554245],
+        [0.381549, 40.395647, -23.591626],
+        [-7.428895, 39.836405, -22.406106],
+        [-18.160634, 36.677899, -15.121907],
+        [-24.377490, 28.677771, -4.785684],
+        [-6.897633, 25.475976, -20.893742],
+        [0.340663, 26.014269, -22.220479],
+        [8.444722, 25.326198, -21.025520],
+        [24.474473, 28.323008, -5.712776],
+        [8.449166, 30.596216, -20.671489],
+        [0.205322, 31.408738, -21.903670],
+        [-7.198266, 30.844876, -20.328022],
+    ]
+)
 
 
 def _mirror_index_68() -> np.ndarray:
@@ -124,7 +174,7 @@ def _symmetric(shape: np.ndarray) -> np.ndarray:
 
 #: The 3-D mean face (68, 3) used by :func:`head_pose` (OpenFace's, made symmetric, centred).
 MEAN_FACE_3D = _symmetric(_OPENFACE_MEAN).astype(np.float64)
-_MODEL_RADIUS = float(np.sqrt((MEAN_FACE_3D ** 2).sum(axis=1).mean()))
+_MODEL_RADIUS = float(np.sqrt((MEAN_FACE_3D**2).sum(axis=1).mean()))
 
 
 class HeadPose(NamedTuple):
@@ -248,8 +298,7 @@ def head_pose(points: Any, image_size: Sequence[int] | None = None) -> HeadPose 
     return pose if all(math.isfinite(v) for v in pose) else None
 
 
-def pose_axes(points: Any, image_size: Sequence[int] | None = None,
-              length: float = 50.0) -> np.ndarray | None:
+def pose_axes(points: Any, image_size: Sequence[int] | None = None, length: float = 50.0) -> np.ndarray | None:
     """The head's axes projected into the image: (4, 2) float32 = origin (the nose tip), then
     the ends of the axes towards the face's left-to-right (x, the image's right in a frontal
     face), up and forward (out of the face), ``length`` mean-face units (about mm) long."""
@@ -272,8 +321,7 @@ def _template(template: Any, size: int) -> np.ndarray:
         return ARCFACE_112 * (size / 112.0)
     t = np.asarray(template, dtype=np.float32)
     if t.shape != (5, 2) or not np.isfinite(t).all():
-        raise ValueError(f"template must be 'arcface' or (5, 2) finite points in the output crop, "
-                         f"got shape {t.shape}")
+        raise ValueError(f"template must be 'arcface' or (5, 2) finite points in the output crop, got shape {t.shape}")
     return t
 
 
@@ -299,7 +347,7 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
     ms, md = src.mean(0), dst.mean(0)
     s, d = src - ms, dst - md
-    var = (s ** 2).sum() / len(src)
+    var = (s**2).sum() / len(src)
     if var <= 1e-12:
         raise ValueError("the points all coincide: no alignment")
     U, S, Vt = np.linalg.svd(d.T @ s / len(src))
@@ -321,8 +369,9 @@ def _crop_image(image: Any) -> np.ndarray:
 
 def _warp(img: np.ndarray, face: Any, size: int, template: Any) -> np.ndarray:
     M = similarity(_five(face), _template(template, size))
-    return cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return cv2.warpAffine(
+        img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0)
+    )
 
 
 def _check_size(size: Any) -> int:
@@ -342,8 +391,7 @@ def align(image: Any, face: Any, size: int = 112, template: Any = "arcface") -> 
     return _warp(_crop_image(image), face, _check_size(size), template)
 
 
-def align_many(image: Any, faces: Sequence[Any], size: int = 112,
-               template: Any = "arcface") -> np.ndarray:
+def align_many(image: Any, faces: Sequence[Any], size: int = 112, template: Any = "arcface") -> np.ndarray:
     """:func:`align` for each face of one image: (F, size, size, 3) uint8 (F may be 0)."""
     size = _check_size(size)
     img = _crop_image(image)

@@ -16,6 +16,7 @@ process); a mismatch raises :class:`ChecksumError`. A bad download is removed fr
 Hugging Face cache (blob and snapshot link) so a retry downloads it again.
 A spec whose ``sha256`` is ``None`` is not checked.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,15 @@ from .errors import ChecksumError, ModelNotFoundError
 from .registry import MODELS, ModelSpec, list_models
 
 __all__ = [
-    "ChecksumError", "ModelNotFoundError", "cached_path", "check_file_digest", "download", "file_digest",
-    "get_spec", "resolve", "sha256_file",
+    "ChecksumError",
+    "ModelNotFoundError",
+    "cached_path",
+    "check_file_digest",
+    "download",
+    "file_digest",
+    "get_spec",
+    "resolve",
+    "sha256_file",
 ]
 
 ENV_MODELS_DIR = "PIPNET_MODELS_DIR"
@@ -86,8 +94,7 @@ def get_spec(name: str | ModelSpec) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise ModelNotFoundError(
-            f"unknown model {name!r}; known models: {', '.join(list_models())} "
-            "(or pass a path to an .onnx file)"
+            f"unknown model {name!r}; known models: {', '.join(list_models())} (or pass a path to an .onnx file)"
         ) from None
 
 
@@ -106,9 +113,7 @@ def _verify(path: Path, spec: ModelSpec) -> None:
         return
     digest = sha256_file(path)
     if digest != spec.sha256.lower():
-        raise ChecksumError(
-            f"model {spec.name!r}: {path} has sha256 {digest}, expected {spec.sha256}"
-        )
+        raise ChecksumError(f"model {spec.name!r}: {path} has sha256 {digest}, expected {spec.sha256}")
     _verified.add(key)
 
 
@@ -184,12 +189,16 @@ def _from_hub(spec: ModelSpec) -> Path:
 def _not_found(spec: ModelSpec, why: list[str]) -> ModelNotFoundError:
     tried = "\n".join(f"  - {w}" for w in why)
     if spec.revision is None:  # no hub copy: only a local file can do
-        fix = (f"Get the file {spec.filename}: {spec.obtain or 'see ' + (spec.source_url or 'the model card')}. "
-               f"Then put it in a folder named by ${ENV_MODELS_DIR}, or pass its path.")
+        fix = (
+            f"Get the file {spec.filename}: {spec.obtain or 'see ' + (spec.source_url or 'the model card')}. "
+            f"Then put it in a folder named by ${ENV_MODELS_DIR}, or pass its path."
+        )
     else:
-        fix = (f"Fix: make the hub repo {spec.repo_id!r} reachable (HF_ENDPOINT; a file downloaded once is "
-               f"then used offline, also with HF_HUB_OFFLINE=1), put {spec.filename} in a folder named by "
-               f"${ENV_MODELS_DIR}, or pass the path to the .onnx file.")
+        fix = (
+            f"Fix: make the hub repo {spec.repo_id!r} reachable (HF_ENDPOINT; a file downloaded once is "
+            f"then used offline, also with HF_HUB_OFFLINE=1), put {spec.filename} in a folder named by "
+            f"${ENV_MODELS_DIR}, or pass the path to the .onnx file."
+        )
     return ModelNotFoundError(f"model {spec.name!r} (file {spec.filename}) not found. Tried:\n{tried}\n{fix}")
 
 

@@ -27,6 +27,7 @@ file that declares a huge image (a decompression bomb) costs no memory. Every im
 an :class:`~pipnet_sdk.errors.ImageError` (a ``ValueError``) that names the file; a path that is
 not a regular file (a FIFO, a device) is refused without being opened.
 """
+
 from __future__ import annotations
 
 import os
@@ -132,7 +133,7 @@ def _to_8bit(img: np.ndarray, source: str) -> np.ndarray:
 
 
 def check_color(color: Any) -> str:
-    """"bgr" or "rgb" (any case), lower-cased; ValueError for anything else."""
+    """ "bgr" or "rgb" (any case), lower-cased; ValueError for anything else."""
     c = color.lower() if isinstance(color, str) else color
     if c not in ("bgr", "rgb"):
         raise ValueError(f"color must be 'bgr' or 'rgb', got {color!r}")
@@ -152,8 +153,7 @@ def decode_image(data: Any, source: str = "the bytes") -> np.ndarray:
         reason = str(e).strip().splitlines()[-1]
         raise ImageError(f"cannot read {source} as an image: OpenCV refused it ({reason})") from None
     if img is None or img.size == 0:
-        raise ImageError(f"cannot read {source} as an image (not an image file, or a format OpenCV "
-                         "cannot decode)")
+        raise ImageError(f"cannot read {source} as an image (not an image file, or a format OpenCV cannot decode)")
     _check_size(img.shape[1], img.shape[0], source)
     return np.ascontiguousarray(_to_8bit(img, source))
 
@@ -176,8 +176,10 @@ def _dtype_error(a: np.ndarray) -> ImageError:
     if a.dtype == np.bool_:
         hint = "; for a mask use (mask * 255).astype(np.uint8)"
     elif np.issubdtype(a.dtype, np.floating):
-        hint = ("; for values in [0, 1] use (img * 255).round().clip(0, 255).astype(np.uint8), "
-                "for values in [0, 255] use img.round().clip(0, 255).astype(np.uint8)")
+        hint = (
+            "; for values in [0, 1] use (img * 255).round().clip(0, 255).astype(np.uint8), "
+            "for values in [0, 255] use img.round().clip(0, 255).astype(np.uint8)"
+        )
     elif a.dtype == np.uint16:
         hint = "; for 16-bit images use (img >> 8).astype(np.uint8) (or shift by bits - 8)"
     elif np.issubdtype(a.dtype, np.integer):
@@ -189,9 +191,7 @@ def _from_array(a: np.ndarray, color: str) -> np.ndarray:
     if a.dtype != np.uint8:
         raise _dtype_error(a)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-        raise ImageError(
-            f"image array has shape {a.shape}; accepted: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
-        )
+        raise ImageError(f"image array has shape {a.shape}; accepted: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)")
     if a.shape[0] == 0 or a.shape[1] == 0:
         raise ImageError(f"image is empty (shape {a.shape})")
     if a.ndim == 2 or a.shape[2] == 1:
@@ -221,20 +221,25 @@ def _from_pil(image: Any) -> np.ndarray:
     if image.mode in _PIL_16BIT_MODES:
         gray = np.asarray(image)
         if gray.min() < 0 or gray.max() > 0xFFFF:
-            raise ImageError(f"PIL image mode {image.mode!r} holds values outside 0-65535; convert "
-                             "it to an 8-bit mode ('L' or 'RGB') with the scaling your data needs")
+            raise ImageError(
+                f"PIL image mode {image.mode!r} holds values outside 0-65535; convert "
+                "it to an 8-bit mode ('L' or 'RGB') with the scaling your data needs"
+            )
         gray = _to_8bit(gray.astype(np.uint16), "the PIL image")
         return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2BGR)
     if image.mode == "F":
-        raise ImageError("PIL image mode 'F' holds floating-point pixels, which have no fixed "
-                         "range: convert it to an 8-bit mode ('L' or 'RGB') with the scaling your data needs")
+        raise ImageError(
+            "PIL image mode 'F' holds floating-point pixels, which have no fixed "
+            "range: convert it to an 8-bit mode ('L' or 'RGB') with the scaling your data needs"
+        )
     try:
         if image.mode in ("La", "RGBa"):  # premultiplied alpha: PIL un-premultiplies via LA/RGBA
             image = image.convert(image.mode.upper())
         rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
     except ValueError as e:  # PIL has no conversion from this mode
-        raise ImageError(f"PIL image mode {image.mode!r} cannot be converted to RGB ({e}); convert "
-                         "it to 'RGB' or 'L' first") from None
+        raise ImageError(
+            f"PIL image mode {image.mode!r} cannot be converted to RGB ({e}); convert it to 'RGB' or 'L' first"
+        ) from None
     return np.ascontiguousarray(rgb[..., ::-1])
 
 

@@ -1,4 +1,5 @@
 """A PIPNet ONNX file that describes itself: metadata, forward pass and decoding."""
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,13 @@ from .runtime import ModelFormatError, make_session
 
 META_KEY = "pipnet"
 #: where files are made and upgraded: export/, in the repository only (never say `python -m export...`)
-TRAINING_TOOLS = ('the training tools, which are not part of the wheel (in a clone of the pipnet-sdk '
-                  'repository: pip install -e ".[export]", then see export/README.md)')
+TRAINING_TOOLS = (
+    "the training tools, which are not part of the wheel (in a clone of the pipnet-sdk "
+    'repository: pip install -e ".[export]", then see export/README.md)'
+)
 # format 1: the five head maps; format 3: each landmark's candidates (own prediction and neighbour
 # votes) and score, read in the graph at its argmax cell. Both are merged here (decode.merge).
-OUTPUTS = {1: ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"),
-           3: ("candidates", "scores")}
+OUTPUTS = {1: ("score", "offset_x", "offset_y", "neighbor_x", "neighbor_y"), 3: ("candidates", "scores")}
 # a format-3 file whose network learned each point's visibility has a third output, (B, N) in [0, 1]
 VISIBILITY = "visibility"
 
@@ -35,9 +37,21 @@ class Marks(NamedTuple):
     points: np.ndarray
     scores: np.ndarray
     visibility: np.ndarray | None
+
+
 REQUIRED = (
-    "format", "name", "version", "num_landmarks", "scheme", "input_size", "stride",
-    "num_neighbors", "neighbor_indices", "mean_face", "normalization", "crop",
+    "format",
+    "name",
+    "version",
+    "num_landmarks",
+    "scheme",
+    "input_size",
+    "stride",
+    "num_neighbors",
+    "neighbor_indices",
+    "mean_face",
+    "normalization",
+    "crop",
 )
 
 
@@ -87,13 +101,21 @@ class LandmarkSpec:
             raise ModelFormatError(f"{source}: neighbor_indices do not fit {n} landmarks")
         norm = d["normalization"]
         return cls(
-            format=int(d["format"]), name=d["name"], version=str(d["version"]), num_landmarks=n, scheme=d["scheme"],
-            input_size=int(d["input_size"]), stride=int(d["stride"]),
-            num_neighbors=int(d["num_neighbors"]), neighbor_indices=nb,
+            format=int(d["format"]),
+            name=d["name"],
+            version=str(d["version"]),
+            num_landmarks=n,
+            scheme=d["scheme"],
+            input_size=int(d["input_size"]),
+            stride=int(d["stride"]),
+            num_neighbors=int(d["num_neighbors"]),
+            neighbor_indices=nb,
             mean_face=np.asarray(d["mean_face"], dtype=np.float32),
             mean=np.asarray(norm["mean"], dtype=np.float32),
-            std=np.asarray(norm["std"], dtype=np.float32), color=norm.get("color", "rgb"),
-            crop_scale=float(d["crop"]["scale"]), crop_shift_y=float(d["crop"]["shift_y"]),
+            std=np.asarray(norm["std"], dtype=np.float32),
+            color=norm.get("color", "rgb"),
+            crop_scale=float(d["crop"]["scale"]),
+            crop_shift_y=float(d["crop"]["shift_y"]),
             extra={k: v for k, v in d.items() if k not in REQUIRED},
         )
 
@@ -108,7 +130,7 @@ def read_spec(session, source: str) -> LandmarkSpec:
     spec = LandmarkSpec.from_json(props[META_KEY], source)
     names = [o.name for o in session.get_outputs()]
     expected = list(OUTPUTS[spec.format])
-    if names[:len(expected)] != expected:
+    if names[: len(expected)] != expected:
         raise ModelFormatError(f"{source}: outputs are {names}, expected {expected} (format {spec.format})")
     return spec
 
@@ -123,8 +145,12 @@ class LandmarkModel:
     """
 
     def __init__(
-        self, path: str | os.PathLike, providers: Sequence | None = None,
-        threads: int | None = None, use_neighbors: bool = True, flip_test: bool = False,
+        self,
+        path: str | os.PathLike,
+        providers: Sequence | None = None,
+        threads: int | None = None,
+        use_neighbors: bool = True,
+        flip_test: bool = False,
         test_crops: int = 1,
     ) -> None:
         if test_crops != 1:  # test crops are image-side work now
@@ -141,8 +167,12 @@ class LandmarkModel:
         if self.sealed:
             check_file_digest(data, str(self.spec.extra[DIGEST_KEY]), self.path)
         else:
-            warnings.warn(f"{self.path} carries no digest ({DIGEST_KEY}), so damage to it cannot be "
-                          f"detected; re-export or upgrade it with {TRAINING_TOOLS}", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.path} carries no digest ({DIGEST_KEY}), so damage to it cannot be "
+                f"detected; re-export or upgrade it with {TRAINING_TOOLS}",
+                UserWarning,
+                stacklevel=3,
+            )
         self.input_name = self.session.get_inputs()[0].name
         self.has_visibility = self.spec.format == 3 and VISIBILITY in [o.name for o in self.session.get_outputs()]
         self._outputs = list(OUTPUTS[self.spec.format]) + ([VISIBILITY] if self.has_visibility else [])
@@ -201,7 +231,7 @@ class LandmarkModel:
             return Marks(np.zeros((0, n, 2), np.float32), empty, empty if self.has_visibility else None)
         pts, scs, vis = [], [], []
         for i in range(0, len(crops_bgr), batch_size):
-            chunk = crops_bgr[i:i + batch_size]
+            chunk = crops_bgr[i : i + batch_size]
             if self.flip is not None:
                 chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
             outputs = self.forward(self.preprocess(chunk))

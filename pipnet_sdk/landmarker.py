@@ -6,6 +6,7 @@
 
 ``detect`` runs them all; ``VideoLandmarker`` and the Ray integration call the steps they need.
 """
+
 from __future__ import annotations
 
 import copy
@@ -69,8 +70,10 @@ def _check_boxes_fit(boxes: np.ndarray, image_shape: tuple[int, ...]) -> None:
     (normalised units, not pixels) on an image larger than that, or a box entirely outside it."""
     h, w = image_shape[:2]
     if len(boxes) and float(np.abs(boxes).max()) <= 1.5 < max(h, w):
-        raise ValueError("the boxes look like fractions of the image (all within 0-1.5): give them in pixels, "
-                         f"x1, y1, x2, y2 of this {w} x {h} image")
+        raise ValueError(
+            "the boxes look like fractions of the image (all within 0-1.5): give them in pixels, "
+            f"x1, y1, x2, y2 of this {w} x {h} image"
+        )
     outside = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) | (boxes[:, 0] >= w) | (boxes[:, 1] >= h)
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
@@ -80,8 +83,9 @@ def _check_boxes_fit(boxes: np.ndarray, image_shape: tuple[int, ...]) -> None:
 def _check_squares(squares: Any) -> np.ndarray:
     a = np.asarray(squares)
     turned = a.ndim >= 1 and a.shape[-1] == 4
-    q = _rows(squares, 4 if turned else 3, np.float64,
-              "squares cx, cy, side, angle" if turned else "squares cx, cy, side")
+    q = _rows(
+        squares, 4 if turned else 3, np.float64, "squares cx, cy, side, angle" if turned else "squares cx, cy, side"
+    )
     if (q[:, 2] <= 0).any():
         raise ValueError("squares need sides > 0")
     return q
@@ -97,7 +101,7 @@ def fit_mean_face(points: np.ndarray, mean_face: np.ndarray) -> np.ndarray:
     dot = (p * m).sum((1, 2))
     cross = (m[:, 0] * p[..., 1] - m[:, 1] * p[..., 0]).sum(1)
     angle = np.arctan2(cross, dot)
-    side = np.hypot(dot, cross) / (m ** 2).sum()
+    side = np.hypot(dot, cross) / (m**2).sum()
     cos, sin = np.cos(angle), np.sin(angle)
     off = 0.5 - mean_face.mean(0)  # the crop centre relative to the mean face's centroid
     centre = c[:, 0] + side[:, None] * np.stack([cos * off[0] - sin * off[1], sin * off[0] + cos * off[1]], 1)
@@ -121,31 +125,49 @@ class Landmarker:
     """
 
     def __init__(
-        self, model: str | os.PathLike | None = None, detector: str | os.PathLike | Detector | None = None,
-        providers: Sequence | None = None, threads: int | None = None,
-        use_neighbors: bool = True, flip_test: bool = False, test_crops: int = 1, batch_size: int = 32,
-        color: str = "bgr", upright: bool = True, **detector_options: Any,
+        self,
+        model: str | os.PathLike | None = None,
+        detector: str | os.PathLike | Detector | None = None,
+        providers: Sequence | None = None,
+        threads: int | None = None,
+        use_neighbors: bool = True,
+        flip_test: bool = False,
+        test_crops: int = 1,
+        batch_size: int = 32,
+        color: str = "bgr",
+        upright: bool = True,
+        **detector_options: Any,
     ) -> None:
-        if isinstance(test_crops, bool) or not isinstance(test_crops, (int, np.integer)) \
-                or not 1 <= test_crops <= len(TEST_CROPS):
+        if (
+            isinstance(test_crops, bool)
+            or not isinstance(test_crops, (int, np.integer))
+            or not 1 <= test_crops <= len(TEST_CROPS)
+        ):
             raise ValueError(f"test_crops must be an integer from 1 to {len(TEST_CROPS)}, got {test_crops!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.color = check_color(color)
         unknown = sorted(set(detector_options) - set(YuNet.OPTIONS))
         if unknown:
-            raise TypeError(f"unknown options {unknown}: Landmarker takes model, detector, providers, threads, "
-                            f"use_neighbors, flip_test, test_crops, batch_size, color, upright and the detector's "
-                            f"{list(YuNet.OPTIONS)}")
+            raise TypeError(
+                f"unknown options {unknown}: Landmarker takes model, detector, providers, threads, "
+                f"use_neighbors, flip_test, test_crops, batch_size, color, upright and the detector's "
+                f"{list(YuNet.OPTIONS)}"
+            )
         self.test_crops = int(test_crops)
         if not isinstance(upright, (bool, np.bool_)):
             raise TypeError(f"upright must be True or False, got {upright!r}")
         self.upright_search = bool(upright)
-        self.model = LandmarkModel(resolve(model or DEFAULT_MODEL, "landmark"), providers, threads,
-                                   use_neighbors, flip_test)
+        self.model = LandmarkModel(
+            resolve(model or DEFAULT_MODEL, "landmark"), providers, threads, use_neighbors, flip_test
+        )
         if detector is None or isinstance(detector, (str, os.PathLike)):
-            detector = YuNet(resolve(detector or DEFAULT_DETECTOR, "detector"), providers=providers,
-                             threads=threads, **detector_options)
+            detector = YuNet(
+                resolve(detector or DEFAULT_DETECTOR, "detector"),
+                providers=providers,
+                threads=threads,
+                **detector_options,
+            )
         elif detector_options:
             raise TypeError(f"detector options {sorted(detector_options)} need the built-in detector")
         if not callable(getattr(detector, "detect", None)):
@@ -165,11 +187,15 @@ class Landmarker:
 
         spec = self.model.spec
         path = getattr(self.detector, "path", None)
-        detector = {"name": os.path.basename(path) if path else type(self.detector).__name__,
-                    "sha256": _file_sha256(path) if path else None}
-        return {"pipnet_sdk": __version__,
-                "model": {"name": spec.name, "version": spec.version, "sha256": _file_sha256(self.model.path)},
-                "detector": detector}
+        detector = {
+            "name": os.path.basename(path) if path else type(self.detector).__name__,
+            "sha256": _file_sha256(path) if path else None,
+        }
+        return {
+            "pipnet_sdk": __version__,
+            "model": {"name": spec.name, "version": spec.version, "sha256": _file_sha256(self.model.path)},
+            "detector": detector,
+        }
 
     def with_detector_options(self, **options: Any) -> Landmarker:
         """A Landmarker sharing this one's models, with other YuNet options (``YuNet.OPTIONS``:
@@ -197,8 +223,9 @@ class Landmarker:
         try:
             boxes, scores = result
         except (TypeError, ValueError):
-            raise ValueError(f"detector {name}.detect must return (boxes (F, 4), scores (F,)), got "
-                             f"{type(result).__name__}") from None
+            raise ValueError(
+                f"detector {name}.detect must return (boxes (F, 4), scores (F,)), got {type(result).__name__}"
+            ) from None
         scores = np.asarray(scores, np.float32).reshape(-1)
         try:
             boxes = _check_boxes(boxes)
@@ -235,8 +262,8 @@ class Landmarker:
         out, i = [], 0
         for sq in jittered:
             m = len(sq)
-            p, s = to_image(marks.points[i:i + m], sq), marks.scores[i:i + m]
-            v = None if marks.visibility is None else marks.visibility[i:i + m]
+            p, s = to_image(marks.points[i : i + m], sq), marks.scores[i : i + m]
+            v = None if marks.visibility is None else marks.visibility[i : i + m]
             if k > 1:  # average each face's k crops
                 p, s = p.reshape(-1, k, n, 2).mean(axis=1), s.reshape(-1, k, n).mean(axis=1)
                 v = None if v is None else v.reshape(-1, k, n).mean(axis=1)
@@ -244,8 +271,9 @@ class Landmarker:
             i += m
         return out
 
-    def upright(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray],
-                marks: Sequence[Marks]) -> tuple[list[np.ndarray], list[Marks]]:
+    def upright(
+        self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray], marks: Sequence[Marks]
+    ) -> tuple[list[np.ndarray], list[Marks]]:
         """Second looks at faces the crop rule saw turned (a phone photo on its side, a person lying
         down). A face whose mean score is below UPRIGHT_SCORE is also cropped a quarter, a half and
         three quarters round, and the best-scoring crop kept; then a face whose landmarks are turned
@@ -256,11 +284,14 @@ class Landmarker:
         sq4 = [np.c_[q, np.zeros(len(q))] if q.shape[1] == 3 else q.copy() for q in map(_check_squares, squares)]
         marks = list(marks)
         turns = (math.pi / 2, math.pi, 3 * math.pi / 2)
-        low = [np.flatnonzero(mk.scores.mean(1) < UPRIGHT_SCORE) if len(q) else np.zeros(0, int)
-               for q, mk in zip(sq4, marks)]
+        low = [
+            np.flatnonzero(mk.scores.mean(1) < UPRIGHT_SCORE) if len(q) else np.zeros(0, int)
+            for q, mk in zip(sq4, marks)
+        ]
         if any(len(i) for i in low):
             tried = self.landmarks_for_images(
-                images, [np.concatenate([q[i] + [0, 0, 0, t] for t in turns]) for q, i in zip(sq4, low)])
+                images, [np.concatenate([q[i] + [0, 0, 0, t] for t in turns]) for q, i in zip(sq4, low)]
+            )
             for j, (q, i, got) in enumerate(zip(sq4, low, tried)):
                 base = q[i].copy()
                 for r in range(len(turns)):
@@ -272,8 +303,14 @@ class Landmarker:
         for _ in range(UPRIGHT_REFITS):
             fits = [fit_mean_face(mk.points.astype(np.float64), mean_face) for mk in marks]
             # a fit far larger or smaller than the crop it came from is no face (points collapsed)
-            turned = [np.flatnonzero((np.abs(f[:, 3]) > math.radians(UPRIGHT_ROLL))
-                                     & (f[:, 2] > 0.25 * q[:, 2]) & (f[:, 2] < 4 * q[:, 2])) for f, q in zip(fits, sq4)]
+            turned = [
+                np.flatnonzero(
+                    (np.abs(f[:, 3]) > math.radians(UPRIGHT_ROLL))
+                    & (f[:, 2] > 0.25 * q[:, 2])
+                    & (f[:, 2] < 4 * q[:, 2])
+                )
+                for f, q in zip(fits, sq4)
+            ]
             if not any(len(i) for i in turned):
                 break
             again = self.landmarks_for_images(images, [f[i] for f, i in zip(fits, turned)])
@@ -310,8 +347,10 @@ class Landmarker:
         marks = self.landmarks_for_images(imgs, squares)
         if self.upright_search:
             _, marks = self.upright(imgs, squares, marks)
-        return [faces_from(boxes, scores, mk, im.shape, self.model.quality(mk.scores, mk.visibility))
-                for im, (boxes, scores), mk in zip(imgs, dets, marks)]
+        return [
+            faces_from(boxes, scores, mk, im.shape, self.model.quality(mk.scores, mk.visibility))
+            for im, (boxes, scores), mk in zip(imgs, dets, marks)
+        ]
 
 
 @functools.lru_cache(maxsize=16)
@@ -323,6 +362,7 @@ def _replace_rows(marks: Marks, rows: np.ndarray, other: Marks, other_rows: np.n
     """marks with its rows replaced by other's other_rows."""
     if not len(rows):
         return marks
+
     def merged(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
         out = mine.copy()
         out[rows] = theirs[other_rows]
@@ -332,16 +372,25 @@ def _replace_rows(marks: Marks, rows: np.ndarray, other: Marks, other_rows: np.n
     return Marks(merged(marks.points, other.points), merged(marks.scores, other.scores), vis)
 
 
-def faces_from(boxes: np.ndarray, scores: np.ndarray, marks: Marks, image_shape: tuple[int, ...],
-               quality: np.ndarray | None = None) -> list[Face]:
+def faces_from(
+    boxes: np.ndarray, scores: np.ndarray, marks: Marks, image_shape: tuple[int, ...], quality: np.ndarray | None = None
+) -> list[Face]:
     """Face objects from the pipeline's arrays (image_shape: the image's H, W, ...; quality (F,)
     when the model is calibrated)."""
     size = (int(image_shape[1]), int(image_shape[0]))
     vis = marks.visibility
-    return [Face(box=boxes[i], score=float(scores[i]), landmarks=marks.points[i], landmark_scores=marks.scores[i],
-                 visibility=None if vis is None else vis[i].astype(np.float32),
-                 quality=None if quality is None else float(quality[i]), image_size=size)
-            for i in range(len(boxes))]
+    return [
+        Face(
+            box=boxes[i],
+            score=float(scores[i]),
+            landmarks=marks.points[i],
+            landmark_scores=marks.scores[i],
+            visibility=None if vis is None else vis[i].astype(np.float32),
+            quality=None if quality is None else float(quality[i]),
+            image_size=size,
+        )
+        for i in range(len(boxes))
+    ]
 
 
 # ---------------------------------------------------------------------------------- detect_landmarks

@@ -14,6 +14,7 @@ not packaged.
 
 See :mod:`pipnet_sdk.hub` for how names are resolved to files.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ MODELS: dict[str, ModelSpec] = {
         repo_id=HUB_REPO_ID,
         revision=None,
         description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8 (7-bit weights); "
-                    "68 iBUG points with per-point visibility and a calibrated face quality; packaged in the wheel",
+        "68 iBUG points with per-point visibility and a calibrated face quality; packaged in the wheel",
         license="weights: research use only (trained on 300-W and YouTube Faces data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
@@ -65,7 +66,7 @@ MODELS: dict[str, ModelSpec] = {
         repo_id=HUB_REPO_ID,
         revision=None,
         description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points "
-                    "with per-point visibility and a calibrated face quality; packaged in the wheel",
+        "with per-point visibility and a calibrated face quality; packaged in the wheel",
         license="weights: research use only (trained on 300-W, YouTube Faces and LFW data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
@@ -78,7 +79,7 @@ MODELS: dict[str, ModelSpec] = {
         repo_id=HUB_REPO_ID,
         revision=None,
         description="YuNet-n face detector (dynamic input size), libfacedetection.train / OpenCV; "
-                    "packaged in the wheel",
+        "packaged in the wheel",
         license="Apache-2.0 (notice: pipnet_sdk/models/NOTICE-YUNET.md)",
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
         third_party=True,
@@ -92,12 +93,14 @@ MODELS: dict[str, ModelSpec] = {
         repo_id=HUB_REPO_ID,
         revision=None,
         description="YuNet-s face detector (smaller, dynamic input size), libfacedetection.train / OpenCV; "
-                    "not packaged",
+        "not packaged",
         license="Apache-2.0",
         source_url="https://github.com/ShiqiYu/libfacedetection.train",
         third_party=True,
-        obtain=("export yunet_s_dynamic.onnx (dynamic input size) from libfacedetection.train "
-                "(https://github.com/ShiqiYu/libfacedetection.train), or take it from a copy you trust"),
+        obtain=(
+            "export yunet_s_dynamic.onnx (dynamic input size) from libfacedetection.train "
+            "(https://github.com/ShiqiYu/libfacedetection.train), or take it from a copy you trust"
+        ),
     ),
 }
 

@@ -1,4 +1,5 @@
 """The one place that builds onnxruntime sessions."""
+
 from __future__ import annotations
 
 import os
@@ -22,22 +23,27 @@ def check_providers(providers: Sequence | str | None) -> list:
     available = ort.get_available_providers()
     names = [p[0] if isinstance(p, tuple) and p else p for p in listed]
     if not any(name in available for name in names):
-        raise ValueError(f"none of the onnxruntime providers {names} is available here; this "
-                         f"onnxruntime has {available}")
+        raise ValueError(
+            f"none of the onnxruntime providers {names} is available here; this onnxruntime has {available}"
+        )
     return listed
 
 
 def make_session(
-    path: str | os.PathLike, providers: Sequence | str | None = None, threads: int | None = None,
-    data: bytes | None = None, optimize: bool = True,
+    path: str | os.PathLike,
+    providers: Sequence | str | None = None,
+    threads: int | None = None,
+    data: bytes | None = None,
+    optimize: bool = True,
 ) -> ort.InferenceSession:
     """An InferenceSession for the model at ``path`` (or its bytes ``data``, already read; ``path``
     then names it in errors); ``threads`` sets intra-op threads (None = ORT default).
     ``optimize=False`` turns graph optimisation off: an int8 QDQ graph then runs in float (the
     reference its integer kernels are checked against)."""
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     if threads is not None:
         if int(threads) < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -46,7 +52,8 @@ def make_session(
     opts.log_severity_level = 3
     try:
         return ort.InferenceSession(
-            os.fspath(path) if data is None else data, sess_options=opts,
+            os.fspath(path) if data is None else data,
+            sess_options=opts,
             providers=check_providers(providers),
         )
     except Exception as e:  # onnxruntime raises its own non-ValueError types for bad files

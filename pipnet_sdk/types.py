@@ -1,4 +1,5 @@
 """Result types."""
+
 from __future__ import annotations
 
 import math
@@ -79,9 +80,12 @@ class Face:
         if not isinstance(other, Face):
             return NotImplemented
         return self is other or (
-            self.track_id == other.track_id and self.image_size == other.image_size
-            and all(_same(getattr(self, k), getattr(other, k))
-                    for k in ("box", "score", "landmarks", "landmark_scores", "visibility", "quality"))
+            self.track_id == other.track_id
+            and self.image_size == other.image_size
+            and all(
+                _same(getattr(self, k), getattr(other, k))
+                for k in ("box", "score", "landmarks", "landmark_scores", "visibility", "quality")
+            )
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
@@ -103,6 +107,7 @@ class Face:
 
     def to_dict(self) -> dict:
         """The face as plain JSON types; a NaN or infinite value (hand-made faces only) is None."""
+
         def num(v: Any, digits: int) -> float | None:
             v = float(v)
             return round(v, digits) if math.isfinite(v) else None

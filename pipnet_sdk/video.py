@@ -39,6 +39,7 @@ One ``VideoLandmarker`` per stream; it keeps state between calls, which a lock g
 from several threads are taken one at a time, but frames must still come in stream order (the
 ``Landmarker`` it uses may be shared).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,12 +70,25 @@ class OneEuroFilter:
     ``scale`` (per call) divides the speed, so ``beta`` can be given in sizes per second.
     """
 
-    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0,
-                 rate: float = 30.0, speed: str = "element") -> None:
-        if not all(math.isfinite(v) for v in (min_cutoff, beta, d_cutoff, rate)) \
-                or min_cutoff <= 0 or d_cutoff <= 0 or rate <= 0 or beta < 0:
-            raise ValueError(f"min_cutoff, d_cutoff and rate (fps) must be > 0 and beta >= 0, got "
-                             f"{min_cutoff}, {d_cutoff}, {rate} and {beta}")
+    def __init__(
+        self,
+        min_cutoff: float = 1.0,
+        beta: float = 0.0,
+        d_cutoff: float = 1.0,
+        rate: float = 30.0,
+        speed: str = "element",
+    ) -> None:
+        if (
+            not all(math.isfinite(v) for v in (min_cutoff, beta, d_cutoff, rate))
+            or min_cutoff <= 0
+            or d_cutoff <= 0
+            or rate <= 0
+            or beta < 0
+        ):
+            raise ValueError(
+                f"min_cutoff, d_cutoff and rate (fps) must be > 0 and beta >= 0, got "
+                f"{min_cutoff}, {d_cutoff}, {rate} and {beta}"
+            )
         if speed not in ("element", "point", "mean"):
             raise ValueError(f"speed must be 'element', 'point' or 'mean', got {speed!r}")
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
@@ -92,8 +106,9 @@ class OneEuroFilter:
         tau = 1.0 / (2 * math.pi * cutoff)
         return 1.0 / (1.0 + tau / dt)
 
-    def __call__(self, x: Any, t: float | None = None, scale: float = 1.0,
-                 steady: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self, x: Any, t: float | None = None, scale: float = 1.0, steady: np.ndarray | None = None
+    ) -> np.ndarray:
         """The filtered x. ``steady`` (N,) bool marks rows of x (points) to hold steadier: their
         cutoff is HIDDEN_CUTOFF times the others' (hidden points, whose estimates wander)."""
         x = np.asarray(x, dtype=np.float64)
@@ -196,11 +211,23 @@ class VideoLandmarker:
     One per stream: calls are taken one at a time (a lock), and timestamps must not go back.
     """
 
-    def __init__(self, landmarker: Any = None, detect_every: int = 10, smoothing: bool = True,
-                 min_cutoff: float = 0.2, beta: float = 20.0, d_cutoff: float = 1.0,
-                 fps: float = 30.0, iou_threshold: float = 0.3, max_lost: int = 1,
-                 min_score: float = 0.3, hold: float = 0.01, resync_iou: float = 0.6,
-                 predict: bool = False, min_quality: float = 0.3) -> None:
+    def __init__(
+        self,
+        landmarker: Any = None,
+        detect_every: int = 10,
+        smoothing: bool = True,
+        min_cutoff: float = 0.2,
+        beta: float = 20.0,
+        d_cutoff: float = 1.0,
+        fps: float = 30.0,
+        iou_threshold: float = 0.3,
+        max_lost: int = 1,
+        min_score: float = 0.3,
+        hold: float = 0.01,
+        resync_iou: float = 0.6,
+        predict: bool = False,
+        min_quality: float = 0.3,
+    ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
         OneEuroFilter(min_cutoff, beta, d_cutoff, fps)  # checks the filter options now, not at the first face
@@ -209,8 +236,10 @@ class VideoLandmarker:
         if landmarker is None:
             landmarker = Landmarker()
         elif not isinstance(landmarker, Landmarker):
-            raise TypeError(f"landmarker must be a pipnet_sdk.Landmarker, got {type(landmarker).__name__} "
-                            "(for another model: VideoLandmarker(Landmarker(model=...)))")
+            raise TypeError(
+                f"landmarker must be a pipnet_sdk.Landmarker, got {type(landmarker).__name__} "
+                "(for another model: VideoLandmarker(Landmarker(model=...)))"
+            )
         self.landmarker = landmarker
         self.detect_every = int(detect_every)
         self.smoothing = bool(smoothing)
@@ -255,8 +284,12 @@ class VideoLandmarker:
 
     # ------------------------------------------------------------------ internals
     def _new_track(self, square: np.ndarray, box: np.ndarray, score: float) -> _Track:
-        tr = _Track(id=self._next_id, square=square.copy(),
-                    box_rel=(box - np.r_[square[:2], square[:2]]) / square[2], score=float(score))
+        tr = _Track(
+            id=self._next_id,
+            square=square.copy(),
+            box_rel=(box - np.r_[square[:2], square[:2]]) / square[2],
+            score=float(score),
+        )
         self._next_id += 1
         if self.smoothing:
             tr.filter = OneEuroFilter(speed="mean", **self.filter_options)
@@ -312,7 +345,7 @@ class VideoLandmarker:
             if self._size is not None and img.shape[:2] != self._size:
                 self._rescale(self._size, img.shape[:2])
             self._size = img.shape[:2]
-            detect = (self._force_detect or not self._tracks or self._since_detect >= self.detect_every)
+            detect = self._force_detect or not self._tracks or self._since_detect >= self.detect_every
             faces = self._step(img, t, detect)
             if not detect and not self._tracks:  # all lost: whatever is there now is found now
                 faces = self._step(img, t, True)
@@ -326,8 +359,10 @@ class VideoLandmarker:
         if not math.isfinite(t):
             raise ValueError(f"timestamp must be a finite number of seconds, got {timestamp!r}")
         if self._last_t is not None and t < self._last_t:
-            raise ValueError(f"timestamps must not decrease: got {t} after {self._last_t} (one "
-                             "VideoLandmarker per stream; reset() to start another)")
+            raise ValueError(
+                f"timestamps must not decrease: got {t} after {self._last_t} (one "
+                "VideoLandmarker per stream; reset() to start another)"
+            )
         return t
 
     def _step(self, img: np.ndarray, t: float, detect: bool) -> list[Face]:
@@ -343,8 +378,7 @@ class VideoLandmarker:
         if not self._tracks:
             return []
 
-        squares = np.array([np.r_[tr.square[:3], tr.square[3:4] if len(tr.square) > 3 else 0.0]
-                            for tr in self._tracks])
+        squares = np.array([np.r_[tr.square[:3], tr.square[3:4] if len(tr.square) > 3 else 0.0] for tr in self._tracks])
         marks = lm.landmarks_in_squares(img, squares, "bgr")
         if getattr(lm, "upright_search", False):  # a face turned since the last frame, or on its side
             (squares,), (marks,) = lm.upright([img], [squares], [marks])
@@ -379,15 +413,25 @@ class VideoLandmarker:
             if quality is not None and quality[i] < self.min_quality:
                 self._force_detect = True  # keep the face, but let the detector look again
             move = max(np.abs(new_sq[:2] - tr.square[:2]).max(), abs(new_sq[2] - tr.square[2]))
-            if move > self.hold * tr.square[2] or len(new_sq) != len(tr.square) or \
-                    (len(new_sq) > 3 and abs(new_sq[3] - tr.square[3]) > math.radians(2)):
+            if (
+                move > self.hold * tr.square[2]
+                or len(new_sq) != len(tr.square)
+                or (len(new_sq) > 3 and abs(new_sq[3] - tr.square[3]) > math.radians(2))
+            ):
                 tr.square = new_sq
             v = None if vis is None else vis[i].astype(np.float32)
             if tr.filter is not None:
                 p = tr.filter(p, t, scale=r, steady=None if v is None else v < 0.5)
-            tr.face = Face(box=box, score=tr.score, landmarks=p.astype(np.float32),
-                           landmark_scores=s, track_id=tr.id, image_size=(img.shape[1], img.shape[0]),
-                           visibility=v, quality=None if quality is None else float(quality[i]))
+            tr.face = Face(
+                box=box,
+                score=tr.score,
+                landmarks=p.astype(np.float32),
+                landmark_scores=s,
+                track_id=tr.id,
+                image_size=(img.shape[1], img.shape[0]),
+                visibility=v,
+                quality=None if quality is None else float(quality[i]),
+            )
             kept.append(tr)
             faces.append(tr.face)
         self._tracks = kept

@@ -2,6 +2,7 @@
 which a clone has, so the core tests run anywhere; the read-only shared data folder (300-W, other
 detectors) for the tests that need it, skipped without it (PIPNET_REQUIRE_SHARED=1 makes that a
 failure); a random-weights PIPNet model; a models folder."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ def shared_dir() -> Path:
     p = shared_path()
     if not (p / "data" / "samples").is_dir() or not (p / "models").is_dir():
         if os.environ.get("PIPNET_REQUIRE_SHARED") == "1":
-            pytest.fail(f"{NEEDS_SHARED} (PIPNET_REQUIRE_SHARED=1, and {p} has no data/samples and models/)",
-                        pytrace=False)
+            pytest.fail(
+                f"{NEEDS_SHARED} (PIPNET_REQUIRE_SHARED=1, and {p} has no data/samples and models/)", pytrace=False
+            )
         pytest.skip(NEEDS_SHARED)
     return p
 
@@ -54,7 +56,7 @@ def faceless_image():
     y, x = np.mgrid[0:h, 0:w].astype(np.float32)
     img = 228 + 12 * np.sin(x / 97.0) * np.cos(y / 143.0)
     for row in (70, 120, 175, 230, 290):
-        img -= 22 * np.exp(-((y - row - 6 * np.sin(x / 60.0)) / 3.0) ** 2)
+        img -= 22 * np.exp(-(((y - row - 6 * np.sin(x / 60.0)) / 3.0) ** 2))
     img += np.random.default_rng(0).normal(0, 3, (h, w))
     img = cv2.GaussianBlur(img, (3, 3), 0)
     return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
@@ -76,8 +78,10 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sample_path(samples: Path, request: pytest.FixtureRequest):
     """name -> path of a sample photo: group_2.jpg and no_face.jpg from ``samples``, the others
     (group_1, group_3, group_4) from the shared data (the test is skipped without it)."""
+
     def path(name: str) -> Path:
         return samples / name if (samples / name).exists() else request.getfixturevalue("shared_samples") / name
+
     return path
 
 

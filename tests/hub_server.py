@@ -20,6 +20,7 @@ required as ``Authorization: Bearer <token>`` on write calls. ``requests`` logs 
     with LocalHub() as endpoint:   # e.g. "http://127.0.0.1:41233"
         ...                        # HF_ENDPOINT=endpoint in a subprocess
 """
+
 from __future__ import annotations
 
 import base64
@@ -88,8 +89,10 @@ class LocalHub:
                 if data is None:
                     tree.pop(path, None)
                 else:
-                    tree[path] = Path(data).read_bytes() if isinstance(data, Path) else (
-                        data.encode() if isinstance(data, str) else bytes(data)
+                    tree[path] = (
+                        Path(data).read_bytes()
+                        if isinstance(data, Path)
+                        else (data.encode() if isinstance(data, str) else bytes(data))
                     )
             self._n += 1
             commit = commit or hashlib.sha1(f"{repo_id}|{parent}|{self._n}".encode()).hexdigest()
@@ -154,8 +157,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- helpers -------------------------------------------------------------------------
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -168,8 +176,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, obj: object, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers)
 
-    def _error(self, status: int, code: str | None, message: str,
-               headers: dict[str, str] | None = None) -> None:
+    def _error(self, status: int, code: str | None, message: str, headers: dict[str, str] | None = None) -> None:
         h = dict(headers or {})
         if code:
             h["X-Error-Code"] = code
@@ -246,7 +253,7 @@ class _Handler(BaseHTTPRequestHandler):
             end = min(int(rng[2]) if rng[2] else len(data) - 1, len(data) - 1)
             if start >= len(data):
                 return self._error(416, None, "range not satisfiable")
-            status, body = 206, data[start:end + 1]
+            status, body = 206, data[start : end + 1]
             headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
         self._send(status, body, headers, content_type="application/octet-stream")
 
@@ -255,8 +262,16 @@ class _Handler(BaseHTTPRequestHandler):
         if commit is None:
             return
         files = sorted(self.hub.repos[repo][commit])
-        self._json(200, {"id": repo, "modelId": repo, "sha": commit, "private": self.hub.private[repo],
-                         "siblings": [{"rfilename": f} for f in files]})
+        self._json(
+            200,
+            {
+                "id": repo,
+                "modelId": repo,
+                "sha": commit,
+                "private": self.hub.private[repo],
+                "siblings": [{"rfilename": f} for f in files],
+            },
+        )
 
     def _create_repo(self) -> None:
         payload = json.loads(self._body() or b"{}")
@@ -278,8 +293,14 @@ class _Handler(BaseHTTPRequestHandler):
         files = []
         for f in payload.get("files", []):
             old = tree.get(f["path"])
-            files.append({"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                          "oid": git_blob_sha1(old) if old is not None else None})
+            files.append(
+                {
+                    "path": f["path"],
+                    "uploadMode": "regular",
+                    "shouldIgnore": False,
+                    "oid": git_blob_sha1(old) if old is not None else None,
+                }
+            )
         self._json(200, {"files": files, "commitOid": commit})
 
     def _commit(self, repo: str, rev: str) -> None:
@@ -298,5 +319,12 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 return self._error(400, None, f"local test hub does not support {key!r} operations")
         commit = self.hub.add_commit(repo, changes, revision=rev)
-        self._json(200, {"commitUrl": f"{self.hub.url}/{repo}/commit/{commit}", "commitOid": commit,
-                         "success": True, "pullRequestUrl": None})
+        self._json(
+            200,
+            {
+                "commitUrl": f"{self.hub.url}/{repo}/commit/{commit}",
+                "commitOid": commit,
+                "success": True,
+                "pullRequestUrl": None,
+            },
+        )

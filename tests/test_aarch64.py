@@ -12,6 +12,7 @@ x86-64 CPU (benchmarks/aarch64_check.py, docs/aarch64.md).
   13 of the 554 test faces (fast) and 2 (r18) meet one, and move by up to 1.5 px on ARM. Files
   whose add scales are nudged (benchmarks/aarch64_check.arm_safe_add_scales) have none.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,8 +63,11 @@ def test_arm_safe_add_scales_remove_every_differing_pair(tmp_path: Path) -> None
     assert sum(int(t.sum()) for t in arm.add_rounding_pairs(safe).values()) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="the 0.5.2 files round a few residual-add inputs differently on ARM "
-                   "(NEON fixed-point QLinearAdd); a re-export with arm_safe_add_scales fixes it, then drop this mark")
+@pytest.mark.xfail(
+    strict=True,
+    reason="the 0.5.2 files round a few residual-add inputs differently on ARM "
+    "(NEON fixed-point QLinearAdd); a re-export with arm_safe_add_scales fixes it, then drop this mark",
+)
 @pytest.mark.parametrize("name", ["pipnet-fast", "pipnet-r18"])
 def test_shipped_residual_adds_round_the_same_on_arm(name: str) -> None:
     pytest.importorskip("onnx")

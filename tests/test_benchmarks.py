@@ -1,5 +1,6 @@
 """The benchmark scripts: each one starts without torch, and they share the repository's helpers
 (one .pts reader, the SDK's detector) instead of copies of their own."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,8 +24,9 @@ except SystemExit as e:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_benchmark_starts_without_torch(script: Path) -> None:
-    r = subprocess.run([sys.executable, "-c", NO_TORCH, str(script)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "usage:" in r.stdout
 
@@ -41,8 +43,12 @@ def test_one_pts_reader(tmp_path: Path) -> None:
     exact = data.read_pts(f, np.float64)
     assert exact.dtype == np.float64 and exact.tolist() == [[0.0, 0.0], [9.5, 20.123456789 - 1]]
     definition = "def read_" + "pts("
-    found = [p.relative_to(ROOT).as_posix() for d in ("benchmarks", "examples", "export", "pipnet_sdk", "tests")
-             for p in sorted((ROOT / d).rglob("*.py")) if definition in p.read_text(encoding="utf-8")]
+    found = [
+        p.relative_to(ROOT).as_posix()
+        for d in ("benchmarks", "examples", "export", "pipnet_sdk", "tests")
+        for p in sorted((ROOT / d).rglob("*.py"))
+        if definition in p.read_text(encoding="utf-8")
+    ]
     assert found == ["export/data.py"]
 
 

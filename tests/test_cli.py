@@ -1,4 +1,5 @@
 """The `pipnet` command, with a random-weights model found through $PIPNET_MODELS_DIR."""
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,9 @@ def test_folder_recursion_errors_and_draw(models_dir: Path, samples: Path, tmp_p
     assert code == 1 and len(json.loads(out)["images"]) == 4
 
 
-def test_outputs_checked_before_any_work(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outputs_checked_before_any_work(
+    models_dir: Path, samples: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An output that cannot be written stops the run at once, before any model is loaded."""
     import pipnet_sdk.landmarker as L
 
@@ -106,8 +108,9 @@ def test_outputs_checked_before_any_work(models_dir: Path, samples: Path, tmp_pa
     assert_one_error_line(err, "is a folder")
 
 
-def test_interrupted_run_keeps_finished_images(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_keeps_finished_images(
+    models_dir: Path, samples: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run that dies on its third image: --jsonl holds the two finished ones, and the --json file
     from an earlier run is left whole (written atomically at the end, never half). The rerun
     appends its lines to --jsonl: the interrupted run's two lines are kept."""
@@ -168,36 +171,53 @@ def test_failed_image_warns(models_dir: Path, tmp_path: Path, capsys) -> None:
     assert "error" in json.loads(out)["images"][0]
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["detect", "/no/such/image.jpg"], ["/no/such/image.jpg"]),
-    (["detect", "{no_face}", "--model", "bogus-model"], ["bogus-model"]),
-    (["detect", "{no_face}", "--detector", "pipnet-fast"], ["detector"]),
-    (["detect", "{no_face}", "--model", "{missing_onnx}"], ["missing.onnx"]),
-    (["detect", "{no_face}", "--threads", "0"], ["--threads"]),
-    (["detect", "{no_face}", "--score-threshold", "1.5"], ["--score-threshold"]),
-    (["detect", "{no_face}", "--draw"], ["--out"]),
-    (["detect", "{no_face}", "--out", "{tmp}"], ["--draw"]),
-    (["detect", "{empty_dir}"], ["no images"]),
-    (["detect"], ["PATH"]),
-    (["nonsense"], ["nonsense"]),
-    (["models", "info", "nope"], ["nope"]),
-    (["detect", "{no_face}", "--test-crops", "6"], ["--test-crops", "1 to 5"]),
-    (["detect", "{no_face}", "--test-crops", "0"], ["--test-crops"]),
-    (["detect", "{no_face}", "--detector", "{packaged}/pipnet-fast.onnx"], ["not a YuNet", "candidates"]),
-    (["detect", "{no_face}", "--detector", "{shared_models}/faceboxesv2-640x640.onnx"], ["not a YuNet", "loc"]),
-    (["models", "download", "yunet-s"], ["yunet-s", "yunet_s_dynamic.onnx", "libfacedetection.train",
-                                         "PIPNET_MODELS_DIR"]),
-    (["detect", "{no_face}", "--model", "{tmp}"], ["--model", "is a folder", "pipnet-fast"]),
-    (["detect", "{no_face}", "--detector", "{empty_dir}"], ["--detector", "is a folder"]),
-    (["detect", "{no_face}", "--json", "-", "--jsonl", "-"], ["--json -", "--jsonl -", "standard output"]),
-    (["detect", "{empty_dir}", "--draw", "--out", "{empty_dir}"], ["--out", "is the input folder"]),
-    (["detect", "{empty_dir}", "--draw", "--out", "{tmp}"], ["--out", "holds the input folder"]),
-])
-def test_user_mistakes_give_one_line(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                     request: pytest.FixtureRequest, argv: list[str], words: list[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["detect", "/no/such/image.jpg"], ["/no/such/image.jpg"]),
+        (["detect", "{no_face}", "--model", "bogus-model"], ["bogus-model"]),
+        (["detect", "{no_face}", "--detector", "pipnet-fast"], ["detector"]),
+        (["detect", "{no_face}", "--model", "{missing_onnx}"], ["missing.onnx"]),
+        (["detect", "{no_face}", "--threads", "0"], ["--threads"]),
+        (["detect", "{no_face}", "--score-threshold", "1.5"], ["--score-threshold"]),
+        (["detect", "{no_face}", "--draw"], ["--out"]),
+        (["detect", "{no_face}", "--out", "{tmp}"], ["--draw"]),
+        (["detect", "{empty_dir}"], ["no images"]),
+        (["detect"], ["PATH"]),
+        (["nonsense"], ["nonsense"]),
+        (["models", "info", "nope"], ["nope"]),
+        (["detect", "{no_face}", "--test-crops", "6"], ["--test-crops", "1 to 5"]),
+        (["detect", "{no_face}", "--test-crops", "0"], ["--test-crops"]),
+        (["detect", "{no_face}", "--detector", "{packaged}/pipnet-fast.onnx"], ["not a YuNet", "candidates"]),
+        (["detect", "{no_face}", "--detector", "{shared_models}/faceboxesv2-640x640.onnx"], ["not a YuNet", "loc"]),
+        (
+            ["models", "download", "yunet-s"],
+            ["yunet-s", "yunet_s_dynamic.onnx", "libfacedetection.train", "PIPNET_MODELS_DIR"],
+        ),
+        (["detect", "{no_face}", "--model", "{tmp}"], ["--model", "is a folder", "pipnet-fast"]),
+        (["detect", "{no_face}", "--detector", "{empty_dir}"], ["--detector", "is a folder"]),
+        (["detect", "{no_face}", "--json", "-", "--jsonl", "-"], ["--json -", "--jsonl -", "standard output"]),
+        (["detect", "{empty_dir}", "--draw", "--out", "{empty_dir}"], ["--out", "is the input folder"]),
+        (["detect", "{empty_dir}", "--draw", "--out", "{tmp}"], ["--out", "holds the input folder"]),
+    ],
+)
+def test_user_mistakes_give_one_line(
+    models_dir: Path,
+    samples: Path,
+    tmp_path: Path,
+    capsys,
+    request: pytest.FixtureRequest,
+    argv: list[str],
+    words: list[str],
+) -> None:
     (tmp_path / "empty").mkdir()
-    fill = dict(no_face=str(samples / "no_face.jpg"), tmp=str(tmp_path), empty_dir=str(tmp_path / "empty"),
-                missing_onnx=str(tmp_path / "missing.onnx"), packaged=str(ROOT / "pipnet_sdk" / "models"))
+    fill = dict(
+        no_face=str(samples / "no_face.jpg"),
+        tmp=str(tmp_path),
+        empty_dir=str(tmp_path / "empty"),
+        missing_onnx=str(tmp_path / "missing.onnx"),
+        packaged=str(ROOT / "pipnet_sdk" / "models"),
+    )
     if any("{shared_models}" in a for a in argv):  # the FaceBoxes file is in the shared data only
         fill["shared_models"] = str(request.getfixturevalue("shared_dir") / "models")
     code, out, err = run(capsys, *[a.format(**fill) for a in argv])
@@ -211,16 +231,23 @@ def test_model_without_metadata(models_dir: Path, samples: Path, tmp_path: Path,
     code, out, err = run(capsys, "detect", str(samples / "no_face.jpg"), "--model", str(fake))
     assert code == 2
     assert_one_error_line(err, "fake.onnx")
-    code, out, err = run(capsys, "detect", str(samples / "no_face.jpg"), "--model",
-                         str(models_dir / "yunet_n_dynamic.onnx"))
+    code, out, err = run(
+        capsys, "detect", str(samples / "no_face.jpg"), "--model", str(models_dir / "yunet_n_dynamic.onnx")
+    )
     assert code == 2
     assert_one_error_line(err, "metadata")
 
 
 def test_subprocess_missing_path_no_traceback(models_dir: Path) -> None:
     env = dict(os.environ, PIPNET_MODELS_DIR=str(models_dir))
-    res = subprocess.run([sys.executable, "-m", "pipnet_sdk.cli", "detect", "missing.jpg"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipnet_sdk.cli", "detect", "missing.jpg"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and res.stdout == ""
     assert_one_error_line(res.stderr, "missing.jpg")
 
@@ -286,6 +313,7 @@ def test_version_is_pyprojects(capsys) -> None:
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"pipnet-sdk {version}"
     with pytest.MonkeyPatch.context() as mp:
+
         def missing(name: str) -> str:
             raise importlib.metadata.PackageNotFoundError(name)
 
@@ -304,8 +332,9 @@ def test_image_extensions_live_in_images_only() -> None:
         cli.IMAGE_EXTENSIONS  # noqa: B018
 
 
-def test_outputs_never_overwrite_an_input(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_outputs_never_overwrite_an_input(
+    models_dir: Path, samples: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--json or --jsonl naming an input image, or both naming one file, is a usage error before
     any model is loaded, and the image is left as it was."""
     import pipnet_sdk.landmarker as L
@@ -325,8 +354,9 @@ def test_outputs_never_overwrite_an_input(models_dir: Path, samples: Path, tmp_p
     assert photo.read_bytes() == before and not (tmp_path / "faces.json").exists()
 
 
-def test_draw_folder_checked_before_any_work(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_draw_folder_checked_before_any_work(
+    models_dir: Path, samples: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--draw --out under a regular file fails at once, naming --out, with an existing --jsonl
     file untouched; a usage error after the output checks leaves no folder behind."""
     import pipnet_sdk.landmarker as L
@@ -337,14 +367,29 @@ def test_draw_folder_checked_before_any_work(models_dir: Path, samples: Path, tm
     blocker.write_text("not a folder")
     kept = tmp_path / "kept.jsonl"
     kept.write_text("an earlier run\n")
-    code, out, err = run(capsys, "detect", str(samples / "group_2.jpg"), "--jsonl", str(kept),
-                         "--draw", "--out", str(blocker / "annotated"))
+    code, out, err = run(
+        capsys,
+        "detect",
+        str(samples / "group_2.jpg"),
+        "--jsonl",
+        str(kept),
+        "--draw",
+        "--out",
+        str(blocker / "annotated"),
+    )
     assert code == 2 and out == ""
     assert_one_error_line(err, "cannot write --out", "annotated")
     assert kept.read_text() == "an earlier run\n"
     monkeypatch.setattr(L.Landmarker, "__init__", real_init)
-    code, _, err = run(capsys, "detect", str(samples / "no_face.jpg"),
-                       "--json", str(tmp_path / "new" / "deep" / "o.json"), "--model", "bogus-model")
+    code, _, err = run(
+        capsys,
+        "detect",
+        str(samples / "no_face.jpg"),
+        "--json",
+        str(tmp_path / "new" / "deep" / "o.json"),
+        "--model",
+        "bogus-model",
+    )
     assert code == 2 and "bogus-model" in err
     assert not (tmp_path / "new").exists()
 
@@ -366,8 +411,7 @@ def test_json_file_gets_ordinary_permissions(models_dir: Path, samples: Path, tm
         os.umask(old_mask)
 
 
-def test_draw_function_survives_the_cli_and_its_module(models_dir: Path, samples: Path, tmp_path: Path,
-                                                       capsys) -> None:
+def test_draw_function_survives_the_cli_and_its_module(models_dir: Path, samples: Path, tmp_path: Path, capsys) -> None:
     """pipnet_sdk.draw stays the function after `detect --draw` ran in this process (the module
     that holds it is pipnet_sdk.drawing)."""
     import numpy as np
@@ -384,8 +428,9 @@ def test_draw_function_survives_the_cli_and_its_module(models_dir: Path, samples
     assert pipnet_sdk.draw(img, []).shape == img.shape
 
 
-def test_interrupted_json_write_leaves_the_old_file_and_no_temporary(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_json_write_leaves_the_old_file_and_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Ctrl-C while --json is being written: the old file stays whole and no .tmp file is left."""
     import pipnet_sdk._cli_common as C
 
@@ -451,8 +496,9 @@ def test_jsonl_appends(models_dir: Path, samples: Path, tmp_path: Path, capsys) 
     assert "append one JSON line per image" in help_text and "an existing FILE keeps its lines" in help_text
 
 
-def test_jsonl_dash_is_standard_output(models_dir: Path, samples: Path, tmp_path: Path, capsys,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_jsonl_dash_is_standard_output(
+    models_dir: Path, samples: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     images = [str(samples / "no_face.jpg"), str(samples / "group_2.jpg")]
     code, out, _ = run(capsys, "detect", *images, "--jsonl", "-", "-q")
@@ -461,8 +507,9 @@ def test_jsonl_dash_is_standard_output(models_dir: Path, samples: Path, tmp_path
     assert [r["path"] for r in rows] == images and len(rows[1]["faces"]) == 4
 
 
-def _disk_fills(monkeypatch: pytest.MonkeyPatch, which, whole_writes: int | None = None,
-                room: int | None = None) -> None:
+def _disk_fills(
+    monkeypatch: pytest.MonkeyPatch, which, whole_writes: int | None = None, room: int | None = None
+) -> None:
     """Writes to the files whose path passes ``which`` fail as on a full disk (ENOSPC, after
     writing what fits): after ``whole_writes`` writes (the next writes half its bytes), or once
     the file holds ``room`` bytes (cutting the file back makes room again)."""
@@ -491,8 +538,9 @@ def _disk_fills(monkeypatch: pytest.MonkeyPatch, which, whole_writes: int | None
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="finds the file written through /proc")
 @pytest.mark.parametrize("full", ["jsonl", "json", "draw"])
-def test_full_disk_names_the_file_and_keeps_the_rest(full: str, models_dir: Path, samples: Path, tmp_path: Path,
-                                                     capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_names_the_file_and_keeps_the_rest(
+    full: str, models_dir: Path, samples: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One output on a full disk: one error line names the file and the cause, that output keeps
     what was whole (--jsonl its complete lines, --json the old file, --draw the images done) with
     no partial or temporary file, the other outputs are complete, and the exit code is 3."""
@@ -503,12 +551,25 @@ def test_full_disk_names_the_file_and_keeps_the_rest(full: str, models_dir: Path
     lines, doc, drawn = tmp_path / "f.jsonl", tmp_path / "f.json", tmp_path / "drawn"
     lines.write_text('{"earlier": "line"}\n')
     doc.write_text('{"earlier": "run"}\n')
-    which = {"jsonl": lambda p: p == os.path.realpath(lines),
-             "json": lambda p: os.path.basename(p).startswith(".f.json."),
-             "draw": lambda p: p.startswith(os.path.realpath(drawn))}[full]
+    which = {
+        "jsonl": lambda p: p == os.path.realpath(lines),
+        "json": lambda p: os.path.basename(p).startswith(".f.json."),
+        "draw": lambda p: p.startswith(os.path.realpath(drawn)),
+    }[full]
     _disk_fills(monkeypatch, which, whole_writes=1)
-    code, out, err = run(capsys, "detect", str(tmp_path / "in"), "--jsonl", str(lines), "--json", str(doc),
-                         "--draw", "--out", str(drawn), "-q")
+    code, out, err = run(
+        capsys,
+        "detect",
+        str(tmp_path / "in"),
+        "--jsonl",
+        str(lines),
+        "--json",
+        str(doc),
+        "--draw",
+        "--out",
+        str(drawn),
+        "-q",
+    )
     assert code == 3 and out == ""
     [line] = err.strip().splitlines()
     name = {"jsonl": lines, "json": doc, "draw": drawn / "in" / "p1.jpg"}[full]
@@ -536,7 +597,7 @@ def run_on_a_tiny_disk(tmp_path: Path, size: str, argv: list[str], env: dict[str
     if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True).returncode:
         pytest.skip("no tmpfs can be mounted here (unshare -rm)")
     driver = tmp_path / "tiny_disk_driver.py"
-    driver.write_text('''import json, os, subprocess, sys
+    driver.write_text("""import json, os, subprocess, sys
 import cv2
 disk = sys.argv[1]
 res = subprocess.run([sys.executable, "-m", "pipnet_sdk.cli", *sys.argv[2:]], capture_output=True, text=True)
@@ -557,10 +618,16 @@ for root, _, names in os.walk(disk):
         except ValueError:
             files[name] = None
 print(json.dumps({"rc": res.returncode, "stderr": res.stderr, "files": files}))
-''')
+""")
     script = f"mount -t tmpfs -o size={size} none '{disk}' && exec \"$@\""
-    res = subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, str(driver), str(disk), *argv],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", sys.executable, str(driver), str(disk), *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -574,9 +641,23 @@ def test_detect_on_a_really_full_disk(models_dir: Path, samples: Path, tmp_path:
         cv2.imwrite(str(tmp_path / "in" / f"p{i}.png"), cv2.flip(photo, 1) if i % 2 else photo)
     disk = tmp_path / "disk"
     env = dict(os.environ, PIPNET_MODELS_DIR=str(models_dir))
-    got = run_on_a_tiny_disk(tmp_path, "96k", ["detect", str(tmp_path / "in"), "--jsonl", str(disk / "f.jsonl"),
-                                               "--json", str(disk / "f.json"), "--draw", "--out", str(disk / "d"),
-                                               "-q"], env)
+    got = run_on_a_tiny_disk(
+        tmp_path,
+        "96k",
+        [
+            "detect",
+            str(tmp_path / "in"),
+            "--jsonl",
+            str(disk / "f.jsonl"),
+            "--json",
+            str(disk / "f.json"),
+            "--draw",
+            "--out",
+            str(disk / "d"),
+            "-q",
+        ],
+        env,
+    )
     assert got["rc"] == 3, got["stderr"]
     errors = got["stderr"].strip().splitlines()
     assert errors and all(e.startswith(f"pipnet: error: cannot write {disk}") or "no output left" in e for e in errors)
@@ -602,15 +683,22 @@ def test_a_fifo_named_like_an_image_does_not_block(models_dir: Path, tmp_path: P
     fifo = tmp_path / "x.jpg"
     os.mkfifo(fifo)
     env = dict(os.environ, PIPNET_MODELS_DIR=str(models_dir))
-    res = subprocess.run([sys.executable, "-m", "pipnet_sdk.cli", "detect", str(fifo)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipnet_sdk.cli", "detect", str(fifo)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1
     [entry] = json.loads(res.stdout)["images"]
     assert "FIFO" in entry["error"] and "x.jpg" in res.stderr
 
 
-def test_threads_are_capped_at_the_cpus(models_dir: Path, samples: Path, capsys,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_are_capped_at_the_cpus(
+    models_dir: Path, samples: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--threads 100000000 runs with as many threads as there are CPUs, with a warning (onnxruntime
     would otherwise reserve memory for every thread asked for)."""
     import pipnet_sdk.landmarker as L
@@ -668,7 +756,7 @@ def test_quiet_silences_the_image_libraries(models_dir: Path, tmp_path: Path) ->
     img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
     png = bytearray(cv2.imencode(".png", img)[1].tobytes())
     at = png.index(b"IDAT")
-    png[at + 4 + struct.unpack(">I", png[at - 4:at])[0]] ^= 0xFF  # the IDAT chunk's CRC
+    png[at + 4 + struct.unpack(">I", png[at - 4 : at])[0]] ^= 0xFF  # the IDAT chunk's CRC
     (tmp_path / "bad_crc.png").write_bytes(png)
     jpeg = cv2.imencode(".jpg", img)[1].tobytes()
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
@@ -723,7 +811,8 @@ def test_min_quality_keeps_the_faces_to_trust(capsys, samples: Path, random_mode
     assert all(len(f["visibility"]) == 68 and len(f["occluded"]) == 68 for f in faces)
     code, out, _ = run(capsys, "detect", str(samples / "group_2.jpg"), "--min-quality", "1", "-q")
     assert code == 0 and json.loads(out)["images"][0]["faces"] == []  # no face is certain
-    code, _, err = run(capsys, "detect", str(samples / "group_2.jpg"), "--min-quality", "0.5",
-                       "--model", str(random_model))
+    code, _, err = run(
+        capsys, "detect", str(samples / "group_2.jpg"), "--min-quality", "0.5", "--model", str(random_model)
+    )
     assert code == 2
     assert_one_error_line(err, "--min-quality", "no")

@@ -1,5 +1,6 @@
 """Every shipped training config runs its whole recipe (export.recipe: first stage, restarts, STC,
 ONNX fp32 + int8), shrunk to a few faces, one epoch per stage and small crops."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def shrunk(cfg: dict[str, Any], r18_out: Path) -> dict[str, Any]:
     small = shrink_sizes(dict(cfg, **tiny, batch_size=8, val_fraction=0.25), cfg["stride"], cfg)
     small["restarts"] = [shrink_sizes(r, cfg["stride"], small) for r in cfg.get("restarts", [])]
     if cfg.get("stc", {}).get("teacher", "").startswith(R18_RUN):
-        small["stc"] = dict(cfg["stc"], teacher=str(r18_out / cfg["stc"]["teacher"][len(R18_RUN):]))
+        small["stc"] = dict(cfg["stc"], teacher=str(r18_out / cfg["stc"]["teacher"][len(R18_RUN) :]))
     return small
 
 

@@ -1,4 +1,5 @@
 """The crop rule: squares, crops and the two coordinate maps."""
+
 from __future__ import annotations
 
 import cv2
@@ -56,7 +57,7 @@ def test_blob_centre_lands_where_formula_says(side: float) -> None:
     x0, y0 = 231.3, 187.8
     yy, xx = np.mgrid[0:h, 0:w]
     sigma = side / 12
-    blob = 250 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma ** 2))
+    blob = 250 * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))
     img = np.repeat(blob.round().astype(np.uint8)[..., None], 3, axis=2)
     cx, cy = 240.0, 180.0
     crop = crop_faces(img, np.array([[cx, cy, side]]), size)[0, ..., 0].astype(np.float64)

@@ -1,5 +1,6 @@
 """The NumPy decoder (candidates + neighbour merge) against plain loops from the definition, on
 random head maps and on a shipped model's real outputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,12 @@ def random_heads(seed: int, b: int, n: int, c: int, h: int, w: int, distinct: bo
 
 
 CASES = [  # seed, B, N, C, H, W, distinct neighbours
-    (0, 1, 5, 2, 4, 4, True), (1, 3, 68, 10, 8, 8, True), (2, 2, 98, 10, 8, 8, True),
-    (3, 4, 19, 3, 3, 5, True), (4, 2, 1, 1, 2, 2, False), (5, 3, 7, 4, 6, 2, False),
+    (0, 1, 5, 2, 4, 4, True),
+    (1, 3, 68, 10, 8, 8, True),
+    (2, 2, 98, 10, 8, 8, True),
+    (3, 4, 19, 3, 3, 5, True),
+    (4, 2, 1, 1, 2, 2, False),
+    (5, 3, 7, 4, 6, 2, False),
     (6, 1, 29, 5, 1, 1, True),
 ]
 

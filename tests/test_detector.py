@@ -1,4 +1,5 @@
 """Our NumPy-decoded YuNet against OpenCV's own FaceDetectorYN on the same model and input."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -95,8 +96,7 @@ def test_tiny_and_odd_images(detector: YuNet) -> None:
 
 
 def test_nms() -> None:
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9.5], [50, 50, 60, 60]],
-                     np.float32)
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 9.5], [50, 50, 60, 60]], np.float32)
     scores = np.array([0.8, 0.9, 0.7, 0.85, 0.1], np.float32)
     np.testing.assert_array_equal(nms(boxes, scores, 0.5), [1, 2, 4])
     # IoU of 0 and 1 is 81/119 = 0.68: a looser threshold keeps both; 0 and 3 overlap by 0.95
@@ -114,7 +114,7 @@ def test_fallback_sizes_rescue_a_small_face(shared_dir: Path, yunet_path: Path) 
     photo = cv2.imread(str(shared_dir / "data" / "300w" / "test" / "lfpw" / "image_0008.jpg"))
     small = cv2.resize(photo, (round(photo.shape[1] * 40 / photo.shape[0]), 40), interpolation=cv2.INTER_AREA)
     canvas = np.zeros((480, 640, 3), np.uint8)
-    canvas[200:240, 300:300 + small.shape[1]] = small
+    canvas[200:240, 300 : 300 + small.shape[1]] = small
     full, _ = yunet.detect(canvas)
     assert len(full) == 1 and len(yunet.with_options(size=320).detect(canvas)[0]) == 0
     rescued, _ = yunet.with_options(size=320, fallback_sizes=(640,)).detect(canvas)

@@ -1,5 +1,6 @@
 """export.evaluate: metrics on hand-computed cases, the CED plot, and a smoke run of the
 ground-truth-box protocol with a random-weights model (plumbing only, no accuracy)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,8 +75,16 @@ def test_gt_protocol_smoke(random_model: Path, yunet_path: Path, shared_dir: Pat
     assert r["found"].shape == (3,) and r["found"].all()
     assert r["pred"].shape == (3, 68, 2) and r["boxes"].shape == (3, 4)
     # the whole entry point, given the style so no detector pass over the training set is needed
-    out = evaluate(random_model, shared_dir / "data" / "300w" / "test" / "lfpw", protocol="gt",
-                   detector=yunet_path, threads=1, limit=3, style=style, progress=False)
+    out = evaluate(
+        random_model,
+        shared_dir / "data" / "300w" / "test" / "lfpw",
+        protocol="gt",
+        detector=yunet_path,
+        threads=1,
+        limit=3,
+        style=style,
+        progress=False,
+    )
     assert set(out) == {"images", "gt"} and len(out["images"]) == 3
     s = out["gt"]["summary"]
     assert set(s) == {"faces", "found", "detection_rate", "nme", "fr", "auc"}

@@ -1,6 +1,7 @@
 """The example scripts as a user runs them: they report a failure instead of pretending success,
 and check their options before any work. (Their main jobs are tested where their subject is:
 test_geometry.py for blink.py, test_ray.py for the Ray integration.)"""
+
 from __future__ import annotations
 
 import importlib.util

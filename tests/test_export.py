@@ -1,4 +1,5 @@
 """export/: heads, targets, schemes, NME, decoding parity, STC curriculum, augmentation, a tiny run."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,10 @@ from pipnet_sdk.decode import decode as numpy_decode  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("backbone,stride,size,grid", [("resnet18", 32, 256, 8), ("resnet18", 16, 128, 8),
-                                                       ("mobilenetv2", 32, 128, 4), ("mobilenetv2", 16, 64, 4)])
+@pytest.mark.parametrize(
+    "backbone,stride,size,grid",
+    [("resnet18", 32, 256, 8), ("resnet18", 16, 128, 8), ("mobilenetv2", 32, 128, 4), ("mobilenetv2", 16, 64, 4)],
+)
 def test_head_shapes(backbone: str, stride: int, size: int, grid: int) -> None:
     m = PIPNet(68, 10, backbone, stride, width=0.25, coarse_grids=(2, 4)).eval()
     heads, coarse = m.forward_train(torch.zeros(2, 3, size, size))
@@ -115,8 +118,13 @@ def test_nme_hand_computed() -> None:
 def test_torch_and_numpy_decoding_agree() -> None:
     rng = np.random.RandomState(1)
     b, n, c, g = 3, 20, 5, 6
-    outs = [rng.randn(b, n, g, g), rng.rand(b, n, g, g), rng.rand(b, n, g, g),
-            rng.randn(b, n * c, g, g), rng.randn(b, n * c, g, g)]
+    outs = [
+        rng.randn(b, n, g, g),
+        rng.rand(b, n, g, g),
+        rng.rand(b, n, g, g),
+        rng.randn(b, n * c, g, g),
+        rng.randn(b, n * c, g, g),
+    ]
     outs = [o.astype(np.float32) for o in outs]
     nb = neighbor_indices(rng.rand(n, 2).astype(np.float32), c)
     p_np, _ = numpy_decode(*outs, nb)
@@ -214,14 +222,30 @@ def test_export_parity(tmp_path: Path, backbone: str) -> None:
 @pytest.mark.slow
 def test_tiny_recipe_trains_stc_and_exports(tmp_path: Path, shared_dir: Path) -> None:
     """The CI run of the whole recipe: teacher, one STC round, ONNX fp32 + int8, in well under a minute."""
-    cfg = {"name": "tiny", "width": 0.25, "stride": 16, "input_size": 64, "base_size": 96, "margin": 1.5,
-           "epochs": 2, "batch_size": 16, "limit": 24, "val_fraction": 0.2,
-           "stc": {"grids": [2, 4], "rounds": 1, "epochs": 3}}
+    cfg = {
+        "name": "tiny",
+        "width": 0.25,
+        "stride": 16,
+        "input_size": 64,
+        "base_size": 96,
+        "margin": 1.5,
+        "epochs": 2,
+        "batch_size": 16,
+        "limit": 24,
+        "val_fraction": 0.2,
+        "stc": {"grids": [2, 4], "rounds": 1, "epochs": 3},
+    }
     conf = tmp_path / "tiny.json"
     conf.write_text(json.dumps(cfg))
     env = {"PIPNET_SHARED": str(shared_dir), "PIPNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
-    r = subprocess.run([sys.executable, "-m", "export.recipe", "--config", str(conf), "--out", str(tmp_path / "run"),
-                        "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "export.recipe", "--config", str(conf), "--out", str(tmp_path / "run"), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["teacher"]["epoch"] == 2 and report["stc"]["epoch"] == 3
@@ -244,20 +268,47 @@ def test_recipe_restarts_and_distils_from_a_bigger_teacher(tmp_path: Path, share
     env = {"PIPNET_SHARED": str(shared_dir), "PIPNET_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
     common = {"width": 0.25, "stride": 16, "margin": 1.5, "batch_size": 16, "limit": 24, "val_fraction": 0.2}
     teacher_cfg = {"name": "teacher", "input_size": 96, "base_size": 144, "epochs": 1, **common}
-    student_cfg = {"name": "student", "input_size": 64, "base_size": 96, "epochs": 1, **common,
-                   "restarts": [{"lr": 1e-3, "epochs": 2, "labeled": ["data/300w/train"]},
-                                {"lr": 5e-4, "epochs": 2, "labeled": ["data/300w/train"], "val_fraction": 0.0,
-                                 "average_last": 2}],
-                   "stc": {"grids": [], "epochs": 2, "lr": 5e-4, "teacher": str(tmp_path / "t" / "best.pt")}}
+    student_cfg = {
+        "name": "student",
+        "input_size": 64,
+        "base_size": 96,
+        "epochs": 1,
+        **common,
+        "restarts": [
+            {"lr": 1e-3, "epochs": 2, "labeled": ["data/300w/train"]},
+            {"lr": 5e-4, "epochs": 2, "labeled": ["data/300w/train"], "val_fraction": 0.0, "average_last": 2},
+        ],
+        "stc": {"grids": [], "epochs": 2, "lr": 5e-4, "teacher": str(tmp_path / "t" / "best.pt")},
+    }
     for name, cfg in (("teacher", teacher_cfg), ("student", student_cfg)):
         (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
     run = [sys.executable, "-m"]
-    r = subprocess.run(run + ["export.train", "--config", str(tmp_path / "teacher.json"), "--out", str(tmp_path / "t"),
-                              "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        run + ["export.train", "--config", str(tmp_path / "teacher.json"), "--out", str(tmp_path / "t"), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run(run + ["export.recipe", "--config", str(tmp_path / "student.json"), "--out", str(tmp_path / "s"),
-                              "--quiet", "--skip-export"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        run
+        + [
+            "export.recipe",
+            "--config",
+            str(tmp_path / "student.json"),
+            "--out",
+            str(tmp_path / "s"),
+            "--quiet",
+            "--skip-export",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((tmp_path / "s" / "report.json").read_text())
     assert report["teacher"]["epoch"] == 1 and report["restart1"]["epoch"] == 2 and report["stc"]["epoch"] == 2
@@ -287,12 +338,21 @@ def test_fine_tune_on_other_data_keeps_the_neighbour_indices(tmp_path: Path, sha
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    common = {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 16, "limit": 24,
-              "val_fraction": 0.2, "epochs": 1}
+    common = {
+        "width": 0.25,
+        "input_size": 64,
+        "base_size": 96,
+        "margin": 1.5,
+        "batch_size": 16,
+        "limit": 24,
+        "val_fraction": 0.2,
+        "epochs": 1,
+    }
     base = load_config(None, common)
     train(base, tmp_path / "base", device="cpu", progress=False)
-    tuned = load_config(None, {**common, "labeled": ["data/300w/train"], "init": str(tmp_path / "base" / "best.pt"),
-                               "lr": 1e-4})
+    tuned = load_config(
+        None, {**common, "labeled": ["data/300w/train"], "init": str(tmp_path / "base" / "best.pt"), "lr": 1e-4}
+    )
     assert not np.array_equal(prepare(tuned, progress=False)["neighbors"], prepare(base, progress=False)["neighbors"])
     tuned["epochs"] = 2
     train(tuned, tmp_path / "tuned", device="cpu", progress=False, stop_after=1e-9)  # paused after its first epoch
@@ -313,8 +373,20 @@ def test_final_fit_on_all_faces(tmp_path: Path, shared_dir: Path, monkeypatch) -
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 16,
-                             "limit": 20, "labeled": ["data/300w/train"], "val_fraction": 0.0, "epochs": 2})
+    cfg = load_config(
+        None,
+        {
+            "width": 0.25,
+            "input_size": 64,
+            "base_size": 96,
+            "margin": 1.5,
+            "batch_size": 16,
+            "limit": 20,
+            "labeled": ["data/300w/train"],
+            "val_fraction": 0.0,
+            "epochs": 2,
+        },
+    )
     d = prepare(cfg, progress=False)
     assert len(d["val_images"]) == 0 and len(d["train_images"]) == 20
     summary = train(cfg, tmp_path / "all", device="cpu", progress=False)
@@ -337,13 +409,34 @@ def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, sha
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    common = {"width": 0.25, "stride": 16, "margin": 1.5, "batch_size": 16, "limit": 24, "val_fraction": 0.2,
-              "labeled": ["data/300w/train"], "epochs": 1}
-    train(load_config(None, {**common, "input_size": 64, "base_size": 96}), tmp_path / "small",
-          device="cpu", progress=False)
+    common = {
+        "width": 0.25,
+        "stride": 16,
+        "margin": 1.5,
+        "batch_size": 16,
+        "limit": 24,
+        "val_fraction": 0.2,
+        "labeled": ["data/300w/train"],
+        "epochs": 1,
+    }
+    train(
+        load_config(None, {**common, "input_size": 64, "base_size": 96}),
+        tmp_path / "small",
+        device="cpu",
+        progress=False,
+    )
     # learning rate 0: the weights stay the initial ones (BatchNorm statistics still move)
-    bigger = load_config(None, {**common, "input_size": 80, "base_size": 120, "lr": 0.0, "blocks": [1, 2, 2],
-                                "init": str(tmp_path / "small" / "best.pt")})
+    bigger = load_config(
+        None,
+        {
+            **common,
+            "input_size": 80,
+            "base_size": 120,
+            "lr": 0.0,
+            "blocks": [1, 2, 2],
+            "init": str(tmp_path / "small" / "best.pt"),
+        },
+    )
     train(bigger, tmp_path / "big", device="cpu", progress=False)
     small, big = (torch.load(tmp_path / p / "best.pt", weights_only=False) for p in ("small", "big"))
     assert not any(k.startswith("backbone.stages.0.1.") for k in big["model"])
@@ -357,8 +450,12 @@ def test_fine_tune_at_a_bigger_input_size_with_a_block_fewer(tmp_path: Path, sha
     assert candidates.shape == (1, 68, 11, 2) and scores.shape == (1, 68)  # own + 10 neighbour votes
     with pytest.raises(ValueError, match="lack"):  # the block taken out cannot come back from nothing
         init = str(tmp_path / "big" / "best.pt")
-        train(load_config(None, {**common, "input_size": 64, "base_size": 96, "init": init}),
-              tmp_path / "again", device="cpu", progress=False)
+        train(
+            load_config(None, {**common, "input_size": 64, "base_size": 96, "init": init}),
+            tmp_path / "again",
+            device="cpu",
+            progress=False,
+        )
 
 
 @pytest.mark.slow
@@ -374,9 +471,21 @@ def test_weight_averaging_over_the_last_epochs(tmp_path: Path, shared_dir: Path,
     assert int(mean["n"]) == 9  # integer buffers (BatchNorm's counter) keep the latest
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
-                             "limit": 20, "labeled": ["data/300w/train"], "val_fraction": 0.2, "epochs": 3,
-                             "average_last": 2})
+    cfg = load_config(
+        None,
+        {
+            "width": 0.25,
+            "input_size": 64,
+            "base_size": 96,
+            "margin": 1.5,
+            "batch_size": 8,
+            "limit": 20,
+            "labeled": ["data/300w/train"],
+            "val_fraction": 0.2,
+            "epochs": 3,
+            "average_last": 2,
+        },
+    )
     summary = train(cfg, tmp_path / "run", device="cpu", progress=False)
     avg = torch.load(tmp_path / "run" / "averaged.pt", weights_only=False)
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
@@ -393,13 +502,25 @@ def test_distillation_from_a_teacher_on_the_same_grid(tmp_path: Path, shared_dir
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    common = {"width": 0.25, "margin": 1.5, "batch_size": 8, "limit": 20, "labeled": ["data/300w/train"],
-              "val_fraction": 0.2, "epochs": 1}
-    train(load_config(None, {**common, "input_size": 128, "stride": 32, "base_size": 192}), tmp_path / "t",
-          device="cpu", progress=False)
+    common = {
+        "width": 0.25,
+        "margin": 1.5,
+        "batch_size": 8,
+        "limit": 20,
+        "labeled": ["data/300w/train"],
+        "val_fraction": 0.2,
+        "epochs": 1,
+    }
+    train(
+        load_config(None, {**common, "input_size": 128, "stride": 32, "base_size": 192}),
+        tmp_path / "t",
+        device="cpu",
+        progress=False,
+    )
     teacher = str(tmp_path / "t" / "best.pt")
-    student = load_config(None, {**common, "input_size": 64, "stride": 16, "base_size": 96, "teacher": teacher,
-                                 "distill_weight": 0.7})
+    student = load_config(
+        None, {**common, "input_size": 64, "stride": 16, "base_size": 96, "teacher": teacher, "distill_weight": 0.7}
+    )
     summary = train(student, tmp_path / "s", device="cpu", progress=False)
     assert summary["epoch"] == 1 and np.isfinite(summary["val_nme"])
     sizes = sorted(np.load(p)["train_images"].shape[1] for p in (tmp_path / "cache").glob("crops-*.npz"))
@@ -437,7 +558,7 @@ def test_drawn_green_marks_are_removed_from_the_unlabeled_faces(shared_dir: Path
 
 @pytest.mark.slow
 def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
-    """"pseudo_labels": the shipped pipnet-fast labels cleaned unlabeled faces through the SDK with
+    """ "pseudo_labels": the shipped pipnet-fast labels cleaned unlabeled faces through the SDK with
     test-time averaging; the labels land on the faces of the student's crops and join training."""
     from export.pseudo import onnx_pseudo_labels
     from export.train import load_config, train
@@ -445,9 +566,20 @@ def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
     teacher = "pipnet_sdk/models/pipnet-fast.onnx"  # relative paths are the repository's
-    cfg = load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
-                             "limit": 6, "val_fraction": 0.2, "epochs": 1,  # 6 faces a folder
-                             "pseudo_labels": {"teacher": teacher, "flip_test": True, "test_crops": 3}})
+    cfg = load_config(
+        None,
+        {
+            "width": 0.25,
+            "input_size": 64,
+            "base_size": 96,
+            "margin": 1.5,
+            "batch_size": 8,
+            "limit": 6,
+            "val_fraction": 0.2,
+            "epochs": 1,  # 6 faces a folder
+            "pseudo_labels": {"teacher": teacher, "flip_test": True, "test_crops": 3},
+        },
+    )
     averaged = onnx_pseudo_labels(cfg, progress=False)
     images, points = averaged["images"], averaged["points"]
     assert images.shape == (6, 96, 96, 3) and points.shape == (6, 68, 2)
@@ -529,16 +661,44 @@ def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, sh
     from export import gpu_run, recipe
     from export.checkpoint import load_checkpoint
 
-    cfg = {"name": "tiny", "width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
-           "epochs": 3, "val_fraction": 0.2, "labeled": ["data/300w/train"], "restarts": [{"lr": 1e-3, "epochs": 1}]}
+    cfg = {
+        "name": "tiny",
+        "width": 0.25,
+        "input_size": 64,
+        "base_size": 96,
+        "margin": 1.5,
+        "batch_size": 8,
+        "epochs": 3,
+        "val_fraction": 0.2,
+        "labeled": ["data/300w/train"],
+        "restarts": [{"lr": 1e-3, "epochs": 1}],
+    }
     conf, data, returned, run = tmp_path / "tiny.json", tmp_path / "data", tmp_path / "OUT", tmp_path / "run"
     conf.write_text(json.dumps(cfg))
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
     gpu_run.main(["pack", "--config", str(conf), "--data", str(data), "--limit", "12", "--quiet"])
     monkeypatch.setenv("PIPNET_SHARED", str(tmp_path / "nowhere"))
-    gpu_run.main(["train", "--config", str(conf), "--data", str(data), "--limit", "12", "--out", str(returned),
-                  "--minutes", "2", "--epochs", "2", "--device", "cpu", "--quiet"])
+    gpu_run.main(
+        [
+            "train",
+            "--config",
+            str(conf),
+            "--data",
+            str(data),
+            "--limit",
+            "12",
+            "--out",
+            str(returned),
+            "--minutes",
+            "2",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--quiet",
+        ]
+    )
     assert sorted(p.name for p in returned.iterdir()) == ["best.pt", "config.json", "last.pt", "log.txt"]
     last = torch.load(returned / "last.pt", weights_only=False)
     assert last["epoch"] == 1 and "opt" not in last
@@ -572,8 +732,18 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     from export.config import load_config
     from export.train import lr_at
 
-    cfg = {"name": "tiny", "width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 8,
-           "epochs": 5, "val_fraction": 0.2, "labeled": ["data/300w/train"], "restarts": [{"lr": 1e-3, "epochs": 1}]}
+    cfg = {
+        "name": "tiny",
+        "width": 0.25,
+        "input_size": 64,
+        "base_size": 96,
+        "margin": 1.5,
+        "batch_size": 8,
+        "epochs": 5,
+        "val_fraction": 0.2,
+        "labeled": ["data/300w/train"],
+        "restarts": [{"lr": 1e-3, "epochs": 1}],
+    }
     conf, data, returned, run, hand = (tmp_path / n for n in ("tiny.json", "data", "OUT", "run", "resume"))
     conf.write_text(json.dumps(cfg))
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
@@ -594,14 +764,35 @@ def test_a_long_schedule_trains_in_legs_on_the_cpu_and_a_gpu(tmp_path: Path, sha
     handed = gpu_run.load_portable(hand / "last.pt")["opt"]
     cpu_leg = torch.load(run / "teacher" / "last.pt", weights_only=False)["opt"]
     assert handed["param_groups"] == cpu_leg["param_groups"] and handed["state"].keys() == cpu_leg["state"].keys()
-    assert all(torch.equal(v, cpu_leg["state"][i][k].bfloat16().float()) for i, s in handed["state"].items()
-               for k, v in s.items())  # the moments travel in bfloat16
+    assert all(
+        torch.equal(v, cpu_leg["state"][i][k].bfloat16().float())
+        for i, s in handed["state"].items()
+        for k, v in s.items()
+    )  # the moments travel in bfloat16
     with pytest.raises(FileExistsError, match="--resume"):  # the same command without --resume keeps the run
         recipe.main(common)
     monkeypatch.setenv("PIPNET_SHARED", str(tmp_path / "nowhere"))
     monkeypatch.setattr(gpu_run, "PROCESS_START", time.time())  # --minutes counts from the command's start
-    gpu_run.main(["train", "--config", str(conf), "--data", str(data), "--limit", "12", "--out", str(returned),
-                  "--minutes", "3", "--device", "cpu", "--resume-from", str(hand), "--quiet"])
+    gpu_run.main(
+        [
+            "train",
+            "--config",
+            str(conf),
+            "--data",
+            str(data),
+            "--limit",
+            "12",
+            "--out",
+            str(returned),
+            "--minutes",
+            "3",
+            "--device",
+            "cpu",
+            "--resume-from",
+            str(hand),
+            "--quiet",
+        ]
+    )
     lines = [json.loads(x) for x in (returned / "log.txt").read_text().splitlines() if x.startswith("{")]
     assert [x["epoch"] for x in lines] == [2, 3, 4, 5]  # the rest of the 5-epoch schedule, not fitted to 3 minutes
     assert lines[0]["lr"] == round(lr_at(load_config(str(conf), {}), 2), 7)
@@ -665,8 +856,11 @@ def test_the_optimizer_state_travels_split_within_the_file_limits(tmp_path: Path
     assert [p.name for p in written] == ["last.part0.pt", "last.part1.pt", "last.opt.part0.pt", "last.opt.part1.pt"]
     back = gpu_run.load_portable(out / "last.pt")["opt"]
     assert back["param_groups"] == full["opt"]["param_groups"]
-    assert all(torch.equal(v, full["opt"]["state"][i][k].bfloat16().float()) for i, s in back["state"].items()
-               for k, v in s.items())  # the moments in bfloat16, step counts exact
+    assert all(
+        torch.equal(v, full["opt"]["state"][i][k].bfloat16().float())
+        for i, s in back["state"].items()
+        for k, v in s.items()
+    )  # the moments in bfloat16, step counts exact
     assert all(v.dtype == torch.float32 for s in back["state"].values() for v in s.values())
     (out / "log.txt").write_text("")
     assert gpu_run.trim_to_limit(out) == []  # 5 files
@@ -693,7 +887,7 @@ def test_the_optimizer_state_travels_split_within_the_file_limits(tmp_path: Path
 
 
 def test_a_weights_only_checkpoint_inside_the_averaging_window_is_refused(tmp_path: Path) -> None:
-    """"average_last" needs the running average: a leg resumed from weights alone (a handoff)
+    """ "average_last" needs the running average: a leg resumed from weights alone (a handoff)
     inside the averaged epochs is refused with a message, before it is an hour in; before the
     window it goes on. fetch refuses a GPU leg that stopped inside the window, leaving the
     folder's resumable last.pt as it was."""
@@ -733,17 +927,26 @@ def test_a_resume_with_another_schedule_is_refused() -> None:
 
     cfg = load_config(None, {"epochs": 600, "lr": 2e-3, "augment": {"p_blur": 0.3}})
     check_resumable_config({"config": cfg}, dict(cfg, threads=2, name="other"))
-    for changes, named in (({"lr": 1e-3}, "lr: 0.002 there, 0.001 here"), ({"epochs": 300}, "epochs"),
-                           ({"augment": {}}, "augment"), ({"val_fraction": 0.2}, "val_fraction")):
+    for changes, named in (
+        ({"lr": 1e-3}, "lr: 0.002 there, 0.001 here"),
+        ({"epochs": 300}, "epochs"),
+        ({"augment": {}}, "augment"),
+        ({"val_fraction": 0.2}, "val_fraction"),
+    ):
         with pytest.raises(ValueError, match=named):
             check_resumable_config({"config": cfg}, dict(cfg, **changes))
     model = torch.nn.Linear(2, 2)
-    ck = {"model": model.state_dict(), "epoch": 120, "best": 4.0,
-          "config": dict(cfg, epochs=135, max_minutes=8.0)}  # a GPU run fitted 135 epochs into its minutes
+    ck = {
+        "model": model.state_dict(),
+        "epoch": 120,
+        "best": 4.0,
+        "config": dict(cfg, epochs=135, max_minutes=8.0),
+    }  # a GPU run fitted 135 epochs into its minutes
     for _leg in range(3):  # then CPU legs, each resumed from the one before, with the config's 600
         check_resumable_config(ck, cfg)
-        run = SimpleNamespace(model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"), cfg=dict(cfg),
-                              fitted=False)
+        run = SimpleNamespace(
+            model=model, opt=None, gen=torch.Generator(), dev=torch.device("cpu"), cfg=dict(cfg), fitted=False
+        )
         restore(run, ck)
         assert run.cfg["epochs"] == 135 and run.fitted
         ck = dict(ck, config=run.cfg, fitted=run.fitted)  # what save_checkpoints writes
@@ -772,7 +975,7 @@ def test_labeled_faces_from_a_list_file(tmp_path: Path, shared_dir: Path, monkey
 
 
 def test_time_budget_fits_the_schedule_then_stops(tmp_path: Path) -> None:
-    """"max_minutes": the first epoch's time sets the epoch count; a budget spent with epochs left
+    """ "max_minutes": the first epoch's time sets the epoch count; a budget spent with epochs left
     stops the run."""
     import io
     from types import SimpleNamespace
@@ -823,7 +1026,6 @@ def test_motion_blur_runs_along_its_angle() -> None:
         assert abs(float(out.sum()) - 1.0) < 1e-5
 
 
-
 @pytest.mark.slow
 def test_resume_after_a_kill_gives_the_uninterrupted_run(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """A run stopped after its second of four epochs and resumed ends with the same weights as the
@@ -835,8 +1037,20 @@ def test_resume_after_a_kill_gives_the_uninterrupted_run(tmp_path: Path, shared_
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    cfg = T.load_config(None, {"width": 0.25, "input_size": 64, "base_size": 96, "margin": 1.5, "batch_size": 16,
-                               "limit": 24, "val_fraction": 0.2, "epochs": 4, "threads": 1})
+    cfg = T.load_config(
+        None,
+        {
+            "width": 0.25,
+            "input_size": 64,
+            "base_size": 96,
+            "margin": 1.5,
+            "batch_size": 16,
+            "limit": 24,
+            "val_fraction": 0.2,
+            "epochs": 4,
+            "threads": 1,
+        },
+    )
     T.train(cfg, tmp_path / "whole", device="cpu", progress=False)
     real_save = T.save_checkpoints
 
@@ -858,15 +1072,18 @@ def test_resume_after_a_kill_gives_the_uninterrupted_run(tmp_path: Path, shared_
     assert not list((tmp_path / "cut").glob("*.tmp"))
 
 
-@pytest.mark.parametrize("bad, words", [
-    ({"restarts": [{"lr": 1e-3, "epoch": 90}]}, "restart1: unknown keys ['epoch']"),
-    ({"restarts": [{"lr": 1e-3}]}, "restart1 needs \"epochs\""),
-    ({"schedule": "cosin"}, "schedule must be one of"),
-    ({"optimizer": "sgd"}, "optimizer must be one of"),
-    ({"augment": {"p_blurr": 0.3}}, "augment takes a dict with keys from"),
-    ({"stc": {"techer": "x.pt"}}, "stc takes a dict"),
-    ({"restarts": [{"epochs": 2, "pseudo_labels": {"teachr": "restart1"}}]}, "pseudo_labels takes a dict"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"restarts": [{"lr": 1e-3, "epoch": 90}]}, "restart1: unknown keys ['epoch']"),
+        ({"restarts": [{"lr": 1e-3}]}, 'restart1 needs "epochs"'),
+        ({"schedule": "cosin"}, "schedule must be one of"),
+        ({"optimizer": "sgd"}, "optimizer must be one of"),
+        ({"augment": {"p_blurr": 0.3}}, "augment takes a dict with keys from"),
+        ({"stc": {"techer": "x.pt"}}, "stc takes a dict"),
+        ({"restarts": [{"epochs": 2, "pseudo_labels": {"teachr": "restart1"}}]}, "pseudo_labels takes a dict"),
+    ],
+)
 def test_config_mistakes_are_caught_on_loading(bad: dict, words: str) -> None:
     """Every level of a config is checked when it is read, before any crop is cut or epoch trained."""
     from export.config import load_config
@@ -882,9 +1099,10 @@ def test_recipe_checks_the_files_it_needs_before_any_work(tmp_path: Path, monkey
     import export.recipe as R
 
     monkeypatch.setattr(R, "train", lambda *a, **k: pytest.fail("a stage trained"))
-    for extra, words in (({"stc": {"teacher": str(tmp_path / "none.pt")}}, "stc teacher"),
-                         ({"restarts": [{"epochs": 1, "pseudo_labels": {"teacher": "restart1"}}]},
-                          "pseudo_labels teacher")):
+    for extra, words in (
+        ({"stc": {"teacher": str(tmp_path / "none.pt")}}, "stc teacher"),
+        ({"restarts": [{"epochs": 1, "pseudo_labels": {"teacher": "restart1"}}]}, "pseudo_labels teacher"),
+    ):
         conf = tmp_path / "c.json"
         conf.write_text(json.dumps(extra))
         with pytest.raises(FileNotFoundError, match=words):
@@ -901,8 +1119,10 @@ def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: P
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(ROOT / "export" / "configs" / "pipnet-fast-0.6.json",
-                      {"labeled": ["data/300w/train"], "limit": 40, "val_fraction": 0.5})
+    cfg = load_config(
+        ROOT / "export" / "configs" / "pipnet-fast-0.6.json",
+        {"labeled": ["data/300w/train"], "limit": 40, "val_fraction": 0.5},
+    )
     fast, r18 = (str(ROOT / "pipnet_sdk" / "models" / f"{m}.onnx") for m in ("pipnet-fast", "pipnet-r18"))
     r = compare(fast, fast, cfg, limit=12, timing_crops=4)
     assert r["faces"] == 12 and r["paired_clean"] == (0.0, 0.0) and r["paired_blurred"] == (0.0, 0.0)
@@ -932,9 +1152,13 @@ def test_the_learning_curve_reads_resumed_logs_and_draws_the_stages(tmp_path: Pa
 
     run = tmp_path / "teacher"
     run.mkdir()
-    lines = ["# started", *[json.dumps({"epoch": e, "nme": 5.0 - e * 0.1, "lr": 1e-3}) for e in (1, 2, 3)],
-             "# stopped after 1 min at epoch 3; --resume goes on",
-             json.dumps({"epoch": 3, "nme": 4.5, "lr": 9e-4}), json.dumps({"epoch": 4, "nme": 4.4, "lr": 8e-4})]
+    lines = [
+        "# started",
+        *[json.dumps({"epoch": e, "nme": 5.0 - e * 0.1, "lr": 1e-3}) for e in (1, 2, 3)],
+        "# stopped after 1 min at epoch 3; --resume goes on",
+        json.dumps({"epoch": 3, "nme": 4.5, "lr": 9e-4}),
+        json.dumps({"epoch": 4, "nme": 4.4, "lr": 8e-4}),
+    ]
     (run / "log.txt").write_text("\n".join(lines) + "\n")
     records = read_log(run)
     assert [r["epoch"] for r in records] == [1, 2, 3, 4] and records[2]["nme"] == 4.5

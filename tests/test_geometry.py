@@ -2,6 +2,7 @@
 detections): five points, head pose invariants, alignment, eye and mouth openness, the lazy Face
 fields, drawing and the blink example. Tolerances are set from measured errors with a margin
 (the measured figures are in the comments)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -129,8 +130,7 @@ def test_pose_conventions_on_a_projected_mean_face() -> None:
     clockwise = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])  # x axis -> down-right on screen
     assert (face_up @ [0, 0, -1])[1] < 0 and (face_right @ [0, 0, -1])[0] > 0
     assert (clockwise @ [1, 0, 0])[1] > 0
-    for R, want in [(np.eye(3), (0, 0, 0)), (face_up, (0, 20, 0)), (face_right, (20, 0, 0)),
-                    (clockwise, (0, 0, 20))]:
+    for R, want in [(np.eye(3), (0, 0, 0)), (face_up, (0, 20, 0)), (face_right, (20, 0, 0)), (clockwise, (0, 0, 20))]:
         np.testing.assert_allclose(head_pose(project(R), (640, 480)), want, atol=1e-3)
 
 
@@ -194,8 +194,16 @@ def test_pose_rotation_redetected(lm, detected) -> None:
             if r is not None:  # a face turned partly out of the frame may be lost
                 errs.append(abs(angle_diff(r.pose.roll, face.pose.roll - theta)))
     assert len(errs) >= 0.9 * 2 * len(detected)
-    print("rotation |roll error| mean", np.mean(errs).round(2), "p90", np.percentile(errs, 90).round(2),
-          "max", np.max(errs).round(2), "n", len(errs))
+    print(
+        "rotation |roll error| mean",
+        np.mean(errs).round(2),
+        "p90",
+        np.percentile(errs, 90).round(2),
+        "max",
+        np.max(errs).round(2),
+        "n",
+        len(errs),
+    )
     assert np.mean(errs) < 2.0 and np.percentile(errs, 90) < 4.0 and max(errs) < 8, errs
 
 
@@ -232,8 +240,9 @@ def test_align_puts_the_eyes_on_the_template(lm, detected) -> None:
     for img, _, face in detected:
         crop = align(img, face)
         assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
-        big = cv2.copyMakeBorder(cv2.resize(crop, (224, 224), interpolation=cv2.INTER_CUBIC),
-                                 56, 56, 56, 56, cv2.BORDER_CONSTANT)
+        big = cv2.copyMakeBorder(
+            cv2.resize(crop, (224, 224), interpolation=cv2.INTER_CUBIC), 56, 56, 56, 56, cv2.BORDER_CONSTANT
+        )
         found = lm.detect(big)
         assert found
         fp = (max(found, key=lambda f: f.score).five_points - 56) / 2
@@ -315,6 +324,7 @@ def by_state(lm, test_set):
 def test_eye_openness_on_faces(by_state) -> None:
     """pipnet-fast on 300W test: closed eyes 0.01-0.23 (median 0.17), open ones 0.33 median;
     below 0.2: 8 of 14 closed eyes, 0.8 % of open ones."""
+
     def ears(kind, closed_only=False):
         v = []
         for g, f in by_state[kind]:
@@ -367,6 +377,7 @@ def test_fields_are_lazy(models_dir: Path, group_faces, monkeypatch: pytest.Monk
         def counted(*a, _real=real, _name=name, **k):
             calls[_name] = calls.get(_name, 0) + 1
             return _real(*a, **k)
+
         monkeypatch.setattr(geometry, name, counted)
     img = group_faces[1][0]
     lm = Landmarker(threads=1)
@@ -422,7 +433,7 @@ def close_eyes(img: np.ndarray, p: np.ndarray, amount: float) -> np.ndarray:
     h, w = img.shape[:2]
     mx, my = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     for a in (36, 42):
-        e = p[a:a + 6]
+        e = p[a : a + 6]
         x0, x1 = sorted((e[0, 0], e[3, 0]))
         wid = x1 - x0
         up, lo = e[[0, 1, 2, 3]], e[[0, 5, 4, 3]]
@@ -444,7 +455,7 @@ def blink_video(path: Path, img: np.ndarray, gt: np.ndarray, starts: list[int], 
     profile = [0.35, 0.75, 1, 1, 0.8, 0.5, 0.2]
     amount = np.zeros(n)
     for s in starts:
-        amount[s:s + len(profile)] = profile
+        amount[s : s + len(profile)] = profile
     c = gt.mean(0)
     side = int(np.ptp(gt, axis=0).max() * 1.6) // 2 * 2
     x0, y0 = int(c[0] - side / 2), int(c[1] - side / 2)

@@ -5,6 +5,7 @@ Hub cases run the real ``huggingface_hub`` client in a subprocess whose ``HF_END
 The served payload is a real ONNX read from the shared folder at test time (never copied into
 the repository).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,16 +78,23 @@ def local_hub(payload: tuple[bytes, str]):
     h.stop()
 
 
-def run_child(calls: list[tuple[str, Any, str | None]], endpoint: str, hf_home: Path,
-              **env: str) -> list[dict]:
+def run_child(calls: list[tuple[str, Any, str | None]], endpoint: str, hf_home: Path, **env: str) -> list[dict]:
     """Run ``calls`` in a fresh interpreter with the hub env set; return their outcomes."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("HF_", "HUGGINGFACE_", "PIPNET_MODELS_DIR", "TEST_"))}
-    base.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
-                HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONPATH=str(ROOT), **env)
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "PIPNET_MODELS_DIR", "TEST_"))
+    }
+    base.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=str(ROOT),
+        **env,
+    )
     enc = [[f, {"spec": dataclasses.asdict(a)} if isinstance(a, ModelSpec) else str(a), k] for f, a, k in calls]
-    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(enc)], env=base, cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(enc)], env=base, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -98,10 +106,11 @@ def _cache_files(hf_home: Path) -> list[Path]:
 
 # -- hub step --------------------------------------------------------------------------------
 
+
 def test_first_download_matches_sha256(local_hub: LocalHub, spec: ModelSpec, tmp_path: Path) -> None:
     (first, again, where) = run_child(
-        [("resolve", spec, "detector"), ("download", spec, None), ("cached_path", spec, None)],
-        local_hub.url, tmp_path)
+        [("resolve", spec, "detector"), ("download", spec, None), ("cached_path", spec, None)], local_hub.url, tmp_path
+    )
     assert first["sha256"] == spec.sha256
     assert Path(first["ok"]).is_relative_to(tmp_path / "hub")
     assert again["ok"] == first["ok"]
@@ -109,8 +118,7 @@ def test_first_download_matches_sha256(local_hub: LocalHub, spec: ModelSpec, tmp
     assert ("GET", f"/{REPO_ID}/resolve/{COMMIT}/{spec.filename}") in local_hub.requests
 
 
-def test_cached_file_used_with_server_stopped_and_offline(local_hub: LocalHub, spec: ModelSpec,
-                                                          tmp_path: Path) -> None:
+def test_cached_file_used_with_server_stopped_and_offline(local_hub: LocalHub, spec: ModelSpec, tmp_path: Path) -> None:
     (first,) = run_child([("resolve", spec, None)], local_hub.url, tmp_path)
     local_hub.stop()
     (down,) = run_child([("resolve", spec, None)], local_hub.url, tmp_path)
@@ -118,8 +126,9 @@ def test_cached_file_used_with_server_stopped_and_offline(local_hub: LocalHub, s
     assert down == first and offline == first and first["sha256"] == spec.sha256
 
 
-def test_corrupted_download_raises_and_is_not_kept(local_hub: LocalHub, spec: ModelSpec,
-                                                   payload: tuple[bytes, str], tmp_path: Path) -> None:
+def test_corrupted_download_raises_and_is_not_kept(
+    local_hub: LocalHub, spec: ModelSpec, payload: tuple[bytes, str], tmp_path: Path
+) -> None:
     bad = bytearray(payload[0])
     bad[len(bad) // 2] ^= 0xFF
     local_hub.repos[REPO_ID][COMMIT][spec.filename] = bytes(bad)
@@ -150,8 +159,7 @@ def test_wrong_revision_is_not_found(local_hub: LocalHub, spec: ModelSpec, tmp_p
     assert err["error"] == "ModelNotFoundError" and "RevisionNotFoundError" in err["message"]
 
 
-def test_resolution_order(local_hub: LocalHub, spec: ModelSpec, payload: tuple[bytes, str],
-                          tmp_path: Path) -> None:
+def test_resolution_order(local_hub: LocalHub, spec: ModelSpec, payload: tuple[bytes, str], tmp_path: Path) -> None:
     """explicit path > $PIPNET_MODELS_DIR > packaged > hub."""
     dirs = {k: tmp_path / k for k in ("explicit", "env", "packaged")}
     for d in dirs.values():
@@ -163,8 +171,12 @@ def test_resolution_order(local_hub: LocalHub, spec: ModelSpec, payload: tuple[b
     (a, b) = run_child([("resolve", explicit, None), ("resolve", spec, None)], local_hub.url, hf_home, **both)
     assert a["ok"] == explicit
     assert b["ok"] == str(dirs["env"] / spec.filename)
-    (c, where) = run_child([("resolve", spec, None), ("cached_path", spec, None)], local_hub.url, hf_home,
-                           TEST_PACKAGED_DIR=str(dirs["packaged"]))
+    (c, where) = run_child(
+        [("resolve", spec, None), ("cached_path", spec, None)],
+        local_hub.url,
+        hf_home,
+        TEST_PACKAGED_DIR=str(dirs["packaged"]),
+    )
     assert c["ok"] == str(dirs["packaged"] / spec.filename) and where["ok"][1] == "packaged"
     assert local_hub.requests == []  # the hub was never asked
     (d,) = run_child([("resolve", spec, None)], local_hub.url, hf_home, TEST_PACKAGED_DIR=str(tmp_path / "none"))
@@ -172,6 +184,7 @@ def test_resolution_order(local_hub: LocalHub, spec: ModelSpec, payload: tuple[b
 
 
 # -- local steps and errors (in-process: no hub involved) ----------------------------------------
+
 
 def test_missing_explicit_path_names_it(tmp_path: Path) -> None:
     missing = tmp_path / "nope" / "model.onnx"
@@ -231,16 +244,30 @@ sys.exit(main(json.loads(sys.argv[3])))
 
 
 def run_cli(argv: list[str], endpoint: str, hf_home: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("HF_", "HUGGINGFACE_", "PIPNET_MODELS_DIR", "TEST_"))}
-    base.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
-                HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONPATH=str(ROOT), **env)
-    return subprocess.run([sys.executable, "-c", CLI_CHILD, REPO_ID, COMMIT, json.dumps(argv)], env=base,
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "PIPNET_MODELS_DIR", "TEST_"))
+    }
+    base.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=str(ROOT),
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-c", CLI_CHILD, REPO_ID, COMMIT, json.dumps(argv)],
+        env=base,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
-def test_cli_download_then_detect_offline(local_hub: LocalHub, payload: tuple[bytes, str], tmp_path: Path,
-                                          shared_dir: Path) -> None:
+def test_cli_download_then_detect_offline(
+    local_hub: LocalHub, payload: tuple[bytes, str], tmp_path: Path, shared_dir: Path
+) -> None:
     """`pipnet models download` fetches a published detector into the cache and says where; with
     the server stopped and HF_HUB_OFFLINE=1, `pipnet detect --detector` then runs from that copy;
     `models info` reports it as downloaded."""
@@ -250,8 +277,20 @@ def test_cli_download_then_detect_offline(local_hub: LocalHub, payload: tuple[by
     assert "in the Hugging Face cache" in r.stdout and hashlib.sha256(path.read_bytes()).hexdigest() == payload[1]
     local_hub.stop()
     out = tmp_path / "faces.json"
-    r = run_cli(["detect", str(shared_dir / "data" / "samples" / "group_2.jpg"), "--detector", "yunet-s",
-                 "--json", str(out), "-q"], local_hub.url, tmp_path, HF_HUB_OFFLINE="1")
+    r = run_cli(
+        [
+            "detect",
+            str(shared_dir / "data" / "samples" / "group_2.jpg"),
+            "--detector",
+            "yunet-s",
+            "--json",
+            str(out),
+            "-q",
+        ],
+        local_hub.url,
+        tmp_path,
+        HF_HUB_OFFLINE="1",
+    )
     assert r.returncode == 0, r.stderr
     d = json.loads(out.read_text())
     assert d["detector"] == "yunet-s" and len(d["images"][0]["faces"]) == 4

@@ -1,4 +1,5 @@
 """load_image: every accepted input kind gives the same BGR array; every bad input a clear error."""
+
 from __future__ import annotations
 
 import os
@@ -106,10 +107,16 @@ def test_empty(shape: tuple) -> None:
         load_image(np.zeros(shape, np.uint8))
 
 
-@pytest.mark.parametrize("dtype, hint", [
-    (np.float32, r"\* 255"), (np.float64, r"\* 255"), (np.uint16, ">> 8"), (np.int32, "clip"),
-    (np.bool_, "mask"),
-])
+@pytest.mark.parametrize(
+    "dtype, hint",
+    [
+        (np.float32, r"\* 255"),
+        (np.float64, r"\* 255"),
+        (np.uint16, ">> 8"),
+        (np.int32, "clip"),
+        (np.bool_, "mask"),
+    ],
+)
 def test_bad_dtype(dtype, hint: str) -> None:
     with pytest.raises(ValueError, match="uint8") as e:
         load_image(np.zeros((8, 8, 3), dtype))
@@ -132,12 +139,12 @@ def test_bad_type(bad) -> None:
 
 def _png(width: int, height: int, rows: bytes) -> bytes:
     """A PNG (8-bit RGB) declaring width x height, with `rows` as its compressed data."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_png(tmp_path: Path) -> None:

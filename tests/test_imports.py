@@ -1,5 +1,6 @@
 """No import cycles among the project's modules (pipnet_sdk/ and export/), counting the imports
 inside functions too: a cycle that only a lazy import hides still ties the modules together."""
+
 from __future__ import annotations
 
 import ast
@@ -66,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = dfs(nxt)
                 if cycle:
@@ -85,9 +86,11 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_import_and_error_types_are_cheap() -> None:
     """`import pipnet_sdk` and its error types load no numpy, OpenCV, onnxruntime or hub client."""
-    code = ("import sys, pipnet_sdk as p\n"
-            "names = [p.PipnetError, p.ModelFormatError, p.ModelNotFoundError, p.ChecksumError, p.ImageError]\n"
-            "print([m for m in ('numpy', 'cv2', 'onnxruntime', 'huggingface_hub') if m in sys.modules])")
+    code = (
+        "import sys, pipnet_sdk as p\n"
+        "names = [p.PipnetError, p.ModelFormatError, p.ModelNotFoundError, p.ChecksumError, p.ImageError]\n"
+        "print([m for m in ('numpy', 'cv2', 'onnxruntime', 'huggingface_hub') if m in sys.modules])"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,6 +9,7 @@
 - The same files run under qemu-user emulating an AVX2-only CPU (no AVX-512, no VNNI: onnxruntime
   takes its AVX2 u8s8 kernels there) give this CPU's landmarks (skipped without qemu-x86_64).
 """
+
 from __future__ import annotations
 
 import os
@@ -104,7 +105,7 @@ def _labeled_inputs(name: str, shared_dir: Path, step: int) -> tuple[LandmarkMod
 
 def _one_by_one(model: LandmarkModel, x: np.ndarray) -> np.ndarray:
     """Crop-space landmarks of each input run alone (batch 1)."""
-    return np.concatenate([model.decode(model.forward(x[i:i + 1]))[0] for i in range(len(x))])
+    return np.concatenate([model.decode(model.forward(x[i : i + 1]))[0] for i in range(len(x))])
 
 
 def _iod(truth: np.ndarray) -> np.ndarray:
@@ -123,8 +124,10 @@ def test_int8_landmarks_do_not_depend_on_the_cpu(shared_dir: Path, name: str, st
     iod = _iod(truth)
     moved = np.linalg.norm(results[True] - results[False], axis=-1).mean(1) / iod * 100
     assert moved.mean() <= 0.5, f"integer kernels moved the landmarks by {moved.mean():.3f} % of the IOD on average"
-    nme = [np.linalg.norm(r - truth, axis=-1).mean(1) / np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)
-           for r in results.values()]
+    nme = [
+        np.linalg.norm(r - truth, axis=-1).mean(1) / np.linalg.norm(truth[:, 36] - truth[:, 45], axis=-1)
+        for r in results.values()
+    ]
     assert abs(nme[0].mean() - nme[1].mean()) < 0.0005  # accuracy itself is the same, within 0.05 NME points
 
 
@@ -142,8 +145,10 @@ np.save(sys.argv[3], np.concatenate([model.decode(model.forward(x[i:i + 1]))[0] 
 """
 
 
-@pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
-                    reason="needs qemu-user on x86-64 (Debian: apt-get install qemu-user)")
+@pytest.mark.skipif(
+    QEMU is None or platform.machine() != "x86_64",
+    reason="needs qemu-user on x86-64 (Debian: apt-get install qemu-user)",
+)
 @pytest.mark.parametrize("name, step", [("pipnet-fast", 36), ("pipnet-r18", 110)])  # ~15 and ~5 faces
 @pytest.mark.slow
 def test_int8_landmarks_on_an_emulated_avx2_cpu(tmp_path: Path, shared_dir: Path, name: str, step: int) -> None:
@@ -154,9 +159,21 @@ def test_int8_landmarks_on_an_emulated_avx2_cpu(tmp_path: Path, shared_dir: Path
     model, x, squares, truth = _labeled_inputs(name, shared_dir, step)
     np.save(tmp_path / "x.npy", x)
     done = subprocess.run(
-        [QEMU, "-cpu", EMULATED_CPU, sys.executable, "-c", _EMULATED_RUN, str(model.path),
-         str(tmp_path / "x.npy"), str(tmp_path / "emulated.npy")],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            QEMU,
+            "-cpu",
+            EMULATED_CPU,
+            sys.executable,
+            "-c",
+            _EMULATED_RUN,
+            str(model.path),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "emulated.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     here = to_image(_one_by_one(model, x), squares)

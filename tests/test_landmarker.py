@@ -1,5 +1,6 @@
 """Landmarker end to end with a random-weights PIPNet (the numbers are meaningless, the
 plumbing is not): shapes, consistency between entry points, batching, threads, errors."""
+
 from __future__ import annotations
 
 import json
@@ -73,9 +74,11 @@ def test_no_face(lm: Landmarker, images) -> None:
 def test_input_kinds_agree(lm: Landmarker, images, samples: Path) -> None:
     img = images["group_2.jpg"]
     ref = lm.detect(img)
-    for other in (lm.detect(samples / "group_2.jpg"),
-                  lm.detect(np.ascontiguousarray(img[..., ::-1]), color="rgb"),
-                  lm.detect(Image.fromarray(img[..., ::-1].copy()))):
+    for other in (
+        lm.detect(samples / "group_2.jpg"),
+        lm.detect(np.ascontiguousarray(img[..., ::-1]), color="rgb"),
+        lm.detect(Image.fromarray(img[..., ::-1].copy())),
+    ):
         assert len(other) == len(ref)
         for a, b in zip(ref, other):
             np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-5)
@@ -93,10 +96,18 @@ def test_landmarks_for_given_boxes(lm: Landmarker, images) -> None:
     assert lm.landmarks(img, np.zeros((0, 4))).shape == (0, 68, 2)
 
 
-@pytest.mark.parametrize("bad", [
-    [1, 2, 3], np.zeros((2, 5)), np.zeros((2, 2, 4)), [[0, 0, float("nan"), 10]],
-    [[10, 10, 5, 20]], [[10, 10, 20, 10]], [[0, 0, np.inf, 10]],
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1, 2, 3],
+        np.zeros((2, 5)),
+        np.zeros((2, 2, 4)),
+        [[0, 0, float("nan"), 10]],
+        [[10, 10, 5, 20]],
+        [[10, 10, 20, 10]],
+        [[0, 0, np.inf, 10]],
+    ],
+)
 def test_bad_boxes(lm: Landmarker, images, bad) -> None:
     with pytest.raises(ValueError, match="box"):
         lm.landmarks(images["group_2.jpg"], bad)
@@ -171,10 +182,17 @@ def test_detector_protocol(random_model: Path, yunet_path: Path) -> None:
     assert pipnet_sdk.Detector is Detector and "Detector" in pipnet_sdk.__all__
     assert isinstance(YuNet(yunet_path), Detector) and isinstance(FixedDetector([]), Detector)
     assert not isinstance(object(), Detector)
-    code = ("import sys\nfrom pipnet_sdk import Detector\nfrom pipnet_sdk.detect import Detector as D\n"
-            "print([m for m in ('numpy', 'cv2', 'onnxruntime') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys\nfrom pipnet_sdk import Detector\nfrom pipnet_sdk.detect import Detector as D\n"
+        "print([m for m in ('numpy', 'cv2', 'onnxruntime') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "[]"
 
 
@@ -236,8 +254,9 @@ def test_model_without_metadata(tmp_path: Path, yunet_path: Path) -> None:
         Landmarker(model=path, detector=yunet_path)
     assert "plain.onnx" in str(e.value)
     with pytest.raises(ModelFormatError, match="lacks"):
-        Landmarker(model=_onnx_identity(tmp_path / "meta.onnx", {"pipnet": json.dumps({"format": 1})}),
-                   detector=yunet_path)
+        Landmarker(
+            model=_onnx_identity(tmp_path / "meta.onnx", {"pipnet": json.dumps({"format": 1})}), detector=yunet_path
+        )
     with pytest.raises(ModelFormatError, match="JSON"):
         Landmarker(model=_onnx_identity(tmp_path / "bad.onnx", {"pipnet": "{nope"}), detector=yunet_path)
     with pytest.raises(ModelFormatError):  # a detector given as the landmark model
@@ -287,7 +306,7 @@ def test_draw_numpy_and_pil(lm: Landmarker, images) -> None:
     changed = (out != img).any(axis=2)
     assert changed.sum() > 100
     x1, y1, x2, y2 = faces[1].box.astype(int)
-    assert changed[y1 - 5:y2 + 5, x1 - 5:x2 + 5].any()
+    assert changed[y1 - 5 : y2 + 5, x1 - 5 : x2 + 5].any()
     assert (out[changed] != before[changed]).any()
     # nothing to draw: an equal copy
     same = draw(img, [])
@@ -392,8 +411,9 @@ def test_test_crops_more_accurate_and_steadier(shared_dir: Path, yunet_path: Pat
 
 
 @pytest.mark.slow
-def test_detect_landmarks_options_do_not_reload_models(samples: Path, models_dir: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_detect_landmarks_options_do_not_reload_models(
+    samples: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """detect_landmarks with 50 detector thresholds loads no model again; other options load
     their models once, and at most MAX_CACHED_LANDMARKERS such Landmarkers are kept."""
     import pipnet_sdk.landmarker as L
@@ -430,20 +450,24 @@ def test_landmark_model_is_the_network_only(models_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------- argument checks
-@pytest.mark.parametrize("options, error, words", [
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"batch_size": -1}, ValueError, "batch_size"),
-    ({"color": "xyz"}, ValueError, "color"),
-    ({"test_crops": True}, ValueError, "test_crops"),
-    ({"flip": True}, TypeError, "unknown options ['flip']"),
-    ({"size": "640"}, ValueError, "detector size"),
-    ({"max_faces": 2.5}, ValueError, "max_faces"),
-    ({"fallback_sizes": 5}, ValueError, "fallback_sizes"),
-    ({"score_threshold": "0.8"}, ValueError, "score_threshold"),
-    ({"providers": ["NoSuchExecutionProvider"]}, ValueError, "NoSuchExecutionProvider"),
-])
-def test_bad_arguments_fail_in_the_constructor(random_model: Path, yunet_path: Path, options: dict,
-                                               error: type, words: str) -> None:
+@pytest.mark.parametrize(
+    "options, error, words",
+    [
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": -1}, ValueError, "batch_size"),
+        ({"color": "xyz"}, ValueError, "color"),
+        ({"test_crops": True}, ValueError, "test_crops"),
+        ({"flip": True}, TypeError, "unknown options ['flip']"),
+        ({"size": "640"}, ValueError, "detector size"),
+        ({"max_faces": 2.5}, ValueError, "max_faces"),
+        ({"fallback_sizes": 5}, ValueError, "fallback_sizes"),
+        ({"score_threshold": "0.8"}, ValueError, "score_threshold"),
+        ({"providers": ["NoSuchExecutionProvider"]}, ValueError, "NoSuchExecutionProvider"),
+    ],
+)
+def test_bad_arguments_fail_in_the_constructor(
+    random_model: Path, yunet_path: Path, options: dict, error: type, words: str
+) -> None:
     with pytest.raises(error) as info:
         Landmarker(model=random_model, detector=yunet_path, **options)
     assert words in str(info.value)
@@ -453,8 +477,14 @@ def test_checked_options_are_stored_as_used(random_model: Path, yunet_path: Path
     """Whole floats are sizes, a provider given as one name is one provider, and the options then
     work: max_faces=2.0 keeps two faces of a four-face photo."""
     img = cv2.imread(str(samples / "group_2.jpg"))
-    lm = Landmarker(model=random_model, detector=yunet_path, providers="CPUExecutionProvider", size=640.0,
-                    max_faces=2.0, fallback_sizes=[320.0])
+    lm = Landmarker(
+        model=random_model,
+        detector=yunet_path,
+        providers="CPUExecutionProvider",
+        size=640.0,
+        max_faces=2.0,
+        fallback_sizes=[320.0],
+    )
     assert lm.detector.size == 640 and lm.detector.max_faces == 2 and lm.detector.fallback_sizes == (320,)
     assert len(lm.detect(img)) == 2
     with pytest.raises(TypeError, match=r"unknown options \['sizee'\]"):
@@ -487,11 +517,14 @@ class _BrokenDetector:
         return self.result
 
 
-@pytest.mark.parametrize("result, words", [
-    ((np.zeros((1, 3)), np.ones(1)), "returned bad boxes"),
-    (None, "must return (boxes (F, 4), scores (F,))"),
-    ((np.array([[0, 0, 10, 10]]), np.ones(2)), "1 boxes but 2 scores"),
-])
+@pytest.mark.parametrize(
+    "result, words",
+    [
+        ((np.zeros((1, 3)), np.ones(1)), "returned bad boxes"),
+        (None, "must return (boxes (F, 4), scores (F,))"),
+        ((np.array([[0, 0, 10, 10]]), np.ones(2)), "1 boxes but 2 scores"),
+    ],
+)
 def test_custom_detector_breaking_the_contract_is_named(random_model: Path, result, words: str) -> None:
     lm = Landmarker(model=random_model, detector=_BrokenDetector(result))
     with pytest.raises(ValueError) as info:
@@ -509,19 +542,25 @@ def test_public_names_and_json_safe_faces() -> None:
     from pipnet_sdk.hub import ChecksumError, ModelNotFoundError
     from pipnet_sdk.runtime import ModelFormatError as FormatError
 
-    assert (pipnet_sdk.HeadPose, pipnet_sdk.ChecksumError, pipnet_sdk.ModelNotFoundError,
-            pipnet_sdk.ModelFormatError) == (HeadPose, ChecksumError, ModelNotFoundError, FormatError)
+    assert (
+        pipnet_sdk.HeadPose,
+        pipnet_sdk.ChecksumError,
+        pipnet_sdk.ModelNotFoundError,
+        pipnet_sdk.ModelFormatError,
+    ) == (HeadPose, ChecksumError, ModelNotFoundError, FormatError)
     names = dir(pipnet_sdk)
     assert len(names) == len(set(names)) and set(pipnet_sdk.__all__) <= set(names)
     points = np.full((68, 2), np.nan, np.float32)
-    face = Face(box=np.array([0, 0, 10, 10], np.float32), score=0.9, landmarks=points,
-                landmark_scores=np.zeros(68, np.float32))
+    face = Face(
+        box=np.array([0, 0, 10, 10], np.float32), score=0.9, landmarks=points, landmark_scores=np.zeros(68, np.float32)
+    )
     d = json.loads(json.dumps(face.to_dict(), allow_nan=False))
     assert d["landmarks"][0] == [None, None] and d["pose"] is None and d["box"] == [0, 0, 10, 10]
 
 
-def test_many_threads_asking_for_one_option_set_load_it_once(samples: Path, random_model: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_many_threads_asking_for_one_option_set_load_it_once(
+    samples: Path, random_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """16 threads calling detect_landmarks(model=...) at once build one Landmarker, not 16, and all
     get its results."""
     import threading
@@ -544,8 +583,9 @@ def test_many_threads_asking_for_one_option_set_load_it_once(samples: Path, rand
     assert len(loads) == 1 and len(L._custom) == 1 and not L._loading
     assert all(len(r) == len(results[0]) > 0 for r in results)
     for faces in results[1:]:
-        np.testing.assert_array_equal(np.stack([f.landmarks for f in faces]),
-                                      np.stack([f.landmarks for f in results[0]]))
+        np.testing.assert_array_equal(
+            np.stack([f.landmarks for f in faces]), np.stack([f.landmarks for f in results[0]])
+        )
 
 
 def test_the_steps_take_what_image_returns_without_color_again(samples: Path) -> None:

@@ -1,5 +1,6 @@
 """What the wheel and the checkout promise beyond the code: type information shipped, the release
 notes in step with the version, the lint and type-check settings the hooks and CI use."""
+
 from __future__ import annotations
 
 import re
@@ -39,4 +40,4 @@ def test_lint_and_type_check_are_configured_for_the_hooks() -> None:
     config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
     hooks = {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
     assert [repo["repo"] for repo in config["repos"]] == ["local"]
-    assert set(hooks) == {"ruff", "mypy"} and {h["language"] for h in hooks.values()} == {"system"}
+    assert set(hooks) == {"ruff", "ruff-format", "mypy"} and {h["language"] for h in hooks.values()} == {"system"}

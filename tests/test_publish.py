@@ -1,4 +1,5 @@
 """export.publish against the local hub: upload a folder, then resolve the printed entry."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,10 +29,16 @@ def folder(tmp_path: Path, shared_dir: Path) -> Path:
 
 def publish_cli(endpoint: str, hf_home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(hf_home), HF_HUB_DISABLE_TELEMETRY="1",
-               HF_HUB_DISABLE_PROGRESS_BARS="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "export.publish", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    env.update(
+        HF_ENDPOINT=endpoint,
+        HF_HOME=str(hf_home),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        PYTHONPATH=str(ROOT),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "export.publish", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def printed_specs(stdout: str) -> list[ModelSpec]:
@@ -67,8 +74,7 @@ def test_publish_token_and_private(folder: Path, tmp_path: Path) -> None:
     with hub as endpoint:
         denied = publish_cli(endpoint, tmp_path / "hf", str(folder), "--repo-id", REPO_ID)
         assert denied.returncode != 0 and REPO_ID not in hub.repos
-        r = publish_cli(endpoint, tmp_path / "hf", str(folder), "--repo-id", REPO_ID,
-                        "--token", "s3cret", "--private")
+        r = publish_cli(endpoint, tmp_path / "hf", str(folder), "--repo-id", REPO_ID, "--token", "s3cret", "--private")
         assert r.returncode == 0, r.stdout + r.stderr
         assert hub.private[REPO_ID] and printed_specs(r.stdout)[0].revision == hub.refs[REPO_ID]["main"]
 

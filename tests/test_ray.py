@@ -1,6 +1,7 @@
 """Ray Data integration on a local Ray runtime: same landmarks as the single-process SDK, bad
 files become error rows, the Parquet output reads back. Random-weights model (the numbers are
 meaningless, the plumbing is not)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,10 @@ from pipnet_sdk.integrations.ray import LandmarkPredictor, landmark_dataset, out
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 12
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"),  # Ray's own notices
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"),  # Ray's own notices
+    pytest.mark.slow,
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +35,9 @@ def ray_runtime():
     if ray.is_initialized():
         ray.shutdown()
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": env})
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env}
+    )
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -73,15 +77,19 @@ def check_row(row: dict, faces: list, atol: float = 1e-4) -> None:
     assert row["num_faces"] == len(faces) == len(row["boxes"]) == len(row["landmarks"])
     if not faces:
         return
-    np.testing.assert_allclose(np.asarray(row["landmarks"], np.float32),
-                               np.stack([f.landmarks for f in faces]), atol=atol, rtol=0)
-    np.testing.assert_allclose(np.asarray(row["boxes"], np.float32),
-                               np.stack([f.box for f in faces]), atol=atol, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(row["landmarks"], np.float32), np.stack([f.landmarks for f in faces]), atol=atol, rtol=0
+    )
+    np.testing.assert_allclose(
+        np.asarray(row["boxes"], np.float32), np.stack([f.box for f in faces]), atol=atol, rtol=0
+    )
     np.testing.assert_allclose(row["scores"], [f.score for f in faces], atol=atol, rtol=0)
-    np.testing.assert_allclose(np.asarray(row["landmark_scores"], np.float32),
-                               np.stack([f.landmark_scores for f in faces]), atol=atol, rtol=0)
-    np.testing.assert_allclose(np.asarray(row["five_points"], np.float32),
-                               np.stack([f.five_points for f in faces]), atol=atol, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(row["landmark_scores"], np.float32), np.stack([f.landmark_scores for f in faces]), atol=atol, rtol=0
+    )
+    np.testing.assert_allclose(
+        np.asarray(row["five_points"], np.float32), np.stack([f.five_points for f in faces]), atol=atol, rtol=0
+    )
     np.testing.assert_allclose(row["eye_openness"], [f.eye_openness for f in faces], atol=1e-4, rtol=0)
     np.testing.assert_allclose(row["mouth_openness"], [f.mouth_openness for f in faces], atol=1e-4, rtol=0)
     assert [p is None for p in row["pose"]] == [f.pose is None for f in faces]  # geometry columns
@@ -101,9 +109,14 @@ def test_binary_files_to_parquet(ray_runtime, options, image_paths, bad_file, re
     """read_binary_files -> map_batches(LandmarkPredictor) on 2 actors -> Parquet -> pyarrow."""
     ds = ray.data.read_binary_files(image_paths + [bad_file], include_paths=True)
     # 2 actors x 0.5 CPU: the read tasks need a CPU too (2 actors x 1 CPU would starve them)
-    ds = ds.map_batches(LandmarkPredictor, fn_constructor_kwargs=options,
-                        compute=ray.data.ActorPoolStrategy(size=2), num_cpus=0.5, batch_size=5,
-                        batch_format="numpy")
+    ds = ds.map_batches(
+        LandmarkPredictor,
+        fn_constructor_kwargs=options,
+        compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=0.5,
+        batch_size=5,
+        batch_format="numpy",
+    )
     rows = {r["path"]: r for r in ds.take_all()}
     assert set(rows) == set(image_paths) | {bad_file}
     assert sum(len(reference[p]) for p in image_paths) >= NUM_IMAGES  # faces were found
@@ -159,8 +172,12 @@ def test_landmark_dataset_paths(ray_runtime, options, image_paths, bad_file, ref
 
     items = [{"path": p, "id": i} for i, p in enumerate(paths)]
     ds2 = ray.data.from_items(items).map_batches(
-        LandmarkPredictor, fn_constructor_kwargs=options, compute=ray.data.ActorPoolStrategy(size=1),
-        batch_size=3, batch_format="pandas")
+        LandmarkPredictor,
+        fn_constructor_kwargs=options,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        batch_size=3,
+        batch_format="pandas",
+    )
     rows2 = {r["path"]: r for r in ds2.take_all()}
     for i, p in enumerate(paths):
         assert rows2[p]["id"] == i  # other columns are kept
@@ -190,8 +207,10 @@ def test_predictor_inputs_without_ray_runtime(options, image_paths, reference) -
 
 
 def test_import_does_not_load_ray() -> None:
-    code = ("import sys, pipnet_sdk; pipnet_sdk.Landmarker; import pipnet_sdk.integrations; "
-            "assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules")
+    code = (
+        "import sys, pipnet_sdk; pipnet_sdk.Landmarker; import pipnet_sdk.integrations; "
+        "assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

@@ -1,6 +1,7 @@
 """benchmarks/robustness.py: the corruptions (deterministic, landmarks moved with the image,
 occluders where they should be), the metrics on the faces all systems find, and the targets.
 No model, dlib or data needed."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +17,22 @@ def face(size: int = 400) -> tuple[np.ndarray, np.ndarray]:
     t = np.linspace(0, np.pi, 17)
     jaw = np.stack([240 - 100 * np.cos(t), 200 + 110 * np.sin(t) - 20], 1)
     brows = np.stack([np.r_[np.linspace(160, 225, 5), np.linspace(255, 320, 5)], np.full(10, 130.0)], 1)
-    nose = np.r_[np.stack([np.full(4, 240.0), np.linspace(160, 220, 4)], 1),
-                 np.stack([np.linspace(220, 260, 5), np.full(5, 235.0)], 1)]
-    eye = lambda cx: np.stack([cx + 25 * np.cos(np.linspace(0, 2 * np.pi, 7)[:6] + np.pi),  # noqa: E731
-                               160 + 8 * np.sin(np.linspace(0, 2 * np.pi, 7)[:6])], 1)
-    mouth = np.stack([240 + 45 * np.cos(np.linspace(0, 2 * np.pi, 21)[:20] + np.pi),
-                      275 + 18 * np.sin(np.linspace(0, 2 * np.pi, 21)[:20])], 1)
+    nose = np.r_[
+        np.stack([np.full(4, 240.0), np.linspace(160, 220, 4)], 1),
+        np.stack([np.linspace(220, 260, 5), np.full(5, 235.0)], 1),
+    ]
+
+    def eye(cx: float) -> np.ndarray:
+        t6 = np.linspace(0, 2 * np.pi, 7)[:6]
+        return np.stack([cx + 25 * np.cos(t6 + np.pi), 160 + 8 * np.sin(t6)], 1)
+
+    mouth = np.stack(
+        [
+            240 + 45 * np.cos(np.linspace(0, 2 * np.pi, 21)[:20] + np.pi),
+            275 + 18 * np.sin(np.linspace(0, 2 * np.pi, 21)[:20]),
+        ],
+        1,
+    )
     pts = np.concatenate([jaw, brows, nose, eye(190), eye(290), mouth]).astype(np.float32)
     assert pts.shape == (68, 2)
     return img, pts
@@ -51,14 +62,14 @@ def test_rotation_moves_landmarks_with_the_image() -> None:
     img = np.zeros((300, 500, 3), np.uint8)
     pts = np.array([[60.0, 40.0], [440.0, 250.0], [250.0, 150.0], [100.0, 260.0]], np.float32)
     for x, y in pts.astype(int):
-        img[y - 2:y + 3, x - 2:x + 3] = 255
+        img[y - 2 : y + 3, x - 2 : x + 3] = 255
     for seed in range(5):
         out, moved = rb.rotation(img, pts, np.random.default_rng(seed))
         h, w = out.shape[:2]
         assert w > 500 and h > 300  # grown canvas: nothing cut off
         for x, y in moved:
             assert 0 <= x < w and 0 <= y < h
-            patch = out[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2]
+            patch = out[int(round(y)) - 1 : int(round(y)) + 2, int(round(x)) - 1 : int(round(x)) + 2]
             assert patch.min() > 200, (seed, x, y)
         # angle in +-[30, 45]: from the moved points' direction
         d0, d1 = pts[1] - pts[0], moved[1] - moved[0]
@@ -145,15 +156,25 @@ def test_targets() -> None:
     }
     got = {c["target"]: c["result"] for c in rb.targets(res, ["m"])}
     assert got == {
-        "gaussian_blur: m NME <= dlib's": "PASS", "gaussian_blur: m failure rate <= 2x dlib's": "PASS",
-        "motion_blur: m NME <= dlib's": "FAIL", "motion_blur: m failure rate <= 2x dlib's": "PASS",
-        "rotation: m NME <= dlib's": "PASS", "rotation: m finds >= as many faces as dlib": "FAIL",
+        "gaussian_blur: m NME <= dlib's": "PASS",
+        "gaussian_blur: m failure rate <= 2x dlib's": "PASS",
+        "motion_blur: m NME <= dlib's": "FAIL",
+        "motion_blur: m failure rate <= 2x dlib's": "PASS",
+        "rotation: m NME <= dlib's": "PASS",
+        "rotation: m finds >= as many faces as dlib": "FAIL",
     }
     res = {"occlusion_eye": {"m": result(3, 0, np.nan, np.nan), "dlib": result(0, 0, np.nan, np.nan)}}
     assert [c["result"] for c in rb.targets(res, ["m"])] == ["SKIP"]
     # the clean accuracy targets of the shipped names, on the faces every system finds
-    res = {"clean": {"pipnet-fast": result(554, 530, 0.0299, 0.0), "pipnet-r18": result(554, 530, 0.0290, 0.0),
-                     "dlib": result(530, 530, 0.026, 0.0)}}
+    res = {
+        "clean": {
+            "pipnet-fast": result(554, 530, 0.0299, 0.0),
+            "pipnet-r18": result(554, 530, 0.0290, 0.0),
+            "dlib": result(530, 530, 0.026, 0.0),
+        }
+    }
     got = {c["target"]: (c["result"], c["measured"]) for c in rb.targets(res, ["pipnet-fast", "pipnet-r18"])}
-    assert got == {"clean: pipnet-fast NME <= 3.00 %": ("PASS", "2.99 % on 530 faces all systems find"),
-                   "clean: pipnet-r18 NME <= 2.85 %": ("FAIL", "2.90 % on 530 faces all systems find")}
+    assert got == {
+        "clean: pipnet-fast NME <= 3.00 %": ("PASS", "2.99 % on 530 faces all systems find"),
+        "clean: pipnet-r18 NME <= 2.85 %": ("FAIL", "2.90 % on 530 faces all systems find"),
+    }

@@ -1,4 +1,5 @@
 """The public types: Face (equality, repr) and the error types (one base, the old bases kept)."""
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def _face(shift: float = 0.0, track_id: int | None = None) -> Face:
     """A frontal 68-point face (the 3D mean face seen from the front) in a 400 x 400 image."""
     points = (MEAN_FACE_3D[:, :2] + 200 + shift).astype(np.float32)
-    return Face(box=np.array([100, 100, 300, 300], np.float32) + shift, score=0.98, landmarks=points,
-                landmark_scores=np.full(68, 0.9, np.float32), track_id=track_id, image_size=(400, 400))
+    return Face(
+        box=np.array([100, 100, 300, 300], np.float32) + shift,
+        score=0.98,
+        landmarks=points,
+        landmark_scores=np.full(68, 0.9, np.float32),
+        track_id=track_id,
+        image_size=(400, 400),
+    )
 
 
 def test_face_equality_by_value() -> None:
@@ -47,15 +54,21 @@ def test_face_repr_one_line() -> None:
     assert "pose" not in face.__dict__  # repr computed nothing
     pose = face.pose
     assert abs(pose.yaw) < 5 and abs(pose.roll) < 5
-    assert repr(face).endswith(f"68 points, track_id=7, pose=(yaw={pose.yaw:.1f}, "
-                               f"pitch={pose.pitch:.1f}, roll={pose.roll:.1f}))")
+    assert repr(face).endswith(
+        f"68 points, track_id=7, pose=(yaw={pose.yaw:.1f}, pitch={pose.pitch:.1f}, roll={pose.roll:.1f}))"
+    )
     assert str(face) == repr(face) and "\n" not in str(face)
 
 
-@pytest.mark.parametrize("name, base", [
-    ("ModelNotFoundError", FileNotFoundError), ("ChecksumError", ValueError),
-    ("ModelFormatError", ValueError), ("ImageError", ValueError),
-])
+@pytest.mark.parametrize(
+    "name, base",
+    [
+        ("ModelNotFoundError", FileNotFoundError),
+        ("ChecksumError", ValueError),
+        ("ModelFormatError", ValueError),
+        ("ImageError", ValueError),
+    ],
+)
 def test_error_types_one_base(name: str, base: type) -> None:
     cls = getattr(pipnet_sdk, name)
     assert issubclass(cls, pipnet_sdk.PipnetError) and issubclass(cls, base)
@@ -77,10 +90,12 @@ def test_errors_raised_are_pipnet_errors(tmp_path: Path) -> None:
 
 
 def test_format_2_message_needs_no_missing_module() -> None:
-    meta = ('{"format": 2, "name": "m", "version": "1", "num_landmarks": 1, "scheme": "x", '
-            '"input_size": 8, "stride": 8, "num_neighbors": 1, "neighbor_indices": [[0]], '
-            '"mean_face": [0, 0], "normalization": {"mean": [0], "std": [1]}, '
-            '"crop": {"scale": 1, "shift_y": 0}}')
+    meta = (
+        '{"format": 2, "name": "m", "version": "1", "num_landmarks": 1, "scheme": "x", '
+        '"input_size": 8, "stride": 8, "num_neighbors": 1, "neighbor_indices": [[0]], '
+        '"mean_face": [0, 0], "normalization": {"mean": [0], "std": [1]}, '
+        '"crop": {"scale": 1, "shift_y": 0}}'
+    )
     with pytest.raises(pipnet_sdk.ModelFormatError, match="format-2") as e:
         LandmarkSpec.from_json(meta, "old.onnx")
     assert "export." not in str(e.value) and "not part of the wheel" in str(e.value)
@@ -99,8 +114,10 @@ def _message_strings(tree: ast.AST):
 
 def test_messages_send_no_one_to_modules_the_wheel_lacks() -> None:
     """The wheel ships pipnet_sdk only: an error or warning must not say `python -m export...`."""
-    bad = [f"{p.relative_to(ROOT)}:{line}: {text!r}"
-           for p in sorted((ROOT / "pipnet_sdk").rglob("*.py"))
-           for line, text in _message_strings(ast.parse(p.read_text(), str(p)))
-           if re.search(r"python -m export|\bexport\.\w", text)]
+    bad = [
+        f"{p.relative_to(ROOT)}:{line}: {text!r}"
+        for p in sorted((ROOT / "pipnet_sdk").rglob("*.py"))
+        for line, text in _message_strings(ast.parse(p.read_text(), str(p)))
+        if re.search(r"python -m export|\bexport\.\w", text)
+    ]
     assert not bad, "\n".join(bad)

@@ -1,5 +1,6 @@
 """Faces turned in the image plane: turned crop squares, the mean-face fit, and the upright search
 of Landmarker (a face on its side or upside down gets its landmarks, not points anywhere)."""
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,10 @@ def test_turned_faces_get_their_landmarks(samples: Path) -> None:
         errors = {}
         for name, who in (("search", lm), ("plain", plain)):
             faces = who.detect(turned)
-            errors[name] = [min(np.linalg.norm(f.landmarks - e, axis=1).mean() / np.linalg.norm(e[36] - e[45])
-                                for f in faces) for e in expected]
+            errors[name] = [
+                min(np.linalg.norm(f.landmarks - e, axis=1).mean() / np.linalg.norm(e[36] - e[45]) for f in faces)
+                for e in expected
+            ]
         found = [i for i, e in enumerate(errors["search"]) if e < 0.05]
         assert len(found) >= (4 if k == 2 else 1)
         assert all(errors["plain"][i] > 0.5 for i in found)  # today's crop rule alone fails on them

@@ -5,6 +5,7 @@ only rely on the detector: YuNet, wrapped to count its calls). Tests that need r
 (a track lost by its landmark scores, tracking that follows the face) run with a trained model
 when one is available (``pipnet_sdk/models/pipnet-fast.onnx`` or ``$PIPNET_TEST_MODEL``).
 """
+
 from __future__ import annotations
 
 import os
@@ -103,7 +104,7 @@ def two_faces(samples: Path, yunet_path: Path) -> tuple[np.ndarray, np.ndarray]:
     for x1, y1, x2, y2 in boxes[:2]:
         half = 0.75 * max(x2 - x1, y2 - y1)
         cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        crop = img[round(cy - half):round(cy + half), round(cx - half):round(cx + half)]
+        crop = img[round(cy - half) : round(cy + half), round(cx - half) : round(cx + half)]
         out.append(cv2.resize(crop, (240, 240), interpolation=cv2.INTER_AREA))
     return out[0], out[1]
 
@@ -267,8 +268,9 @@ def _video_args(*argv: str):
     return parser.parse_args(["video", *argv])
 
 
-def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                         two_faces, capsys) -> None:
+def test_cli_video_writes_json_and_video(
+    tmp_path: Path, random_model: Path, yunet_path: Path, two_faces, capsys
+) -> None:
     import json
 
     clip = tmp_path / "clip.mp4"
@@ -277,8 +279,22 @@ def test_cli_video_writes_json_and_video(tmp_path: Path, random_model: Path, yun
         w.write(canvas((two_faces[0], 40 + 2 * i, 40)))
     w.release()
     out, js = tmp_path / "out" / "a.mp4", tmp_path / "a.json"
-    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model), "--no-upright",
-                       "--detector", str(yunet_path), "--detect-every", "3", "--threads", "1")
+    args = _video_args(
+        str(clip),
+        "--out",
+        str(out),
+        "--json",
+        str(js),
+        "--model",
+        str(random_model),
+        "--no-upright",
+        "--detector",
+        str(yunet_path),
+        "--detect-every",
+        "3",
+        "--threads",
+        "1",
+    )
     assert args.func(args) == 0
     d = json.loads(js.read_text())
     assert d["num_frames"] == 7 and len(d["frames"]) == 7 and d["fps"] == 25
@@ -300,8 +316,9 @@ def _clip(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-def test_cli_video_unwritable_output_and_crash(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                               two_faces, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_video_unwritable_output_and_crash(
+    tmp_path: Path, random_model: Path, yunet_path: Path, two_faces, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--out into a place that cannot hold a file is named as such (not blamed on the codec);
     a run that crashes leaves JSON that says so, with the frames it finished."""
     import json
@@ -378,9 +395,12 @@ def test_cli_video_outputs_checked_against_the_input(tmp_path: Path, two_faces, 
     exist), with the input left whole; a folder given as the input is named as a folder."""
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 2 * i, 40)) for i in range(5)])
     before = clip.read_bytes()
-    cases = [(("--out", str(clip)), "is one of the inputs"), (("--json", str(clip)), "is one of the inputs"),
-             (("--out", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "a.mp4")), "name the same file"),
-             (("--out", str(tmp_path / "new" / "out.xyz")), "cannot write the video")]
+    cases = [
+        (("--out", str(clip)), "is one of the inputs"),
+        (("--json", str(clip)), "is one of the inputs"),
+        (("--out", str(tmp_path / "a.mp4"), "--json", str(tmp_path / "a.mp4")), "name the same file"),
+        (("--out", str(tmp_path / "new" / "out.xyz")), "cannot write the video"),
+    ]
     for options, words in cases:
         args = _video_args(str(clip), *options, "--model", str(tmp_path / "no_such_model.onnx"))
         assert args.func(args) == 2
@@ -479,12 +499,14 @@ def _cli(*argv: str, timeout: float = 300, **kw):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "pipnet_sdk.cli", *argv], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "pipnet_sdk.cli", *argv], cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw
+    )
 
 
-def test_damaged_frames_are_skipped_and_reported(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                                 two_faces) -> None:
+def test_damaged_frames_are_skipped_and_reported(
+    tmp_path: Path, random_model: Path, yunet_path: Path, two_faces
+) -> None:
     """A 100-frame video with 5 kB zeroed at a third: the frames after the damage are tracked too,
     the JSON lists the missing ones with "complete": false, exit code 1 and a warning; with -q
     not a line on stderr, not FFmpeg's either."""
@@ -492,7 +514,7 @@ def test_damaged_frames_are_skipped_and_reported(tmp_path: Path, random_model: P
 
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(100)])
     data = bytearray(clip.read_bytes())
-    data[len(data) // 3: len(data) // 3 + 5000] = bytes(5000)
+    data[len(data) // 3 : len(data) // 3 + 5000] = bytes(5000)
     clip.write_bytes(bytes(data))
     js = tmp_path / "t.json"
     models = ["--model", str(random_model), "--no-upright", "--detector", str(yunet_path)]
@@ -509,8 +531,9 @@ def test_damaged_frames_are_skipped_and_reported(tmp_path: Path, random_model: P
     assert loud.returncode == 1 and "pipnet: warning:" in loud.stderr and "could not be read" in loud.stderr
 
 
-def test_odd_sized_video_json_says_what_was_written(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                                    two_faces, capsys) -> None:
+def test_odd_sized_video_json_says_what_was_written(
+    tmp_path: Path, random_model: Path, yunet_path: Path, two_faces, capsys
+) -> None:
     """A 641 x 481 video: the JSON's width and height are the input's (the landmarks' pixels), and
     "out" says the annotated video's size, which is what was written (642 x 482: the codec
     needs even sizes)."""
@@ -520,15 +543,25 @@ def test_odd_sized_video_json_says_what_was_written(tmp_path: Path, random_model
     w = cv2.VideoWriter(str(clip), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter.fourcc(*"MJPG"), 25, (641, 481))
     for i in range(5):
         frame = np.zeros((481, 641, 3), np.uint8)
-        frame[40:280, 40 + i:280 + i] = two_faces[0]
+        frame[40:280, 40 + i : 280 + i] = two_faces[0]
         w.write(frame)
     w.release()
     cap = cv2.VideoCapture(str(clip))
     assert cap.read()[1].shape == (481, 641, 3)
     cap.release()
     out, js = tmp_path / "o.mp4", tmp_path / "o.json"
-    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model), "--no-upright",
-                       "--detector", str(yunet_path))
+    args = _video_args(
+        str(clip),
+        "--out",
+        str(out),
+        "--json",
+        str(js),
+        "--model",
+        str(random_model),
+        "--no-upright",
+        "--detector",
+        str(yunet_path),
+    )
     assert args.func(args) == 0
     d = json.loads(js.read_text())
     cap = cv2.VideoCapture(str(out))
@@ -541,14 +574,16 @@ def test_odd_sized_video_json_says_what_was_written(tmp_path: Path, random_model
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory, two_faces) -> Path:
-    return _clip(tmp_path_factory.mktemp("long") / "long.mp4",
-                 [canvas((two_faces[0], 40 + (i % 60), 40)) for i in range(400)])
+    return _clip(
+        tmp_path_factory.mktemp("long") / "long.mp4", [canvas((two_faces[0], 40 + (i % 60), 40)) for i in range(400)]
+    )
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
-def test_a_signal_stops_the_run_with_whole_outputs(signame: str, tmp_path: Path, long_clip: Path,
-                                                   random_model: Path, yunet_path: Path) -> None:
+def test_a_signal_stops_the_run_with_whole_outputs(
+    signame: str, tmp_path: Path, long_clip: Path, random_model: Path, yunet_path: Path
+) -> None:
     """SIGTERM or SIGHUP during `pipnet video` stops it as Ctrl-C does: the JSON is closed with
     the frames done and "complete": false, the video plays with as many frames, exit 128 + N."""
     import json
@@ -558,10 +593,30 @@ def test_a_signal_stops_the_run_with_whole_outputs(signame: str, tmp_path: Path,
     import time
 
     out, js = tmp_path / "o.mp4", tmp_path / "o.json"
-    proc = subprocess.Popen([sys.executable, "-m", "pipnet_sdk.cli", "video", str(long_clip), "--out", str(out),
-                             "--json", str(js), "--model", str(random_model), "--no-upright",
-                             "--detector", str(yunet_path),
-                             "--detect-every", "1", "-q"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipnet_sdk.cli",
+            "video",
+            str(long_clip),
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+            "--model",
+            str(random_model),
+            "--no-upright",
+            "--detector",
+            str(yunet_path),
+            "--detect-every",
+            "1",
+            "-q",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not js.exists() or js.read_text().count('"index"') < 5:
@@ -588,9 +643,25 @@ def test_video_on_a_really_full_disk(tmp_path: Path, random_model: Path, yunet_p
 
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(60)])
     disk = tmp_path / "disk"
-    got = run_on_a_tiny_disk(tmp_path, "160k", ["video", str(clip), "--out", str(disk / "o.mp4"), "--json",
-                                                str(disk / "o.json"), "--model", str(random_model), "--no-upright",
-                                                "--detector", str(yunet_path), "-q"], dict(os.environ))
+    got = run_on_a_tiny_disk(
+        tmp_path,
+        "160k",
+        [
+            "video",
+            str(clip),
+            "--out",
+            str(disk / "o.mp4"),
+            "--json",
+            str(disk / "o.json"),
+            "--model",
+            str(random_model),
+            "--no-upright",
+            "--detector",
+            str(yunet_path),
+            "-q",
+        ],
+        dict(os.environ),
+    )
     assert got["rc"] == 3
     errors = got["stderr"].strip().splitlines()
     assert 1 <= len(errors) <= 3 and all(e.startswith("pipnet: error: cannot write") for e in errors), errors
@@ -601,8 +672,9 @@ def test_video_on_a_really_full_disk(tmp_path: Path, random_model: Path, yunet_p
         assert d is not None and d["num_frames"] == len(d["frames"]) and d["complete"] is False
 
 
-def test_video_json_on_a_full_disk_keeps_whole_frames(tmp_path: Path, random_model: Path, yunet_path: Path,
-                                                      two_faces, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_video_json_on_a_full_disk_keeps_whole_frames(
+    tmp_path: Path, random_model: Path, yunet_path: Path, two_faces, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """--json's disk fills up: the file keeps the frames written whole and is closed as valid
     JSON that says so; --out is complete; exit code 3 with the file and the cause named."""
     import json
@@ -612,8 +684,19 @@ def test_video_json_on_a_full_disk_keeps_whole_frames(tmp_path: Path, random_mod
     clip = _clip(tmp_path / "clip.mp4", [canvas((two_faces[0], 40 + 3 * i, 40)) for i in range(12)])
     out, js = tmp_path / "o.mp4", tmp_path / "o.json"
     _disk_fills(monkeypatch, lambda p: p == os.path.realpath(js), room=6000)  # the head and a few frames
-    args = _video_args(str(clip), "--out", str(out), "--json", str(js), "--model", str(random_model), "--no-upright",
-                       "--detector", str(yunet_path), "-q")
+    args = _video_args(
+        str(clip),
+        "--out",
+        str(out),
+        "--json",
+        str(js),
+        "--model",
+        str(random_model),
+        "--no-upright",
+        "--detector",
+        str(yunet_path),
+        "-q",
+    )
     assert args.func(args) == 3
     err = capsys.readouterr().err
     assert f"cannot write {js}: No space left on device" in err
@@ -625,8 +708,9 @@ def test_video_json_on_a_full_disk_keeps_whole_frames(tmp_path: Path, random_mod
     cap.release()
 
 
-def test_unplayable_video_is_removed_and_named(tmp_path: Path, random_model: Path, yunet_path: Path, two_faces,
-                                               capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unplayable_video_is_removed_and_named(
+    tmp_path: Path, random_model: Path, yunet_path: Path, two_faces, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """OpenCV's writer says nothing when its writes fail: the video is read back, and one that
     does not play is removed (an older file at --out is left as it was), named on stderr with
     the cause, exit code 3."""
@@ -650,9 +734,9 @@ def test_unplayable_video_is_removed_and_named(tmp_path: Path, random_model: Pat
     out.write_bytes(b"an older video")
     monkeypatch.setattr(cli_video, "open_video_writer", BrokenWriter)
     monkeypatch.setattr(cli_video, "_no_room", lambda path: "No space left on device")
-    args = _video_args(str(clip), "--out", str(out), "--model", str(random_model), "--no-upright",
-                       "--detector", str(yunet_path),
-                       "-q")
+    args = _video_args(
+        str(clip), "--out", str(out), "--model", str(random_model), "--no-upright", "--detector", str(yunet_path), "-q"
+    )
     assert args.func(args) == 3
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"pipnet: error: cannot write {out}: No space left on device")

@@ -1,5 +1,6 @@
 """Per-point visibility: occluder labels in training, the network's sixth head in the shipped
 graph, a visibility output grafted onto a trained file, and Face.visibility / occluded."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,10 +21,23 @@ def test_points_under_the_occluder_are_labeled_hidden() -> None:
     rng = np.random.default_rng(0)
     images = torch.zeros(64, 3, 80, 80, dtype=torch.uint8)
     points = torch.from_numpy(rng.uniform(-5, 85, (64, 68, 2)).astype(np.float32))
-    cfg = AugmentConfig(p_rotate=0, scale=0, shift=0, p_flip=0, p_occlude=1.0, occlude_max=0.6, p_blur=0,
-                        p_gray=0, brightness=0, contrast=0, noise=0, p_occlude_ellipse=0.5)
-    x, p, visible = augment_with_visibility(images, points, 64, 1.25, torch.arange(68), cfg,
-                                            torch.Generator().manual_seed(0))
+    cfg = AugmentConfig(
+        p_rotate=0,
+        scale=0,
+        shift=0,
+        p_flip=0,
+        p_occlude=1.0,
+        occlude_max=0.6,
+        p_blur=0,
+        p_gray=0,
+        brightness=0,
+        contrast=0,
+        noise=0,
+        p_occlude_ellipse=0.5,
+    )
+    x, p, visible = augment_with_visibility(
+        images, points, 64, 1.25, torch.arange(68), cfg, torch.Generator().manual_seed(0)
+    )
     inside = ((p >= 0) & (p < 1)).all(-1)
     cell = (p.clamp(0, 0.999) * 64).long()
     covered = x.amax(1)[torch.arange(64)[:, None], cell[..., 1], cell[..., 0]] > 0
@@ -39,8 +53,17 @@ def _model_with_visibility(tmp_path: Path, bias: float) -> Path:
     from export.to_onnx import export_model, metadata
 
     torch.manual_seed(0)
-    cfg = load_config(None, {"name": "vis", "backbone": "resnet18", "width": 0.25, "input_size": 64,
-                             "stride": 16, "visibility_weight": 0.2})
+    cfg = load_config(
+        None,
+        {
+            "name": "vis",
+            "backbone": "resnet18",
+            "width": 0.25,
+            "input_size": 64,
+            "stride": 16,
+            "visibility_weight": 0.2,
+        },
+    )
     model = build_model(cfg)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
@@ -101,8 +124,12 @@ def test_grafted_visibility_leaves_the_landmarks_alone(tmp_path: Path, random_mo
 
 
 def test_face_fields_for_visibility_and_quality() -> None:
-    base = dict(box=np.array([0, 0, 10, 10], np.float32), score=0.9, landmarks=np.zeros((68, 2), np.float32),
-                landmark_scores=np.ones(68, np.float32))
+    base = dict(
+        box=np.array([0, 0, 10, 10], np.float32),
+        score=0.9,
+        landmarks=np.zeros((68, 2), np.float32),
+        landmark_scores=np.ones(68, np.float32),
+    )
     vis = np.ones(68, np.float32)
     vis[:3] = 0.2
     f = Face(**base, visibility=vis, quality=0.87)
@@ -118,9 +145,12 @@ def test_face_fields_for_visibility_and_quality() -> None:
 def test_hidden_points_are_drawn_as_rings() -> None:
     from pipnet_sdk import draw
 
-    base = dict(box=np.array([10, 10, 110, 110], np.float32), score=0.9,
-                landmarks=np.array([[40.0, 40.0]] * 34 + [[80.0, 80.0]] * 34, np.float32),
-                landmark_scores=np.ones(68, np.float32))
+    base = dict(
+        box=np.array([10, 10, 110, 110], np.float32),
+        score=0.9,
+        landmarks=np.array([[40.0, 40.0]] * 34 + [[80.0, 80.0]] * 34, np.float32),
+        landmark_scores=np.ones(68, np.float32),
+    )
     vis = np.ones(68, np.float32)
     vis[34:] = 0.1  # the points at (80, 80) are hidden
     img = draw(np.zeros((120, 120, 3), np.uint8), Face(**base, visibility=vis), boxes=False, radius=6)

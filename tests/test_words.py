@@ -2,6 +2,7 @@
 (numbered work sessions, issue numbers, a lent or borrowed machine, that place's output variable
 or its tools). "session" as an onnxruntime object (InferenceSession, `self.session`, "the ORT
 session", pytest's session scope) is fine."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-WORDS = re.compile(r"""
+WORDS = re.compile(
+    r"""
     \bsessions?\s+\d                                        # "session 14", "sessions 15-18"
   | \b(?:a|an|one|each|every|this|that|next|previous|earlier|later|another|many|several|few|per
        |between|across|over|two|three|four|five)
@@ -21,7 +23,9 @@ WORDS = re.compile(r"""
   | \blent\b | \bborrow(?:s|ed|ing)?\b                      # a lent or borrowed machine
   | \$OUT\b                                                 # that place's output variable
   | (?<![a-z0-9])(?:run[\s_]tools?|files_at)(?![a-z0-9])   # its tools (in prose or a name)
-""", re.IGNORECASE | re.VERBOSE)
+""",
+    re.IGNORECASE | re.VERBOSE,
+)
 
 SELF = Path(__file__).relative_to(ROOT).as_posix()
 
@@ -30,24 +34,48 @@ def hits(text: str) -> list[tuple[int, str]]:
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if WORDS.search(line)]
 
 
-@pytest.mark.parametrize("line", [
-    "forward pass 0.99x (one thread, interleaved, session 14)", "Session 15 trained epochs 1-121",
-    "(sessions 15-18; not shipped)", "GPU work, or many CPU sessions", "what the CPU cannot give in a session",
-    "Checkpoints are not kept between sessions", "Issue 23's benchmark", "the speed levers of issue #23",
-    "training on a lent GPU", "a borrowed machine", "--out $OUT --minutes 8", "within the run tool's limits",
-    "def test_split_within_the_run_tools_limits", "the returned files (FILES_AT)",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "forward pass 0.99x (one thread, interleaved, session 14)",
+        "Session 15 trained epochs 1-121",
+        "(sessions 15-18; not shipped)",
+        "GPU work, or many CPU sessions",
+        "what the CPU cannot give in a session",
+        "Checkpoints are not kept between sessions",
+        "Issue 23's benchmark",
+        "the speed levers of issue #23",
+        "training on a lent GPU",
+        "a borrowed machine",
+        "--out $OUT --minutes 8",
+        "within the run tool's limits",
+        "def test_split_within_the_run_tools_limits",
+        "the returned files (FILES_AT)",
+    ],
+)
 def test_the_words_are_caught(line: str) -> None:
     assert WORDS.search(line), line
 
 
-@pytest.mark.parametrize("line", [
-    "return ort.InferenceSession(path, sess_options=opts)", "opts = ort.SessionOptions()",
-    "self.session = make_session(self.path, providers, threads)", '@pytest.fixture(scope="session")',
-    "outs = self.session.run(names, feeds)", "one ORT session per file", "builds onnxruntime sessions",
-    "sharing this one's session", "dt, sessions, default_none = out.split()", "the issue tracker",
-    "an excellent result", "$OUTPUT_DIR", "a test run", "Raise unless the session has YuNet's outputs",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "return ort.InferenceSession(path, sess_options=opts)",
+        "opts = ort.SessionOptions()",
+        "self.session = make_session(self.path, providers, threads)",
+        '@pytest.fixture(scope="session")',
+        "outs = self.session.run(names, feeds)",
+        "one ORT session per file",
+        "builds onnxruntime sessions",
+        "sharing this one's session",
+        "dt, sessions, default_none = out.split()",
+        "the issue tracker",
+        "an excellent result",
+        "$OUTPUT_DIR",
+        "a test run",
+        "Raise unless the session has YuNet's outputs",
+    ],
+)
 def test_onnxruntime_sessions_and_plain_words_pass(line: str) -> None:
     assert not WORDS.search(line), line
 
@@ -70,5 +98,6 @@ def test_no_tracked_file_speaks_of_the_place_it_was_built() -> None:
         except UnicodeDecodeError:
             continue
         found += [f"{name}:{n}: {line[:160]}" for n, line in hits(text)]
-    assert not found, ("words of the place where this was built, not of the project "
-                       "(describe the thing itself):\n" + "\n".join(found))
+    assert not found, (
+        "words of the place where this was built, not of the project (describe the thing itself):\n" + "\n".join(found)
+    )

@@ -3,6 +3,7 @@
 :class:`Detector` states that contract (a runtime-checkable Protocol; importing it loads no NumPy,
 OpenCV or onnxruntime); :class:`YuNet` is the built-in detector, loaded on first use.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """YuNet face detector in onnxruntime, decoded in NumPy (the layout OpenCV's FaceDetectorYN reads)."""
+
 from __future__ import annotations
 
 import copy
@@ -22,11 +23,16 @@ def check_yunet(session, source: str) -> None:
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] not in (3, "3"):
         got = [(i.name, i.shape) for i in inputs]
-        raise ModelFormatError(f"{source} is not a YuNet face detector: it takes {got}, "
-                               "YuNet takes one [B, 3, H, W] image")
+        raise ModelFormatError(
+            f"{source} is not a YuNet face detector: it takes {got}, YuNet takes one [B, 3, H, W] image"
+        )
     outputs = {o.name: o.shape for o in session.get_outputs()}
-    missing = [f"{k}_{s}" for s in STRIDES for k, width in OUTPUT_WIDTHS.items()
-               if f"{k}_{s}" not in outputs or outputs[f"{k}_{s}"][-1] not in (width, str(width))]
+    missing = [
+        f"{k}_{s}"
+        for s in STRIDES
+        for k, width in OUTPUT_WIDTHS.items()
+        if f"{k}_{s}" not in outputs or outputs[f"{k}_{s}"][-1] not in (width, str(width))
+    ]
     if missing:
         raise ModelFormatError(
             f"{source} is not a YuNet face detector: outputs {', '.join(missing)} are missing or "
@@ -34,8 +40,9 @@ def check_yunet(session, source: str) -> None:
         )
 
 
-def decode_outputs(outs: dict[str, np.ndarray], h: int, w: int,
-                   min_score: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def decode_outputs(
+    outs: dict[str, np.ndarray], h: int, w: int, min_score: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YuNet's outputs for an (h, w) input -> boxes (K, 4), scores (K,), keypoints (K, 5, 2) of the
     priors whose score sqrt(cls * obj) is at least ``min_score`` (only those are decoded)."""
     boxes, scores, kps = [], [], []
@@ -68,8 +75,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, max_out: int | None =
     return np.asarray(keep, dtype=np.int64)
 
 
-def first_faces(passes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, float]], nms_iou: float,
-                max_faces: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def first_faces(
+    passes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, float]], nms_iou: float, max_faces: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Of lazily run passes, each (boxes, scores, keypoints) in input pixels plus the input's scale,
     the first that finds a face (else the last): NMS applied, back in image pixels, float32."""
     for found in passes:
@@ -77,14 +85,17 @@ def first_faces(passes: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray, float
             break
     boxes, scores, kps, f = found
     keep = nms(boxes, scores, nms_iou, max_faces)
-    return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32),
-            (kps[keep] / f).astype(np.float32))
+    return ((boxes[keep] / f).astype(np.float32), scores[keep].astype(np.float32), (kps[keep] / f).astype(np.float32))
 
 
 def _whole(name: str, value: Any, minimum: int) -> int:
     """value as an int >= minimum (a whole float like 640.0 is fine; 2.5, "640" and True are not)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not float(value).is_integer() or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not float(value).is_integer()
+        or value < minimum
+    ):
         raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return int(value)
 
@@ -102,8 +113,11 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
     for name in ("score_threshold", "nms_iou"):
         if name in out:
             v = out[name]
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not 0.0 <= float(v) <= 1.0:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float, np.integer, np.floating))
+                or not 0.0 <= float(v) <= 1.0
+            ):
                 raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
             out[name] = float(v)
     if "max_faces" in out:
@@ -123,9 +137,16 @@ class YuNet:
     a bigger face are missed: keep 640 for crowds and small faces."""
 
     def __init__(
-        self, path: str | os.PathLike, size: int = 640, score_threshold: float = 0.6,
-        nms_iou: float = 0.3, max_faces: int = 100, providers: Sequence | None = None,
-        threads: int | None = None, upscale: bool = False, fallback_sizes: Sequence[int] = (),
+        self,
+        path: str | os.PathLike,
+        size: int = 640,
+        score_threshold: float = 0.6,
+        nms_iou: float = 0.3,
+        max_faces: int = 100,
+        providers: Sequence | None = None,
+        threads: int | None = None,
+        upscale: bool = False,
+        fallback_sizes: Sequence[int] = (),
     ) -> None:
         self.path = os.fspath(path)
         self.session = make_session(self.path, providers, threads)
@@ -134,8 +155,14 @@ class YuNet:
         self.fixed = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self._set_options(size=size, score_threshold=score_threshold, nms_iou=nms_iou, max_faces=max_faces,
-                          upscale=upscale, fallback_sizes=fallback_sizes)
+        self._set_options(
+            size=size,
+            score_threshold=score_threshold,
+            nms_iou=nms_iou,
+            max_faces=max_faces,
+            upscale=upscale,
+            fallback_sizes=fallback_sizes,
+        )
 
     #: options that change only how the network's input is sized and its output filtered
     OPTIONS = ("size", "score_threshold", "nms_iou", "max_faces", "upscale", "fallback_sizes")

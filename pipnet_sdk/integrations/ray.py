@@ -60,6 +60,7 @@ dropped.
 
 Ray is imported only by this module, never by ``import pipnet_sdk``.
 """
+
 from __future__ import annotations
 
 import os
@@ -80,9 +81,25 @@ __all__ = ["IMAGE_EXTENSIONS", "LandmarkPredictor", "landmark_dataset", "output_
 IMAGE_EXTENSIONS = [e.lstrip(".") for e in _SUFFIXES]
 #: Input column names looked for, in this order, when ``column`` is not given.
 INPUT_COLUMNS = ("bytes", "image", "path", "item")
-RESULT_COLUMNS = ("path", "width", "height", "num_faces", "boxes", "scores", "landmarks",
-                  "landmark_scores", "visibility", "occluded", "quality", "five_points", "pose", "eye_openness",
-                  "mouth_openness", "error", "provenance")
+RESULT_COLUMNS = (
+    "path",
+    "width",
+    "height",
+    "num_faces",
+    "boxes",
+    "scores",
+    "landmarks",
+    "landmark_scores",
+    "visibility",
+    "occluded",
+    "quality",
+    "five_points",
+    "pose",
+    "eye_openness",
+    "mouth_openness",
+    "error",
+    "provenance",
+)
 
 
 def provenance_type():
@@ -90,8 +107,13 @@ def provenance_type():
     import pyarrow as pa
 
     s = pa.string()
-    return pa.struct([("pipnet_sdk", s), ("model", pa.struct([("name", s), ("version", s), ("sha256", s)])),
-                      ("detector", pa.struct([("name", s), ("sha256", s)]))])
+    return pa.struct(
+        [
+            ("pipnet_sdk", s),
+            ("model", pa.struct([("name", s), ("version", s), ("sha256", s)])),
+            ("detector", pa.struct([("name", s), ("sha256", s)])),
+        ]
+    )
 
 
 def output_schema(num_landmarks: int):
@@ -99,25 +121,27 @@ def output_schema(num_landmarks: int):
     import pyarrow as pa
 
     f32 = pa.float32()
-    return pa.schema([
-        ("path", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("num_faces", pa.int32()),
-        ("boxes", pa.list_(pa.list_(f32, 4))),
-        ("scores", pa.list_(f32)),
-        ("landmarks", pa.list_(pa.list_(pa.list_(f32, 2), num_landmarks))),
-        ("landmark_scores", pa.list_(pa.list_(f32, num_landmarks))),
-        ("visibility", pa.list_(pa.list_(f32, num_landmarks))),
-        ("occluded", pa.list_(pa.list_(pa.bool_(), num_landmarks))),
-        ("quality", pa.list_(f32)),
-        ("five_points", pa.list_(pa.list_(pa.list_(f32, 2), 5))),  # see pipnet_sdk.geometry
-        ("pose", pa.list_(pa.list_(f32, 3))),
-        ("eye_openness", pa.list_(pa.list_(f32, 2))),
-        ("mouth_openness", pa.list_(f32)),
-        ("error", pa.string()),
-        ("provenance", provenance_type()),
-    ])
+    return pa.schema(
+        [
+            ("path", pa.string()),
+            ("width", pa.int32()),
+            ("height", pa.int32()),
+            ("num_faces", pa.int32()),
+            ("boxes", pa.list_(pa.list_(f32, 4))),
+            ("scores", pa.list_(f32)),
+            ("landmarks", pa.list_(pa.list_(pa.list_(f32, 2), num_landmarks))),
+            ("landmark_scores", pa.list_(pa.list_(f32, num_landmarks))),
+            ("visibility", pa.list_(pa.list_(f32, num_landmarks))),
+            ("occluded", pa.list_(pa.list_(pa.bool_(), num_landmarks))),
+            ("quality", pa.list_(f32)),
+            ("five_points", pa.list_(pa.list_(pa.list_(f32, 2), 5))),  # see pipnet_sdk.geometry
+            ("pose", pa.list_(pa.list_(f32, 3))),
+            ("eye_openness", pa.list_(pa.list_(f32, 2))),
+            ("mouth_openness", pa.list_(f32)),
+            ("error", pa.string()),
+            ("provenance", provenance_type()),
+        ]
+    )
 
 
 def _columns(batch: Any) -> dict[str, Any]:
@@ -128,8 +152,7 @@ def _columns(batch: Any) -> dict[str, Any]:
         return {n: _arrow_values(batch.column(n)) for n in batch.column_names}
     if hasattr(batch, "columns") and hasattr(batch, "__getitem__"):  # pandas.DataFrame
         return {str(n): batch[n].to_numpy() for n in batch.columns}
-    raise TypeError(f"unsupported batch type {type(batch).__name__}: use batch_format 'numpy', "
-                    "'pandas' or 'pyarrow'")
+    raise TypeError(f"unsupported batch type {type(batch).__name__}: use batch_format 'numpy', 'pandas' or 'pyarrow'")
 
 
 def _arrow_values(col: Any) -> list:
@@ -145,8 +168,12 @@ def _geometry(face: Any) -> tuple:
     """A face's five points, pose, eye and mouth openness as Arrow-ready values (None: null)."""
     fp, pose = face.five_points, face.pose
     eyes, mouth = face.eye_openness, face.mouth_openness
-    return (None if fp is None else fp.tolist(), None if pose is None else list(pose),
-            None if eyes is None else list(eyes), mouth)
+    return (
+        None if fp is None else fp.tolist(),
+        None if pose is None else list(pose),
+        None if eyes is None else list(eyes),
+        mouth,
+    )
 
 
 def _message(exc: BaseException) -> str:
@@ -168,13 +195,28 @@ class LandmarkPredictor:
     doc for the columns), whatever the input batch format.
     """
 
-    def __init__(self, model: str | os.PathLike | None = None, detector: Any = None, *,
-                 threads: int | None = 1, providers: Sequence | None = None,
-                 crop_batch_size: int = 32, color: str = "rgb", column: str | None = None,
-                 keep_columns: bool | Sequence[str] = True, **landmarker_options: Any) -> None:
-        self.landmarker = Landmarker(model=model, detector=detector, providers=providers,
-                                     threads=threads, batch_size=crop_batch_size, color=color,
-                                     **landmarker_options)
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        detector: Any = None,
+        *,
+        threads: int | None = 1,
+        providers: Sequence | None = None,
+        crop_batch_size: int = 32,
+        color: str = "rgb",
+        column: str | None = None,
+        keep_columns: bool | Sequence[str] = True,
+        **landmarker_options: Any,
+    ) -> None:
+        self.landmarker = Landmarker(
+            model=model,
+            detector=detector,
+            providers=providers,
+            threads=threads,
+            batch_size=crop_batch_size,
+            color=color,
+            **landmarker_options,
+        )
         self.color = color
         self.column = column
         self.keep_columns = keep_columns
@@ -190,8 +232,10 @@ class LandmarkPredictor:
         for name in INPUT_COLUMNS:
             if name in cols:
                 return name
-        raise KeyError(f"no image column in the batch (columns: {sorted(cols)}); expected one of "
-                       f"{list(INPUT_COLUMNS)} or pass column=")
+        raise KeyError(
+            f"no image column in the batch (columns: {sorted(cols)}); expected one of "
+            f"{list(INPUT_COLUMNS)} or pass column="
+        )
 
     def _load(self, value: Any, path: str | None) -> np.ndarray:
         if isinstance(value, np.ndarray) and value.dtype == object and value.ndim == 0:
@@ -254,10 +298,21 @@ class LandmarkPredictor:
             quality[i] = [f.quality for f in fs]
             geometry[i] = [_geometry(f) for f in fs]
         shown = [None if p is None else display_text(p) for p in paths]
-        data = dict(path=shown, width=width, height=height, num_faces=count, boxes=boxes,
-                    scores=scores, landmarks=lms, landmark_scores=lscores, visibility=vis, occluded=occ,
-                    quality=quality, error=errors,
-                    provenance=[self.provenance] * n)
+        data = dict(
+            path=shown,
+            width=width,
+            height=height,
+            num_faces=count,
+            boxes=boxes,
+            scores=scores,
+            landmarks=lms,
+            landmark_scores=lscores,
+            visibility=vis,
+            occluded=occ,
+            quality=quality,
+            error=errors,
+            provenance=[self.provenance] * n,
+        )
         for k, key in enumerate(("five_points", "pose", "eye_openness", "mouth_openness")):
             data[key] = [None if g is None else [v[k] for v in g] for g in geometry]
         arrays = [pa.array(data[f.name], type=f.type) for f in self.schema]
@@ -295,9 +350,14 @@ def _compute(concurrency: int | tuple[int, int] | None):
     return ActorPoolStrategy(min_size=lo, max_size=hi)
 
 
-def read_image_files(paths: str | os.PathLike | Sequence[str], *,
-                     file_extensions: Sequence[str] | None = IMAGE_EXTENSIONS,
-                     num_cpus: float = 0, concurrency: int | None = 4, **read_options: Any):
+def read_image_files(
+    paths: str | os.PathLike | Sequence[str],
+    *,
+    file_extensions: Sequence[str] | None = IMAGE_EXTENSIONS,
+    num_cpus: float = 0,
+    concurrency: int | None = 4,
+    **read_options: Any,
+):
     """``ray.data.read_binary_files(paths, include_paths=True)`` tuned for a landmarking job:
     rows ``bytes`` + ``path`` (only ``file_extensions`` when listing folders). Every file in a
     folder gets a row, as ``pipnet detect FOLDER`` reads it: also names that start with ``_`` or
@@ -325,8 +385,9 @@ def read_image_files(paths: str | os.PathLike | Sequence[str], *,
         read_options.setdefault("concurrency", concurrency)
     src = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
     src = _with_every_file(src, file_extensions, read_options.get("filesystem"))
-    return reader(src, include_paths=True,
-                  file_extensions=list(file_extensions) if file_extensions else None, **read_options)
+    return reader(
+        src, include_paths=True, file_extensions=list(file_extensions) if file_extensions else None, **read_options
+    )
 
 
 def _with_every_file(paths: list[str], file_extensions: Sequence[str] | None, filesystem: Any) -> list[str]:
@@ -369,16 +430,25 @@ def _skipped_by_ray(uri: str, filesystem: Any, wanted: Any) -> list[str]:
         return []
     base = root.rstrip("/") + "/"
     prefix = uri[: uri.index("://") + 3] if filesystem is None and "://" in uri else ""
-    return sorted(prefix + i.path for i in infos if i.is_file and i.path.startswith(base)
-                  and i.path[len(base):].startswith((".", "_")) and wanted(i.path))
+    return sorted(
+        prefix + i.path
+        for i in infos
+        if i.is_file and i.path.startswith(base) and i.path[len(base) :].startswith((".", "_")) and wanted(i.path)
+    )
 
 
-
-def landmark_dataset(source: Any, *, model: str | os.PathLike | None = None, detector: Any = None,
-                     threads: int = 1, concurrency: int | tuple[int, int] | None = None,
-                     batch_size: int = 64, num_cpus: float | None = None,
-                     file_extensions: Sequence[str] | None = IMAGE_EXTENSIONS,
-                     **predictor_options: Any):
+def landmark_dataset(
+    source: Any,
+    *,
+    model: str | os.PathLike | None = None,
+    detector: Any = None,
+    threads: int = 1,
+    concurrency: int | tuple[int, int] | None = None,
+    batch_size: int = 64,
+    num_cpus: float | None = None,
+    file_extensions: Sequence[str] | None = IMAGE_EXTENSIONS,
+    **predictor_options: Any,
+):
     """A lazy ``ray.data.Dataset`` of landmark rows (columns in the module doc).
 
     source: a folder, file, glob or URI (``s3://...``; read with :func:`read_image_files`, only
@@ -401,11 +471,12 @@ def landmark_dataset(source: Any, *, model: str | os.PathLike | None = None, det
     elif isinstance(source, Iterable):
         ds = ray.data.from_items([{"path": os.fspath(p)} for p in source])
     else:
-        raise TypeError(f"source must be a path, a list of paths or a ray.data.Dataset, "
-                        f"got {type(source).__name__}")
+        raise TypeError(f"source must be a path, a list of paths or a ray.data.Dataset, got {type(source).__name__}")
     return ds.map_batches(
         LandmarkPredictor,
         fn_constructor_kwargs=dict(model=model, detector=detector, threads=threads, **predictor_options),
-        compute=_compute(concurrency), batch_size=batch_size, batch_format="numpy",
+        compute=_compute(concurrency),
+        batch_size=batch_size,
+        batch_format="numpy",
         num_cpus=num_cpus if num_cpus is not None else threads,
     )
