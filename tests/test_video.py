@@ -630,8 +630,11 @@ def test_a_signal_stops_the_run_with_whole_outputs(
     d = json.loads(js.read_text())
     assert d["complete"] is False and signame in d["error"] and 5 <= d["num_frames"] == len(d["frames"]) < 400
     cap = cv2.VideoCapture(str(out))
-    assert cap.isOpened() and cap.read()[0] and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == d["num_frames"]
+    decoded = 0  # frames read back, not the container's count (estimated from its duration: one off at times)
+    while cap.isOpened() and cap.read()[0]:
+        decoded += 1
     cap.release()
+    assert decoded == d["num_frames"]
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
