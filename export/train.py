@@ -480,8 +480,8 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
 def train_epoch(run: Run, epoch: int, steps: int, stage: int | None, progress: bool) -> dict[str, torch.Tensor]:
     """One pass over the faces in a random order; the losses summed over its steps."""
     cfg = run.cfg
-    parts = LOSS_PARTS + (("visibility",) if cfg["visibility_weight"] > 0 else ())
-    totals = {k: torch.zeros((), device=run.dev) for k in parts}
+    logged = LOSS_PARTS + (("visibility",) if cfg["visibility_weight"] > 0 else ())
+    totals = {k: torch.zeros((), device=run.dev) for k in logged}
     perm = torch.randperm(len(run.batches.images), generator=run.gen)
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
     for step in bar:

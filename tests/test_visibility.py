@@ -170,3 +170,31 @@ def test_ray_rows_carry_visibility_and_quality(samples: Path) -> None:
     for v, o, q, f in zip(rows[0]["visibility"], rows[0]["occluded"], rows[0]["quality"], faces):
         np.testing.assert_allclose(v, f.visibility, atol=1e-6)
         assert o == f.occluded.tolist() and abs(q - f.quality) < 1e-6 and 0 <= q <= 1
+
+
+def test_the_visibility_head_learns_and_is_read_at_the_argmax_cell() -> None:
+    """Its loss reaches the head (and only through it changes what the file says of visibility),
+    and the shipped graph's visibility is the head's map at each landmark's argmax cell."""
+    from export.data import neighbor_indices
+    from export.deploy import DecodedPIPNet
+    from export.model import PIPNet
+    from export.targets import make_targets, visibility_loss
+
+    torch.manual_seed(0)
+    net = PIPNet(68, 10, "resnet18", stride=16, width=0.25, visibility=True)
+    x = torch.randn(2, 3, 64, 64)
+    heads = net(x)
+    assert len(heads) == 6 and heads[5].shape == (2, 68, 4, 4)
+    points = torch.rand(2, 68, 2)
+    nb = torch.from_numpy(neighbor_indices(np.random.default_rng(0).uniform(0.2, 0.8, (68, 2)), 10))
+    visible = (torch.rand(2, 68) > 0.3).float()
+    loss = visibility_loss(heads[5], make_targets(points, 4, nb)["index"], visible)
+    loss.backward()
+    assert torch.isfinite(loss) and net.visibility.weight.grad.abs().sum() > 0
+    net.eval()
+    with torch.no_grad():
+        heads = net(x)
+        _, _, vis = DecodedPIPNet(net, nb.numpy(), 64).eval()(x)
+        cell = heads[0].flatten(2).argmax(-1)
+        expected = torch.sigmoid(torch.gather(heads[5].flatten(2), 2, cell[..., None])[..., 0])
+    torch.testing.assert_close(vis, expected, atol=1e-5, rtol=1e-5)
