@@ -325,33 +325,27 @@ def run_emulated(
 
 
 # ------------------------------------------------------------------------------ the native side
-def shared_path() -> Path:
-    return Path(os.environ.get("PIPNET_SHARED") or ROOT.parent / "shared")
-
-
-def test_faces(shared_dir: Path, step: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def sample_faces(shared_dir: Path, step: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, ground-truth 0-based points) for every step-th 300-W test image."""
     import cv2
 
+    from export.data import read_pts
+
     files = sorted(p for p in (shared_dir / "data" / "300w" / "test").rglob("*") if p.suffix in (".jpg", ".png"))
-    out = []
-    for f in files[::step]:
-        text = f.with_suffix(".pts").read_text().split("{")[1].split("}")[0]
-        out.append((cv2.imread(str(f)), np.array(text.split(), float).reshape(-1, 2) - 1))
-    return out
+    return [(cv2.imread(str(f)), read_pts(f.with_suffix(".pts"), np.float64)) for f in files[::step]]
 
 
 def labeled_inputs(model: str, shared_dir: Path, step: int) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
     """The LandmarkModel (one thread) and, for the faces found that match the ground truth of every
     step-th test image: network inputs, crop squares, true points. The same rule as
-    tests/test_integrity.py (YuNet-n box -> the model's crop square -> crop -> preprocess)."""
+    tests/test_integrity.py uses (YuNet-n box -> the model's crop square -> crop -> preprocess)."""
     from pipnet_sdk import Landmarker
     from pipnet_sdk.crop import crop_faces
 
     landmarker = Landmarker(model, threads=1)
     lm = landmarker.model
     crops, squares, truth = [], [], []
-    for image, points in test_faces(shared_dir, step):
+    for image, points in sample_faces(shared_dir, step):
         boxes, _ = landmarker.detect_boxes(image)
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         lo, hi = points.min(0), points.max(0)
@@ -784,7 +778,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ready: {qemu()} -L {SYSROOT} ... {PYTHON}, PYTHONPATH={site_dir()}")
         return 0
 
-    shared = shared_path()
+    from export.data import shared_dir
+
+    shared = shared_dir()
     if not (shared / "data" / "300w" / "test").is_dir():
         print(f"needs the 300-W test faces in {shared}/data/300w/test (set PIPNET_SHARED)", file=sys.stderr)
         return 2

@@ -19,12 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from export.data import read_pts
-from pipnet_sdk.crop import crop_faces, to_image
+from benchmarks import aarch64_check as arm
+from pipnet_sdk.crop import to_image
 from pipnet_sdk.hub import PACKAGED_DIR, ChecksumError, resolve
 from pipnet_sdk.landmark_model import LandmarkModel
 from pipnet_sdk.runtime import make_session
@@ -74,35 +73,6 @@ def test_unsealed_file_warns(tmp_path: Path) -> None:
         assert not LandmarkModel(path).sealed
 
 
-def _test_faces(shared_dir: Path, step: int = 9) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(image, ground-truth 0-based points) for every step-th 300-W test image."""
-    files = sorted(p for p in (shared_dir / "data" / "300w" / "test").rglob("*") if p.suffix in (".jpg", ".png"))
-    out = []
-    for f in files[::step]:
-        out.append((cv2.imread(str(f)), read_pts(f.with_suffix(".pts"), np.float64)))
-    return out
-
-
-def _labeled_inputs(name: str, shared_dir: Path, step: int) -> tuple[LandmarkModel, np.ndarray, np.ndarray, np.ndarray]:
-    """The model, and for the test faces it finds: its network inputs, crop squares, true points."""
-    from pipnet_sdk import Landmarker
-
-    landmarker = Landmarker(name, threads=1)
-    model = landmarker.model
-    crops, squares, truth = [], [], []
-    for image, points in _test_faces(shared_dir, step):
-        boxes, _ = landmarker.detect_boxes(image)
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        lo, hi = points.min(0), points.max(0)
-        hits = np.flatnonzero(((centres > lo) & (centres < hi)).all(1))
-        if len(hits):
-            sq = landmarker.squares(boxes[hits[:1]])
-            crops.append(crop_faces(image, sq, model.spec.input_size))
-            squares.append(sq)
-            truth.append(points)
-    return model, model.preprocess(np.concatenate(crops)), np.concatenate(squares), np.stack(truth)
-
-
 def _one_by_one(model: LandmarkModel, x: np.ndarray) -> np.ndarray:
     """Crop-space landmarks of each input run alone (batch 1)."""
     return np.concatenate([model.decode(model.forward(x[i : i + 1]))[0] for i in range(len(x))])
@@ -115,7 +85,7 @@ def _iod(truth: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("name, step", [("pipnet-fast", 9), ("pipnet-r18", 18)])  # ~60 and ~30 faces
 @pytest.mark.slow
 def test_int8_landmarks_do_not_depend_on_the_cpu(shared_dir: Path, name: str, step: int) -> None:
-    model, x, squares, truth = _labeled_inputs(name, shared_dir, step)
+    model, x, squares, truth = arm.labeled_inputs(name, shared_dir, step)
     assert len(x) >= 25
     results = {}
     for optimize in (True, False):
@@ -156,7 +126,7 @@ def test_int8_landmarks_on_an_emulated_avx2_cpu(tmp_path: Path, shared_dir: Path
     VPMADDUBSW kernels, the ones that saturated with 8-bit weights) gives this CPU's landmarks.
     The same check on the 8-bit versions of these files moved every face, by 0.7-0.9 % of the
     IOD on average (docs/experiments.md). About 25 s for pipnet-fast, 30 s for pipnet-r18."""
-    model, x, squares, truth = _labeled_inputs(name, shared_dir, step)
+    model, x, squares, truth = arm.labeled_inputs(name, shared_dir, step)
     np.save(tmp_path / "x.npy", x)
     done = subprocess.run(
         [
