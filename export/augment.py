@@ -209,15 +209,15 @@ def augment_with_visibility(
             & (ys >= y0.view(-1, 1, 1))
             & (ys < (y0 + wh[:, 1]).view(-1, 1, 1))
         )
-        # an ellipse inscribed in the same rectangle
-        u = (xs - (x0 + wh[:, 0] / 2).view(-1, 1, 1)) / (wh[:, 0] / 2).view(-1, 1, 1)
-        v = (ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)) / (wh[:, 1] / 2).view(-1, 1, 1)
-        ellipse = u**2 + v**2 <= 1
-        round_ = (rand(b) < cfg.p_occlude_ellipse).view(-1, 1, 1)
-        hidden = torch.where(round_, ellipse, rect) & occ.view(-1, 1, 1)
-        flat = rand(b, 3, 1, 1).expand_as(x)
-        # a textured occluder: the same pixels of another face's crop, darkened or lightened
-        other = torch.roll(x, 1, 0) * (0.5 + rand(b, 1, 1, 1))
-        fill = torch.where((rand(b) < cfg.p_occlude_texture).view(-1, 1, 1, 1), other, flat)
+        hidden = rect
+        if cfg.p_occlude_ellipse > 0:  # an ellipse inscribed in the same rectangle
+            u = (xs - (x0 + wh[:, 0] / 2).view(-1, 1, 1)) / (wh[:, 0] / 2).view(-1, 1, 1)
+            v = (ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)) / (wh[:, 1] / 2).view(-1, 1, 1)
+            hidden = torch.where((rand(b) < cfg.p_occlude_ellipse).view(-1, 1, 1), u**2 + v**2 <= 1, rect)
+        hidden = hidden & occ.view(-1, 1, 1)
+        fill = rand(b, 3, 1, 1).expand_as(x)  # a flat colour
+        if cfg.p_occlude_texture > 0:  # or the same pixels of another face's crop, darkened or lightened
+            other = torch.roll(x, 1, 0) * (0.5 + rand(b, 1, 1, 1))
+            fill = torch.where((rand(b) < cfg.p_occlude_texture).view(-1, 1, 1, 1), other, fill)
         x = torch.where(hidden[:, None], fill, x)
     return x.clamp(0, 1), p, visible_points(p, hidden)

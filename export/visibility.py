@@ -116,30 +116,24 @@ def occluded_crops(
 
 
 def run_with_features(
-    model_bytes: bytes, crops: np.ndarray, threads: int | None = None, progress: bool = True
+    path: str | Path, crops: np.ndarray, threads: int | None = None, progress: bool = True
 ) -> dict[str, np.ndarray]:
-    """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16)."""
-    import onnxruntime as ort
+    """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16):
+    the file's own input normalisation and decoding (LandmarkModel), its graph with the features
+    as an extra output (with_features)."""
     from tqdm import tqdm
 
-    from pipnet_sdk.decode import merge, vote_matrix
-    from pipnet_sdk.landmark_model import LandmarkSpec
+    from pipnet_sdk.landmark_model import LandmarkModel
+    from pipnet_sdk.runtime import make_session
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    spec = LandmarkSpec.from_json(sess.get_modelmeta().custom_metadata_map["pipnet"])
-    scale, shift = 1.0 / (255.0 * spec.std), -spec.mean / spec.std
-    averaging = vote_matrix(spec.neighbor_indices)
+    model = LandmarkModel(path, threads=threads)
+    session = make_session(path, threads=threads, data=with_features(path))
     pts, scs, feats = [], [], []
     for i in tqdm(range(0, len(crops), 64), desc="features", disable=not progress):
-        c = crops[i : i + 64].astype(np.float32)
-        c = c[..., ::-1] if spec.color == "rgb" else c
-        x = np.ascontiguousarray((c * scale + shift).transpose(0, 3, 1, 2), np.float32)
-        cand, sc, f = sess.run(["candidates", "scores", "features"], {sess.get_inputs()[0].name: x})
-        pts.append(merge(cand, averaging))
-        scs.append(sc)
+        x = model.preprocess(crops[i : i + 64])
+        candidates, scores, f = session.run(["candidates", "scores", "features"], {model.input_name: x})
+        pts.append(model.decode([candidates, scores])[0])
+        scs.append(scores)
         feats.append(f[:, :, 0].astype(np.float16))
     return {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
 
@@ -271,12 +265,12 @@ def graft(
 
 
 def framing_config(path: str | Path, config: str | Path) -> dict[str, Any]:
-    """The config's data and augmentation, with the model file's input size and crop rule."""
+    """The config's data, split and augmentation, with the model file's input size and crop rule
+    (and a base crop scaled with the input)."""
     meta = file_metadata(onnx.load(str(path), load_external_data=False))
     cfg = load_config(config, {})
-    labeled = ["data/300w/train", "data/ytf68/train"]
     base = int(round(meta["input_size"] * cfg["base_size"] / cfg["input_size"]))
-    return {**cfg, "input_size": meta["input_size"], "crop": meta["crop"], "labeled": labeled, "base_size": base}
+    return {**cfg, "input_size": meta["input_size"], "crop": meta["crop"], "base_size": base}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -299,13 +293,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.limit:
         cfg["limit"] = a.limit
     d = prepare(cfg, progress=not a.quiet)
-    model_bytes = with_features(a.model)
     runs = {}
     sets = (("train", "train", a.rounds, 0, None), ("val", "val", 4, 1, None), ("hard", "val", 8, 2, HARD))
     for part, source, rounds, seed, extra in sets:
         crops, points, labels = occluded_crops(d[f"{source}_images"], d[f"{source}_points"], cfg, rounds, seed, extra)
         runs[part] = {
-            **run_with_features(model_bytes, crops, a.threads, not a.quiet),
+            **run_with_features(a.model, crops, a.threads, not a.quiet),
             "labels": labels,
             "truth": points,
         }

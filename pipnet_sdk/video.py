@@ -380,7 +380,7 @@ class VideoLandmarker:
 
         squares = np.array([np.r_[tr.square[:3], tr.square[3:4] if len(tr.square) > 3 else 0.0] for tr in self._tracks])
         marks = lm.landmarks_in_squares(img, squares, "bgr")
-        if getattr(lm, "upright_search", False):  # a face turned since the last frame, or on its side
+        if lm.upright_search:  # a face turned since the last frame, or on its side
             (squares,), (marks,) = lm.upright([img], [squares], [marks])
         pts, ls, vis = marks
         quality = lm.model.quality(ls, vis)
