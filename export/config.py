@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
 
 #: the keys of the config's sub-dicts ("augment"'s are AugmentConfig's fields; a restart's, any of DEFAULTS)
 SUB_KEYS: dict[str, set[str]] = {
-    "crop": {"scale", "shift_y"},
+    "crop": {"scale", "shift_y", "upright"},
     "stc": {"grids", "rounds", "epochs", "lr", "teacher", "unlabeled"},
     "pseudo_labels": {"teacher", "flip_test", "test_crops", "unlabeled"},
 }
@@ -87,6 +87,13 @@ def check_config(cfg: dict[str, Any], where: str = "config", epochs_given: bool 
         value = cfg.get(key)
         if value is not None and (not isinstance(value, dict) or set(value) - allowed):
             raise ValueError(f"{where}: {key} takes a dict with keys from {sorted(allowed)}, got {value!r}")
+    if "upright" in (cfg.get("crop") or {}):  # the rule the SDK reads from the exported file
+        from pipnet_sdk.landmark_model import ModelFormatError, UprightRule
+
+        try:
+            UprightRule.from_dict(cfg["crop"]["upright"], where)
+        except ModelFormatError as e:
+            raise ValueError(str(e)) from None
     for i, restart in enumerate(cfg.get("restarts") or [], 1):
         name = f"{where}: restart{i}"
         if not isinstance(restart, dict):

@@ -39,6 +39,35 @@ class Marks(NamedTuple):
     visibility: np.ndarray | None
 
 
+@dataclass(frozen=True)
+class UprightRule:
+    """When ``Landmarker.upright`` gives a face a second look (the model file's ``crop.upright``;
+    files without it get these defaults): a face whose mean landmark score is below ``score`` is
+    also cropped a quarter, a half and three quarters round; a face whose landmarks are turned
+    more than ``roll`` degrees from the mean face is cropped again turned with them, ``refits``
+    times."""
+
+    score: float = 0.75
+    roll: float = 20.0
+    refits: int = 2
+
+    @classmethod
+    def from_dict(cls, d: object, source: str = "model") -> UprightRule:
+        bad = ModelFormatError(
+            f"{source}: crop.upright must be {{score: 0-1, roll: degrees in (0, 180), refits: 0-5}}, got {d!r}"
+        )
+        if not isinstance(d, dict) or set(d) - {"score", "roll", "refits"}:
+            raise bad
+        values = {**cls().__dict__, **d}
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
+            raise bad
+        rule = cls(score=float(values["score"]), roll=float(values["roll"]), refits=int(values["refits"]))
+        in_range = 0 <= rule.score <= 1 and 0 < rule.roll < 180 and 0 <= rule.refits <= 5
+        if not in_range or rule.refits != values["refits"]:
+            raise bad
+        return rule
+
+
 REQUIRED = (
     "format",
     "name",
@@ -74,6 +103,7 @@ class LandmarkSpec:
     color: str  # "rgb" or "bgr": channel order the network expects
     crop_scale: float
     crop_shift_y: float
+    upright: UprightRule
     extra: dict
 
     @classmethod
@@ -116,6 +146,7 @@ class LandmarkSpec:
             color=norm.get("color", "rgb"),
             crop_scale=float(d["crop"]["scale"]),
             crop_shift_y=float(d["crop"]["shift_y"]),
+            upright=UprightRule.from_dict(d["crop"].get("upright", {}), source),
             extra={k: v for k, v in d.items() if k not in REQUIRED},
         )
 

@@ -29,14 +29,6 @@ from .types import Face
 
 DEFAULT_MODEL = "pipnet-fast"
 DEFAULT_DETECTOR = "yunet-n"
-#: a face whose mean landmark score is below this may be turned: its crop is also tried a quarter,
-#: a half and three quarters round, and the best-scoring one kept
-UPRIGHT_SCORE = 0.75
-#: a face whose landmarks are turned more than this (degrees) from the model's mean face is cropped
-#: again (twice: each fit frames it better), turned with it, so that the network sees it upright
-#: as in training
-UPRIGHT_ROLL = 20.0
-UPRIGHT_REFITS = 2
 
 
 class BgrImage(np.ndarray):
@@ -275,18 +267,19 @@ class Landmarker:
         self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray], marks: Sequence[Marks]
     ) -> tuple[list[np.ndarray], list[Marks]]:
         """Second looks at faces the crop rule saw turned (a phone photo on its side, a person lying
-        down). A face whose mean score is below UPRIGHT_SCORE is also cropped a quarter, a half and
-        three quarters round, and the best-scoring crop kept; then a face whose landmarks are turned
-        more than UPRIGHT_ROLL degrees is cropped again from them, turned with the face (the
-        mean-face fit, ``fit_mean_face``; UPRIGHT_REFITS times), and each crop kept if it scores at
-        least as well. Other faces keep their crops and marks exactly. Returns per image the
-        squares (F, 4) and marks."""
+        down), by the model file's rule (``spec.upright``, a ``UprightRule``). A face whose mean
+        score is below its ``score`` is also cropped a quarter, a half and three quarters round, and
+        the best-scoring crop kept; then a face whose landmarks are turned more than ``roll``
+        degrees is cropped again from them, turned with the face (the mean-face fit,
+        ``fit_mean_face``; ``refits`` times), and each crop kept if it scores at least as well.
+        Other faces keep their crops and marks exactly. Returns per image the squares (F, 4) and
+        marks."""
         sq4 = [np.c_[q, np.zeros(len(q))] if q.shape[1] == 3 else q.copy() for q in map(_check_squares, squares)]
         marks = list(marks)
+        rule = self.model.spec.upright
         turns = (math.pi / 2, math.pi, 3 * math.pi / 2)
         low = [
-            np.flatnonzero(mk.scores.mean(1) < UPRIGHT_SCORE) if len(q) else np.zeros(0, int)
-            for q, mk in zip(sq4, marks)
+            np.flatnonzero(mk.scores.mean(1) < rule.score) if len(q) else np.zeros(0, int) for q, mk in zip(sq4, marks)
         ]
         if any(len(i) for i in low):
             tried = self.landmarks_for_images(
@@ -300,14 +293,12 @@ class Landmarker:
                     q[i[better]] = base[better] + [0, 0, 0, turns[r]]
                     marks[j] = _replace_rows(marks[j], i[better], got, np.flatnonzero(better) + r * len(i))
         mean_face = self.model.spec.mean_face
-        for _ in range(UPRIGHT_REFITS):
+        for _ in range(rule.refits):
             fits = [fit_mean_face(mk.points.astype(np.float64), mean_face) for mk in marks]
             # a fit far larger or smaller than the crop it came from is no face (points collapsed)
             turned = [
                 np.flatnonzero(
-                    (np.abs(f[:, 3]) > math.radians(UPRIGHT_ROLL))
-                    & (f[:, 2] > 0.25 * q[:, 2])
-                    & (f[:, 2] < 4 * q[:, 2])
+                    (np.abs(f[:, 3]) > math.radians(rule.roll)) & (f[:, 2] > 0.25 * q[:, 2]) & (f[:, 2] < 4 * q[:, 2])
                 )
                 for f, q in zip(fits, sq4)
             ]

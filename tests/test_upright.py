@@ -3,6 +3,7 @@ of Landmarker (a face on its side or upside down gets its landmarks, not points 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -125,3 +126,58 @@ def test_boxes_outside_the_image_or_in_fractions_are_refused(samples: Path) -> N
     with pytest.raises(ValueError, match="box 1 .* entirely outside"):
         lm.landmarks(img, [[10, 10, 100, 100], [w + 10, 10, w + 90, 100]])
     assert lm.landmarks(img, [[-20, -20, 60, 60]]).shape == (1, 68, 2)  # partly inside: a face at the edge
+
+
+def _with_rule(tmp_path: Path, rule: dict) -> Path:
+    """A copy of the packaged default model with another upright rule in its metadata (sealed
+    again, as the export writes files)."""
+    import shutil
+
+    pytest.importorskip("onnx")
+    import onnx
+
+    from export.onnx_meta import file_metadata, set_metadata
+    from pipnet_sdk.hub import resolve
+
+    path = tmp_path / "rule.onnx"
+    shutil.copy(resolve("pipnet-fast", "landmark"), path)
+    meta = file_metadata(onnx.load(str(path)))
+    meta["crop"]["upright"] = rule
+    set_metadata(path, meta)
+    return path
+
+
+def test_the_model_file_sets_the_upright_rule(samples: Path, tmp_path: Path) -> None:
+    """The rule comes from the model file: a file whose rule never looks again (score 0, no
+    refits) gives the plain crop rule's landmarks on the upside-down photo; files without the
+    key get the defaults; a damaged rule is refused when the file is opened."""
+    from pipnet_sdk.landmark_model import LandmarkModel, ModelFormatError, UprightRule
+
+    img = np.ascontiguousarray(np.rot90(cv2.imread(str(samples / "group_2.jpg")), 2))
+    never = Landmarker(model=str(_with_rule(tmp_path, {"score": 0.0, "refits": 0})), threads=1)
+    assert never.model.spec.upright == UprightRule(score=0.0, roll=20.0, refits=0)
+    plain = Landmarker(threads=1, upright=False).detect(img)
+    searched = Landmarker(threads=1).detect(img)
+    got = never.detect(img)
+    assert len(got) == len(plain) >= 4
+    for a, b in zip(got, plain):
+        np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    assert any(np.abs(a.landmarks - b.landmarks).max() > 10 for a, b in zip(searched, plain))
+    with pytest.raises(ModelFormatError, match="crop.upright"):
+        LandmarkModel(_with_rule(tmp_path, {"score": 2.0}))
+
+
+def test_a_training_config_carries_the_rule_into_the_file() -> None:
+    """The config's crop rule is what the export writes (so the file says how it was tuned); a
+    damaged rule stops the config before any work."""
+    pytest.importorskip("torch")
+    from export.config import check_config, load_config
+    from export.to_onnx import metadata
+    from pipnet_sdk.landmark_model import LandmarkSpec, UprightRule
+
+    rule = {"score": 0.6, "roll": 15.0, "refits": 1}
+    cfg = load_config(None, {"crop": {"scale": 1.2, "shift_y": 0.12, "upright": rule}})
+    meta = metadata(cfg, np.zeros((68, 2)), np.zeros((68, 10), int)) | {"format": 3}
+    assert LandmarkSpec.from_json(json.dumps(meta)).upright == UprightRule(**rule)
+    with pytest.raises(ValueError, match="crop.upright"):
+        check_config(load_config(None, {}) | {"crop": {"scale": 1.2, "shift_y": 0.12, "upright": {"roll": 0}}})
