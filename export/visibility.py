@@ -16,6 +16,10 @@ the geometric jitter. A point is labeled hidden when it lies under the occluder 
 crop (export.augment.visible_points). The fit is chosen on the validation faces under occluders
 drawn with another seed, and its bias shifted so that 0.5 is the threshold that gave the best F1
 for hidden points there (so ``Face.occluded``, visibility < 0.5, is that choice).
+
+A file whose network learned visibility itself (a ``"visibility_weight"`` in its training config)
+already has the output: then nothing is fitted or grafted, the graph is kept as it is, and only
+the quality calibration (below) and the validation F1 of its own output are written.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import numpy as np
 import onnx
 import torch
 from onnx import helper, numpy_helper
+
+from pipnet_sdk.landmark_model import LandmarkModel
 
 from .augment import AugmentConfig, augment_with_visibility
 from .config import load_config
@@ -118,9 +124,9 @@ def occluded_crops(
 def run_with_features(
     path: str | Path, crops: np.ndarray, threads: int | None = None, progress: bool = True
 ) -> dict[str, np.ndarray]:
-    """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16):
-    the file's own input normalisation and decoding (LandmarkModel), its graph with the features
-    as an extra output (with_features)."""
+    """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16),
+    and its own visibility (M, N) when it has that output: the file's own input normalisation
+    and decoding (LandmarkModel), its graph with the features as an extra output (with_features)."""
     from tqdm import tqdm
 
     from pipnet_sdk.landmark_model import LandmarkModel
@@ -128,14 +134,19 @@ def run_with_features(
 
     model = LandmarkModel(path, threads=threads)
     session = make_session(path, threads=threads, data=with_features(path))
-    pts, scs, feats = [], [], []
+    names = ["candidates", "scores", "features"] + (["visibility"] if model.has_visibility else [])
+    pts, scs, feats, vis = [], [], [], []
     for i in tqdm(range(0, len(crops), 64), desc="features", disable=not progress):
         x = model.preprocess(crops[i : i + 64])
-        candidates, scores, f = session.run(["candidates", "scores", "features"], {model.input_name: x})
+        candidates, scores, f, *v = session.run(names, {model.input_name: x})
         pts.append(model.decode([candidates, scores])[0])
         scs.append(scores)
         feats.append(f[:, :, 0].astype(np.float16))
-    return {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
+        vis += v
+    out = {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
+    if vis:
+        out["visibility"] = np.concatenate(vis)
+    return out
 
 
 def fit_rows(
@@ -293,28 +304,37 @@ def main(argv: list[str] | None = None) -> None:
     if a.limit:
         cfg["limit"] = a.limit
     d = prepare(cfg, progress=not a.quiet)
+    trained = LandmarkModel(a.model).has_visibility  # the network learned it: calibrate the quality only
     runs = {}
     sets = (("train", "train", a.rounds, 0, None), ("val", "val", 4, 1, None), ("hard", "val", 8, 2, HARD))
-    for part, source, rounds, seed, extra in sets:
+    for part, source, rounds, seed, extra in sets[1:] if trained else sets:
         crops, points, labels = occluded_crops(d[f"{source}_images"], d[f"{source}_points"], cfg, rounds, seed, extra)
         runs[part] = {
             **run_with_features(a.model, crops, a.threads, not a.quiet),
             "labels": labels,
             "truth": points,
         }
-    for r in runs.values():  # each landmark's score is an input too
-        r["features"] = with_score(r["features"], r["scores"])
-    w, b, log = fit_rows(
-        runs["train"]["features"],
-        runs["train"]["labels"],
-        runs["val"]["features"],
-        runs["val"]["labels"],
-        a.epochs,
-        progress=not a.quiet,
-    )
-    val_p = 1 / (1 + np.exp(-((runs["val"]["features"].astype(np.float32) * w).sum(-1) + b)))
-    threshold, val_f1 = best_f1_threshold(val_p, runs["val"]["labels"] < 0.5)
-    b = b - math.log(threshold / (1 - threshold))  # visibility < 0.5 now means p < threshold
+    if trained:
+        for r in runs.values():
+            r["visibility"] = r["visibility"].astype(np.float64)
+        threshold, val_f1 = best_f1_threshold(runs["val"]["visibility"], runs["val"]["labels"] < 0.5)
+        log: list[dict[str, Any]] = []
+    else:
+        for r in runs.values():  # each landmark's score is an input too
+            r["features"] = with_score(r["features"], r["scores"])
+        w, b, log = fit_rows(
+            runs["train"]["features"],
+            runs["train"]["labels"],
+            runs["val"]["features"],
+            runs["val"]["labels"],
+            a.epochs,
+            progress=not a.quiet,
+        )
+        val_p = 1 / (1 + np.exp(-((runs["val"]["features"].astype(np.float32) * w).sum(-1) + b)))
+        threshold, val_f1 = best_f1_threshold(val_p, runs["val"]["labels"] < 0.5)
+        b = b - math.log(threshold / (1 - threshold))  # visibility < 0.5 now means p < threshold
+        for r in runs.values():
+            r["visibility"] = 1 / (1 + np.exp(-((r["features"].astype(np.float32) * w).sum(-1) + b)))
     # quality, on the validation faces: plain occluded copies and hard ones (so that some fail)
     from .evaluate import nme_per_face
 
@@ -322,27 +342,28 @@ def main(argv: list[str] | None = None) -> None:
     scores, vis, good = [], [], []
     for part in ("val", "hard"):
         r = runs[part]
-        vis.append(1 / (1 + np.exp(-((r["features"].astype(np.float32) * w).sum(-1) + b))))
+        vis.append(r["visibility"])
         scores.append(r["scores"])
         good.append(nme_per_face(r["points"], r["truth"], norm) <= GOOD_NME)
     quality = fit_quality(np.concatenate(scores), np.concatenate(vis), np.concatenate(good))
-    out = graft(
-        a.model,
-        w,
-        b,
-        a.out,
-        {
-            "version": a.version,
-            "visibility": {
-                "fitted_on": f"{len(runs['train']['labels'])} occluded training crops",
-                "threshold": 0.5,
-                "validation_f1": round(val_f1, 4),
-                "occluders": OCCLUDERS,
-            },
-            "quality": quality,
-        },
-    )
-    best = min(log, key=lambda r: r["val_bce"])
+    hidden = runs["val"]["labels"] < 0.5
+    occluded_f1 = 2 * float(((runs["val"]["visibility"] < 0.5) & hidden).sum())
+    occluded_f1 /= max(1.0, float((runs["val"]["visibility"] < 0.5).sum() + hidden.sum()))
+    about = {
+        "threshold": 0.5,
+        "validation_f1": round(occluded_f1 if trained else val_f1, 4),
+        "occluders": OCCLUDERS,
+    }
+    if trained:
+        about["learned"] = "a head of the network, trained with the landmarks on occluder masks"
+        meta = {**file_metadata(onnx.load(str(a.model))), "version": a.version, "visibility": about, "quality": quality}
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_with_metadata(onnx.load(str(a.model)), out, meta)
+    else:
+        about["fitted_on"] = f"{len(runs['train']['labels'])} occluded training crops"
+        out = graft(a.model, w, b, a.out, {"version": a.version, "visibility": about, "quality": quality})
+    best = min(log, key=lambda r: r["val_bce"]) if log else None
     print(
         json.dumps(
             {

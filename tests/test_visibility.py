@@ -198,3 +198,26 @@ def test_the_visibility_head_learns_and_is_read_at_the_argmax_cell() -> None:
         cell = heads[0].flatten(2).argmax(-1)
         expected = torch.sigmoid(torch.gather(heads[5].flatten(2), 2, cell[..., None])[..., 0])
     torch.testing.assert_close(vis, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_network_that_learned_visibility_gets_its_quality_only(tmp_path: Path, shared_dir: Path) -> None:
+    """export.visibility on a file whose network has its own visibility head: nothing grafted,
+    the graph kept node for node, the quality calibration and the output's F1 written."""
+    import onnx
+
+    from export.onnx_meta import file_metadata
+    from export.visibility import main
+    from pipnet_sdk.landmark_model import LandmarkModel
+
+    path = _model_with_visibility(tmp_path, 3.0)
+    out = tmp_path / "calibrated.onnx"
+    config = Path(__file__).resolve().parents[1] / "export" / "configs" / "pipnet-fast-0.7.json"
+    main([str(path), "--config", str(config), "--out", str(out), "--version", "9.9", "--limit", "8", "--quiet"])
+    a, b = onnx.load(str(path)), onnx.load(str(out))
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    assert [o.name for o in b.graph.output] == ["candidates", "scores", "visibility"]
+    meta = file_metadata(b)
+    assert meta["version"] == "9.9" and "learned" in meta["visibility"]
+    assert set(meta["quality"]) >= {"coef", "intercept", "good_nme"}
+    assert LandmarkModel(out).has_visibility
