@@ -30,10 +30,11 @@ outside the image, when it goes unmatched on more than ``max_lost`` detect frame
 when it lands on the same face as an older track.
 Losing a track makes the next frame a detect frame.
 
-The defaults (``min_cutoff=0.2``, ``beta=20``, ``hold=0.01``, ``predict=False``) were chosen with
-``benchmarks/video_stability.py`` on sequences made from 300W training images (results in
-``benchmarks/results/video_stability.txt``); ``min_score=0.3`` suits pipnet-fast (faces score
-about 0.8 in the median, empty or black crops under 0.25) and may need changing for other models.
+The defaults (``min_cutoff=0.2``, ``beta=20``, ``hold=0.01``, ``predict=True``, ``max_lead=0.5``)
+were chosen with ``benchmarks/video_stability.py`` on sequences made from 300W training images
+(results in ``benchmarks/results/video_stability.txt``, the choice in ``docs/experiments.md``);
+``min_score=0.3`` suits pipnet-fast (faces score about 0.8 in the median, empty or black crops
+under 0.25) and may need changing for other models.
 
 One ``VideoLandmarker`` per stream; it keeps state between calls, which a lock guards: calls
 from several threads are taken one at a time, but frames must still come in stream order (the
@@ -68,6 +69,9 @@ class OneEuroFilter:
     the whole array from the mean point speed: rigid motion is followed without distorting the
     shape, and the speed estimate averages out per-point noise).
     ``scale`` (per call) divides the speed, so ``beta`` can be given in sizes per second.
+    max_lead: a low-pass filter trails a steady motion by ``(1 - a) / a`` frames; the output is
+    moved ahead along the motion by that lag, at most ``max_lead`` frames (0, the default: the
+    standard filter). The state it filters from is not moved.
     """
 
     def __init__(
@@ -77,7 +81,10 @@ class OneEuroFilter:
         d_cutoff: float = 1.0,
         rate: float = 30.0,
         speed: str = "element",
+        max_lead: float = 0.0,
     ) -> None:
+        if not (math.isfinite(max_lead) and max_lead >= 0):
+            raise ValueError(f"max_lead must be a number of frames >= 0, got {max_lead}")
         if (
             not all(math.isfinite(v) for v in (min_cutoff, beta, d_cutoff, rate))
             or min_cutoff <= 0
@@ -92,7 +99,7 @@ class OneEuroFilter:
         if speed not in ("element", "point", "mean"):
             raise ValueError(f"speed must be 'element', 'point' or 'mean', got {speed!r}")
         self.min_cutoff, self.beta, self.d_cutoff = float(min_cutoff), float(beta), float(d_cutoff)
-        self.rate, self.speed = float(rate), speed
+        self.rate, self.speed, self.max_lead = float(rate), speed, float(max_lead)
         self.reset()
 
     def reset(self) -> None:
@@ -107,10 +114,16 @@ class OneEuroFilter:
         return 1.0 / (1.0 + tau / dt)
 
     def __call__(
-        self, x: Any, t: float | None = None, scale: float = 1.0, steady: np.ndarray | None = None
+        self,
+        x: Any,
+        t: float | None = None,
+        scale: float = 1.0,
+        steady: np.ndarray | None = None,
+        steady_cutoff: float | None = None,
     ) -> np.ndarray:
         """The filtered x. ``steady`` (N,) bool marks rows of x (points) to hold steadier: their
-        cutoff is HIDDEN_CUTOFF times the others' (hidden points, whose estimates wander)."""
+        cutoff is ``steady_cutoff`` (default HIDDEN_CUTOFF) times the others' (hidden points,
+        whose estimates wander)."""
         x = np.asarray(x, dtype=np.float64)
         t = self._n / self.rate if t is None else float(t)
         if not math.isfinite(t):
@@ -132,10 +145,14 @@ class OneEuroFilter:
                 speed = speed.mean()
         cutoff = self.min_cutoff + self.beta * speed / max(float(scale), 1e-12)
         if steady is not None and x.ndim == 2:
-            cutoff = cutoff * np.where(np.asarray(steady, bool)[:, None], HIDDEN_CUTOFF, 1.0)
+            factor = HIDDEN_CUTOFF if steady_cutoff is None else steady_cutoff
+            cutoff = cutoff * np.where(np.asarray(steady, bool)[:, None], factor, 1.0)
         a = self._alpha(dt, cutoff)
         x_hat = self._x + a * (x - self._x)
         self._x, self._dx, self._t = x_hat, dx_hat, t
+        if self.max_lead > 0:  # ahead by the filter's own lag along the input's velocity, which is
+            # a * dx_hat in a steady motion (dx_hat is measured against the trailing output)
+            return x_hat + np.minimum((1 - a) / a, self.max_lead) * a * dx_hat * dt
         return x_hat.copy()
 
 
@@ -203,6 +220,10 @@ class VideoLandmarker:
     min_score: a track whose mean landmark score falls below this is lost.
     min_quality: with a calibrated model, a face whose quality falls below this is kept but the
         detector runs on the next frame.
+    hidden_cutoff: with a visibility output, a hidden point's smoothing cutoff as a fraction of a
+        seen one's (1 = no difference).
+    max_lead: the smoothed points are moved ahead along their motion by the filter's own lag, at
+        most this many frames (0: plain One-Euro; ``OneEuroFilter``).
     hold: the crop square only moves when it would change by more than this fraction of its side.
     resync_iou: on a matched detect frame, the detector's square replaces the track's only when
         their IoU is below this.
@@ -225,12 +246,16 @@ class VideoLandmarker:
         min_score: float = 0.3,
         hold: float = 0.01,
         resync_iou: float = 0.6,
-        predict: bool = False,
+        predict: bool = True,
         min_quality: float = 0.3,
+        hidden_cutoff: float = HIDDEN_CUTOFF,
+        max_lead: float = 0.5,
     ) -> None:
         if detect_every < 1:
             raise ValueError(f"detect_every must be >= 1, got {detect_every}")
-        OneEuroFilter(min_cutoff, beta, d_cutoff, fps)  # checks the filter options now, not at the first face
+        if not (isinstance(hidden_cutoff, (int, float)) and 0 < hidden_cutoff <= 1):
+            raise ValueError(f"hidden_cutoff must be in (0, 1], got {hidden_cutoff!r}")
+        OneEuroFilter(min_cutoff, beta, d_cutoff, fps, max_lead=max_lead)  # checks the options now
         from .landmarker import Landmarker
 
         if landmarker is None:
@@ -243,12 +268,13 @@ class VideoLandmarker:
         self.landmarker = landmarker
         self.detect_every = int(detect_every)
         self.smoothing = bool(smoothing)
-        self.filter_options = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, rate=fps)
+        self.filter_options = dict(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, rate=fps, max_lead=max_lead)
         self.fps = float(fps)
         self.iou_threshold = float(iou_threshold)
         self.max_lost = int(max_lost)
         self.min_score = float(min_score)
         self.min_quality = float(min_quality)
+        self.hidden_cutoff = float(hidden_cutoff)
         self.hold = float(hold)
         self.resync_iou = float(resync_iou)
         self.predict = bool(predict)
@@ -421,7 +447,7 @@ class VideoLandmarker:
                 tr.square = new_sq
             v = None if vis is None else vis[i].astype(np.float32)
             if tr.filter is not None:
-                p = tr.filter(p, t, scale=r, steady=None if v is None else v < 0.5)
+                p = tr.filter(p, t, scale=r, steady=None if v is None else v < 0.5, steady_cutoff=self.hidden_cutoff)
             tr.face = Face(
                 box=box,
                 score=tr.score,

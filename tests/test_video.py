@@ -8,6 +8,7 @@ when one is available (``pipnet_sdk/models/pipnet-fast.onnx`` or ``$PIPNET_TEST_
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -79,6 +80,39 @@ def test_filter_rejects_bad_options() -> None:
         OneEuroFilter(min_cutoff=0)
     with pytest.raises(ValueError):
         OneEuroFilter(speed="fast")
+
+
+def test_max_lead_takes_back_the_lag_of_a_steady_motion() -> None:
+    """On a ramp the plain filter trails by (1 - a) / a frames; max_lead moves the output ahead by
+    that lag, at most max_lead frames; the filter's own state is not moved."""
+    a = 1 / (1 + 30 / (2 * math.pi))  # min_cutoff 1 Hz at 30 fps
+    behind = {}
+    for lead in (0.0, 0.25, 100.0):
+        f = OneEuroFilter(min_cutoff=1.0, beta=0.0, max_lead=lead)
+        for t in range(300):
+            y = f(np.array([float(t)]))
+        behind[lead] = 299 - float(y[0])
+    assert behind[0.0] == pytest.approx((1 - a) / a, abs=1e-3)
+    assert behind[0.25] == pytest.approx((1 - a) / a - 0.25, abs=1e-3)
+    assert abs(behind[100.0]) < 1e-3
+    with pytest.raises(ValueError, match="max_lead"):
+        OneEuroFilter(max_lead=-1)
+
+
+def test_hidden_points_are_held_by_the_factor_given() -> None:
+    """Points marked steady move less after a step, by the factor given; a factor of 1 treats them
+    like the others; VideoLandmarker checks its factor."""
+    steady = np.array([True, False])
+    moved = {}
+    for factor in (0.25, 1.0):
+        f = OneEuroFilter(min_cutoff=1.0, beta=0.0, speed="point")
+        f(np.zeros((2, 2)), steady=steady, steady_cutoff=factor)
+        moved[factor] = f(np.ones((2, 2)), steady=steady, steady_cutoff=factor)[:, 0]
+    assert moved[0.25][0] < 0.5 * moved[0.25][1]
+    assert moved[1.0][0] == moved[1.0][1] == moved[0.25][1]
+    for bad in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="hidden_cutoff"):
+            VideoLandmarker(Landmarker(threads=1), hidden_cutoff=bad)
 
 
 # ---------------------------------------------------------------------------------- frames
