@@ -283,14 +283,14 @@ class Landmarker:
         ]
         if any(len(i) for i in low):
             tried = self.landmarks_for_images(
-                images, [np.concatenate([q[i] + [0, 0, 0, t] for t in turns]) for q, i in zip(sq4, low)]
+                images, [np.concatenate([self._turned(q[i], t) for t in turns]) for q, i in zip(sq4, low)]
             )
             for j, (q, i, got) in enumerate(zip(sq4, low, tried)):
                 base = q[i].copy()
                 for r in range(len(turns)):
                     part = slice(r * len(i), (r + 1) * len(i))
                     better = got.scores[part].mean(1) > marks[j].scores[i].mean(1)
-                    q[i[better]] = base[better] + [0, 0, 0, turns[r]]
+                    q[i[better]] = self._turned(base[better], turns[r])
                     marks[j] = _replace_rows(marks[j], i[better], got, np.flatnonzero(better) + r * len(i))
         mean_face = self.model.spec.mean_face
         for _ in range(rule.refits):
@@ -310,6 +310,17 @@ class Landmarker:
                 sq4[j][i[better]] = fits[j][i[better]]
                 marks[j] = _replace_rows(marks[j], i[better], got, np.flatnonzero(better))
         return sq4, marks
+
+    def _turned(self, squares: np.ndarray, angle: float) -> np.ndarray:
+        """Squares (F, 4) turned by ``angle``. Those the crop rule made (angle 0) turn about their
+        detector box's centre: the rule's downward shift (``crop_shift_y`` of the box height, taken
+        as side / ``crop_scale``) turns with the face, so an upside-down face's crop is shifted up."""
+        out = squares + [0, 0, 0, angle]
+        fresh = squares[:, 3] == 0
+        shift = self.model.spec.crop_shift_y * squares[fresh, 2] / self.model.spec.crop_scale
+        out[fresh, 0] -= math.sin(angle) * shift
+        out[fresh, 1] += (math.cos(angle) - 1) * shift
+        return out
 
     # ------------------------------------------------------------------ whole jobs
     def landmarks(self, image: Any, boxes: Any, color: str | None = None) -> np.ndarray:

@@ -84,6 +84,24 @@ def test_turned_faces_get_their_landmarks(samples: Path) -> None:
         assert all(errors["plain"][i] > 0.5 for i in found)  # today's crop rule alone fails on them
 
 
+def test_an_upside_down_face_is_cropped_where_its_upright_crop_would_be(samples: Path) -> None:
+    """The crop rule shifts a face's square down its box (crop_shift_y); the turned tries shift it
+    along the face's own down, so an upside-down face's crop lands near the upright crop turned
+    with the image, along the face's up-down axis much nearer than the detector's square on the
+    turned image (which a try only turned about its centre would keep)."""
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    lm = Landmarker(threads=1)
+    upright = lm.squares(lm.detect_boxes(img)[0])
+    turned = np.ascontiguousarray(np.rot90(img, 2))
+    squares = lm.squares(lm.detect_boxes(turned)[0])
+    (chosen,), _ = lm.upright([lm.image(turned)], [squares], [lm.landmarks_in_squares(turned, squares)])
+    for e, side in zip(_rot90_points(upright[:, :2], img.shape, 2), upright[:, 2]):
+        i = int(np.argmin(np.linalg.norm(squares[:, :2] - e, axis=1)))
+        assert abs(abs(chosen[i, 3]) - math.pi) < 0.35  # cropped upside down (within 20 degrees)
+        assert squares[i, 1] - e[1] > 0.1 * side  # the detector's square: shifted the wrong way
+        assert abs(chosen[i, 1] - e[1]) < 0.5 * (squares[i, 1] - e[1])
+
+
 def test_boxes_a_caller_gives_on_a_turned_image(samples: Path) -> None:
     """landmarks(image, boxes) gives turned faces the same second look: the faces of the group
     photo a quarter turn on, in the boxes of their upright detections turned with them."""
