@@ -30,7 +30,7 @@ outside the image, when it goes unmatched on more than ``max_lost`` detect frame
 when it lands on the same face as an older track.
 Losing a track makes the next frame a detect frame.
 
-The defaults (``min_cutoff=0.2``, ``beta=20``, ``hold=0.01``, ``predict=True``, ``max_lead=0.5``)
+The defaults (``min_cutoff=0.5``, ``beta=10``, ``hold=0.01``, ``predict=True``, ``max_lead=0.5``)
 were chosen with ``benchmarks/video_stability.py`` on sequences made from 300W training images
 (results in ``benchmarks/results/video_stability.txt``, the choice in ``docs/experiments.md``);
 ``min_score=0.3`` suits pipnet-fast (faces score about 0.8 in the median, empty or black crops
@@ -237,8 +237,8 @@ class VideoLandmarker:
         landmarker: Any = None,
         detect_every: int = 10,
         smoothing: bool = True,
-        min_cutoff: float = 0.2,
-        beta: float = 20.0,
+        min_cutoff: float = 0.5,
+        beta: float = 10.0,
         d_cutoff: float = 1.0,
         fps: float = 30.0,
         iou_threshold: float = 0.3,
