@@ -138,7 +138,7 @@ def masked_jitter(all_preds: list[list], seqs: list, masks: list[np.ndarray]) ->
     terms = []
     for preds, seq, m in zip(all_preds, seqs, masks):
         sub = [None if p is None else p[m] for p in preds]
-        terms += jitter_terms(sub, [(fr, gt) for fr, gt in seq], m)
+        terms += jitter_terms(sub, seq, m)
     return float(np.sqrt(np.mean(terms))) if terms else float("nan")
 
 

@@ -189,18 +189,16 @@ def neighbor_indices(mean: np.ndarray, num_neighbors: int) -> np.ndarray:
 def base_crops(
     samples: Sequence[Sample],
     boxes: np.ndarray,
-    crop_scale: float,
-    crop_shift_y: float,
-    base_size: int,
-    margin: float,
+    cfg: dict[str, Any],
     progress: bool = True,
     desc: str = "base crops",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cut each face's crop square (the SDK crop rule on its box), widened by `margin`, at
-    base_size px. The crop square itself is the centred base_size/margin region. Returns
-    images (M, base_size, base_size, 3) uint8 BGR and points (M, N, 2) in base pixels (NaN if
-    unlabeled)."""
-    squares = squares_from_boxes(boxes, crop_scale, crop_shift_y)
+    """Cut each face's crop square (the config's crop rule on its box), widened by its
+    "margin", at its "base_size" px. The crop square itself is the centred base_size/margin
+    region. Returns images (M, base_size, base_size, 3) uint8 BGR and points (M, N, 2) in base
+    pixels (NaN if unlabeled)."""
+    base_size, margin = cfg["base_size"], cfg["margin"]
+    squares = squares_from_boxes(boxes, cfg["crop"]["scale"], cfg["crop"]["shift_y"])
     n = next((len(s.points) for s in samples if s.points is not None), 0)
     images = np.zeros((len(samples), base_size, base_size, 3), np.uint8)
     points = np.full((len(samples), n, 2), np.nan, np.float32)

@@ -66,16 +66,7 @@ def unlabeled_crops(cfg: dict[str, Any], folder: str, progress: bool = True) -> 
     if cached is not None:
         return cached["images"]
     samples, boxes = unlabeled_boxes(cfg, folder, progress)
-    images, _ = base_crops(
-        samples,
-        boxes,
-        cfg["crop"]["scale"],
-        cfg["crop"]["shift_y"],
-        cfg["base_size"],
-        cfg["margin"],
-        progress,
-        "base crops (unlabeled)",
-    )
+    images, _ = base_crops(samples, boxes, cfg, progress, "base crops (unlabeled)")
     np.savez(path, images=images)
     return images
 
@@ -167,15 +158,6 @@ def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, 
     for s, sq in zip(tqdm(samples, desc="pseudo-labels", disable=not progress), squares):
         points = teacher.landmarks_in_squares(s.image, sq[None]).points
         labeled.append(Sample(s.image, points[0]))
-    images, points = base_crops(
-        labeled,
-        boxes,
-        cfg["crop"]["scale"],
-        cfg["crop"]["shift_y"],
-        cfg["base_size"],
-        cfg["margin"],
-        progress,
-        "base crops (pseudo-labeled)",
-    )
+    images, points = base_crops(labeled, boxes, cfg, progress, "base crops (pseudo-labeled)")
     np.savez(path, images=images, points=points)
     return {"images": images, "points": points}

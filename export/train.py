@@ -116,16 +116,7 @@ def prepare(cfg: dict[str, Any], progress: bool = True) -> dict[str, Any]:
         d = {}
         for part, samples in zip(("train", "val"), labeled_faces(cfg)):
             boxes, found, _ = detector_boxes(samples, shared_path(cfg["detector"]), progress=progress)
-            imgs, pts = base_crops(
-                samples,
-                boxes,
-                cfg["crop"]["scale"],
-                cfg["crop"]["shift_y"],
-                cfg["base_size"],
-                cfg["margin"],
-                progress,
-                f"base crops ({part})",
-            )
+            imgs, pts = base_crops(samples, boxes, cfg, progress, f"base crops ({part})")
             d[f"{part}_images"], d[f"{part}_points"], d[f"{part}_found"] = imgs, pts, found
         np.savez(path, **d)
     r, m = cfg["base_size"], cfg["margin"]

@@ -35,8 +35,6 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from pipnet_sdk.landmark_model import LandmarkModel
-
 from .augment import AugmentConfig, augment_with_visibility
 from .config import load_config
 from .evaluate import auroc
@@ -304,7 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.limit:
         cfg["limit"] = a.limit
     d = prepare(cfg, progress=not a.quiet)
-    trained = LandmarkModel(a.model).has_visibility  # the network learned it: calibrate the quality only
+    model = onnx.load(str(a.model))
+    trained = any(o.name == "visibility" for o in model.graph.output)  # learned: calibrate the quality only
     runs = {}
     sets = (("train", "train", a.rounds, 0, None), ("val", "val", 4, 1, None), ("hard", "val", 8, 2, HARD))
     for part, source, rounds, seed, extra in sets[1:] if trained else sets:
@@ -356,10 +355,10 @@ def main(argv: list[str] | None = None) -> None:
     }
     if trained:
         about["learned"] = "a head of the network, trained with the landmarks on occluder masks"
-        meta = {**file_metadata(onnx.load(str(a.model))), "version": a.version, "visibility": about, "quality": quality}
+        meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_with_metadata(onnx.load(str(a.model)), out, meta)
+        save_with_metadata(model, out, meta)
     else:
         about["fitted_on"] = f"{len(runs['train']['labels'])} occluded training crops"
         out = graft(a.model, w, b, a.out, {"version": a.version, "visibility": about, "quality": quality})
