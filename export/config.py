@@ -118,7 +118,11 @@ def check_files(cfg: dict[str, Any], where: str = "config", stages: tuple[str, .
         ("stc teacher", (cfg.get("stc") or {}).get("teacher"), Path),
     ]
     pseudo = (cfg.get("pseudo_labels") or {}).get("teacher")
-    if pseudo is not None and pseudo not in stages:
+    if pseudo == "dlib":
+        from .pseudo import dlib_predictor_file
+
+        named.append(("pseudo_labels teacher", str(dlib_predictor_file()), Path))
+    elif pseudo is not None and pseudo not in stages:
         named.append(("pseudo_labels teacher", pseudo, lambda p: REPO / p))
     if cfg.get("pretrained"):
         from .pretrained import find_weights

@@ -1,7 +1,8 @@
 """Unlabeled faces and their pseudo-labels: the detector's box and base crop of each unlabeled
 image (the shared LFW faces, cleaned of their drawn marks first: export/marks.py), labels from a
 trained checkpoint (STC, export/stc.py) or from an exported model through the SDK (a config's
-"pseudo_labels", used by export/train.py). Everything is cached under cache_dir()."""
+"pseudo_labels", used by export/train.py), or from dlib's 68-point predictor ("teacher": "dlib").
+Everything is cached under cache_dir()."""
 
 from __future__ import annotations
 
@@ -111,7 +112,10 @@ def pseudo_label_settings(cfg: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def onnx_teacher_path(cfg: dict[str, Any]) -> Path:
-    """The exported model of cfg["pseudo_labels"]; a relative path is the repository's."""
+    """The exported model of cfg["pseudo_labels"] (a relative path is the repository's), or
+    dlib's predictor file when the teacher is "dlib"."""
+    if pseudo_label_settings(cfg)["teacher"] == DLIB_TEACHER:
+        return dlib_predictor_file()
     teacher = REPO / pseudo_label_settings(cfg)["teacher"]  # an absolute path stays as it is
     if not teacher.is_file():
         raise FileNotFoundError(
@@ -139,6 +143,58 @@ def onnx_pseudo_labels_path(cfg: dict[str, Any]) -> Path:
     return cache_dir() / f"pseudo-{key}.npz"
 
 
+DLIB_TEACHER = "dlib"  # cfg["pseudo_labels"]["teacher"]: dlib's 68-point shape predictor
+
+
+def dlib_predictor_file() -> Path:
+    """dlib's 68-point predictor as the face_recognition_models package installs it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the dlib teacher needs dlib and its 68-point predictor: pip install dlib-bin face_recognition_models"
+        )
+    # importing face_recognition_models needs pkg_resources: find the file without importing it
+    return Path(spec.submodule_search_locations[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of one box a (4,) with each of boxes b (K, 4), all x1, y1, x2, y2."""
+    lo, hi = np.maximum(a[:2], b[:, :2]), np.minimum(a[2:], b[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = lambda x: np.prod(x[..., 2:] - x[..., :2], axis=-1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter + 1e-9)
+
+
+def dlib_labels(samples: list[Sample], boxes: np.ndarray, progress: bool = True) -> tuple[list[Sample], np.ndarray]:
+    """dlib's landmarks for each face whose detector box dlib's HOG detector also finds (IoU
+    at least 0.3; dlib's predictor is fitted to its own detector's boxes): those samples with
+    their points (pixels, 0-based) and the kept indices."""
+    import cv2
+    import dlib
+
+    hog, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(dlib_predictor_file()))
+    labeled, keep = [], []
+    for i, (s, box) in enumerate(zip(tqdm(samples, desc="dlib labels", disable=not progress), boxes)):
+        bgr = cv2.imread(s.image)
+        if bgr is None:
+            continue
+        rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        rects = list(hog(rgb, 1))
+        if not rects:
+            continue
+        found = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float32)
+        iou = box_iou(np.asarray(box, np.float32), found)
+        if iou.max() < 0.3:
+            continue
+        shape = predictor(rgb, rects[int(iou.argmax())])
+        points = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+        labeled.append(Sample(s.image, points))
+        keep.append(i)
+    return labeled, np.array(keep, np.int64)
+
+
 def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, np.ndarray]:
     """cfg["pseudo_labels"] = {"teacher": an exported model (.onnx), "flip_test", "test_crops",
     "unlabeled"}: the teacher labels the unlabeled faces through the SDK, with its test-time
@@ -152,6 +208,11 @@ def onnx_pseudo_labels(cfg: dict[str, Any], progress: bool = True) -> dict[str, 
         return {"images": cached["images"], "points": cached["points"]}
     pl = pseudo_label_settings(cfg)
     samples, boxes = unlabeled_boxes(cfg, pl["unlabeled"], progress)
+    if pl["teacher"] == DLIB_TEACHER:
+        labeled, keep = dlib_labels(samples, boxes, progress)
+        images, points = base_crops(labeled, boxes[keep], cfg, progress, "base crops (dlib-labeled)")
+        np.savez(path, images=images, points=points)
+        return {"images": images, "points": points}
     teacher = Landmarker(onnx_teacher_path(cfg), flip_test=pl["flip_test"], test_crops=pl["test_crops"])
     squares = teacher.squares(boxes)
     labeled = []

@@ -18,8 +18,9 @@ drawn with another seed, and its bias shifted so that 0.5 is the threshold that 
 for hidden points there (so ``Face.occluded``, visibility < 0.5, is that choice).
 
 A file whose network learned visibility itself (a ``"visibility_weight"`` in its training config)
-already has the output: then nothing is fitted or grafted, the graph is kept as it is, and only
-the quality calibration (below) and the validation F1 of its own output are written.
+already has the output: then nothing is fitted or grafted; the logit before its sigmoid is shifted
+in the same way (0.5 becomes the validation's best-F1 threshold), and the quality calibration
+(below) is written.
 """
 
 from __future__ import annotations
@@ -273,6 +274,39 @@ def graft(
     return out
 
 
+def logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def shift_learned(model: onnx.ModelProto, threshold: float) -> onnx.ModelProto:
+    """The model with its learned ``visibility`` output moved so that 0.5 is where ``threshold``
+    was: a constant added to the logit before its sigmoid (an Add node); nothing else changes."""
+    sigmoid = next((n for n in model.graph.node if n.op_type == "Sigmoid" and "visibility" in n.output), None)
+    if sigmoid is None:
+        raise ValueError("the visibility output does not come from a Sigmoid node: cannot shift its threshold")
+    if any(i.name == "visibility_threshold_shift" for i in model.graph.initializer):
+        raise ValueError("this file's visibility threshold was shifted already")
+    shift = np.array(-logit(threshold), np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(shift, "visibility_threshold_shift"))
+    shifted = "visibility_logit_shifted"
+    add = helper.make_node(
+        "Add", [sigmoid.input[0], "visibility_threshold_shift"], [shifted], name="/visibility/ThresholdShift"
+    )
+    nodes = list(model.graph.node)
+    nodes.insert(nodes.index(sigmoid), add)
+    sigmoid.input[0] = shifted
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
+def shifted_probability(p: np.ndarray, threshold: float) -> np.ndarray:
+    """What shift_learned's output gives for the output p of the unshifted file."""
+    q = np.clip(p.astype(np.float64), 1e-7, 1 - 1e-7)
+    return 1 / (1 + np.exp(-(np.log(q / (1 - q)) - logit(threshold))))
+
+
 def framing_config(path: str | Path, config: str | Path) -> dict[str, Any]:
     """The config's data, split and augmentation, with the model file's input size and crop rule
     (and a base crop scaled with the input)."""
@@ -317,6 +351,9 @@ def main(argv: list[str] | None = None) -> None:
         for r in runs.values():
             r["visibility"] = r["visibility"].astype(np.float64)
         threshold, val_f1 = best_f1_threshold(runs["val"]["visibility"], runs["val"]["labels"] < 0.5)
+        model = shift_learned(model, threshold)
+        for r in runs.values():
+            r["visibility"] = shifted_probability(r["visibility"], threshold)
         log: list[dict[str, Any]] = []
     else:
         for r in runs.values():  # each landmark's score is an input too
@@ -331,7 +368,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         val_p = 1 / (1 + np.exp(-((runs["val"]["features"].astype(np.float32) * w).sum(-1) + b)))
         threshold, val_f1 = best_f1_threshold(val_p, runs["val"]["labels"] < 0.5)
-        b = b - math.log(threshold / (1 - threshold))  # visibility < 0.5 now means p < threshold
+        b = b - logit(threshold)  # visibility < 0.5 now means p < threshold
         for r in runs.values():
             r["visibility"] = 1 / (1 + np.exp(-((r["features"].astype(np.float32) * w).sum(-1) + b)))
     # quality, on the validation faces: plain occluded copies and hard ones (so that some fail)
@@ -350,11 +387,12 @@ def main(argv: list[str] | None = None) -> None:
     occluded_f1 /= max(1.0, float((runs["val"]["visibility"] < 0.5).sum() + hidden.sum()))
     about = {
         "threshold": 0.5,
-        "validation_f1": round(occluded_f1 if trained else val_f1, 4),
+        "validation_f1": round(occluded_f1, 4),
         "occluders": OCCLUDERS,
     }
     if trained:
         about["learned"] = "a head of the network, trained with the landmarks on occluder masks"
+        about["shifted_from"] = round(threshold, 4)  # the output's own best-F1 threshold, now 0.5
         meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)

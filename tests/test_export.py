@@ -593,6 +593,89 @@ def test_pseudo_labels_from_an_exported_teacher(tmp_path: Path, shared_dir: Path
     assert "train=10+6 " in (tmp_path / "run" / "log.txt").read_text()
 
 
+class _FakeDlib:
+    """dlib's detector and predictor as export.pseudo calls them: the detector finds one face,
+    the box given for even images and a far one for odd images; the predictor puts 68 points on a
+    grid inside the box it gets."""
+
+    class Rect:
+        def __init__(self, box) -> None:
+            self.box = [int(round(v)) for v in box]
+
+        def left(self) -> int:
+            return self.box[0]
+
+        def top(self) -> int:
+            return self.box[1]
+
+        def right(self) -> int:
+            return self.box[2]
+
+        def bottom(self) -> int:
+            return self.box[3]
+
+    def __init__(self, boxes) -> None:
+        self.boxes, self.calls = list(boxes), 0
+
+    def get_frontal_face_detector(self):
+        def hog(rgb, upsample):
+            assert rgb.ndim == 3 and upsample == 1
+            box = self.boxes[self.calls]
+            self.calls += 1
+            return [self.Rect(box if self.calls % 2 else np.array(box) + 500)]
+
+        return hog
+
+    def shape_predictor(self, path):
+        from types import SimpleNamespace
+
+        def predict(rgb, rect):
+            x1, y1, x2, y2 = rect.box
+            u = np.linspace(0.2, 0.8, 68)
+            return SimpleNamespace(
+                parts=lambda: [SimpleNamespace(x=x1 + a * (x2 - x1), y=y1 + a * (y2 - y1)) for a in u]
+            )
+
+        return predict
+
+
+@pytest.mark.slow
+def test_dlib_teacher_labels_only_the_faces_its_detector_agrees_on(
+    tmp_path: Path, shared_dir: Path, monkeypatch
+) -> None:
+    """ "pseudo_labels": {"teacher": "dlib"}: dlib's predictor labels each unlabeled face whose box
+    dlib's own detector also finds (IoU >= 0.3); a face it finds elsewhere is left out, and the
+    labels land on the student's crops of the kept faces."""
+    import sys
+
+    import export.pseudo as pseudo
+    from export.train import load_config
+
+    monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
+    monkeypatch.setenv("PIPNET_CACHE", str(tmp_path / "cache"))
+    predictor = tmp_path / "shape_predictor_68_face_landmarks.dat"
+    predictor.write_bytes(b"not read by the fake")
+    monkeypatch.setattr(pseudo, "dlib_predictor_file", lambda: predictor)
+    cfg = load_config(
+        None,
+        {
+            "width": 0.25,
+            "input_size": 64,
+            "base_size": 96,
+            "margin": 1.5,
+            "limit": 6,
+            "pseudo_labels": {"teacher": "dlib"},
+        },
+    )
+    _, boxes = pseudo.unlabeled_boxes(cfg, pseudo.DEFAULT_UNLABELED, progress=False)
+    monkeypatch.setitem(sys.modules, "dlib", _FakeDlib(boxes))
+    labels = pseudo.onnx_pseudo_labels(cfg, progress=False)
+    assert labels["images"].shape == (3, 96, 96, 3) and labels["points"].shape == (3, 68, 2)
+    lo, hi = 48 - 32 * 1.2, 48 + 32 * 1.2  # the detector box lies about inside the crop square
+    assert ((labels["points"] > lo) & (labels["points"] < hi)).all()
+    assert np.ptp(labels["points"][0, :, 0]) > 10  # spread over the face, not one point
+
+
 @pytest.mark.slow
 def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
     """export.from_onnx: a format-1 or format-2 file (fp32, or int8 QDQ) back to trainable weights.

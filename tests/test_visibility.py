@@ -201,13 +201,15 @@ def test_the_visibility_head_learns_and_is_read_at_the_argmax_cell() -> None:
 
 
 @pytest.mark.slow
-def test_a_network_that_learned_visibility_gets_its_quality_only(tmp_path: Path, shared_dir: Path) -> None:
-    """export.visibility on a file whose network has its own visibility head: nothing grafted,
-    the graph kept node for node, the quality calibration and the output's F1 written."""
+def test_a_network_that_learned_visibility_gets_its_threshold_and_quality(tmp_path: Path, shared_dir: Path) -> None:
+    """export.visibility on a file whose network has its own visibility head: nothing grafted;
+    one Add moves its logit so that 0.5 is the validation's best-F1 threshold, the landmarks
+    and scores stay bit for bit, and the quality calibration and the output's F1 are written."""
     import onnx
+    import onnxruntime as ort
 
     from export.onnx_meta import file_metadata
-    from export.visibility import main
+    from export.visibility import main, shifted_probability
     from pipnet_sdk.landmark_model import LandmarkModel
 
     path = _model_with_visibility(tmp_path, 3.0)
@@ -215,9 +217,36 @@ def test_a_network_that_learned_visibility_gets_its_quality_only(tmp_path: Path,
     config = Path(__file__).resolve().parents[1] / "export" / "configs" / "pipnet-fast-0.7.json"
     main([str(path), "--config", str(config), "--out", str(out), "--version", "9.9", "--limit", "8", "--quiet"])
     a, b = onnx.load(str(path)), onnx.load(str(out))
-    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+    ops_a, ops_b = [n.op_type for n in a.graph.node], [n.op_type for n in b.graph.node]
+    assert len(ops_b) == len(ops_a) + 1 and sorted(ops_b) == sorted(ops_a + ["Add"])
     assert [o.name for o in b.graph.output] == ["candidates", "scores", "visibility"]
     meta = file_metadata(b)
     assert meta["version"] == "9.9" and "learned" in meta["visibility"]
     assert set(meta["quality"]) >= {"coef", "intercept", "good_nme"}
     assert LandmarkModel(out).has_visibility
+    sessions = [ort.InferenceSession(str(f), providers=["CPUExecutionProvider"]) for f in (path, out)]
+    feed = sessions[0].get_inputs()[0]
+    x = np.random.default_rng(0).integers(0, 256, size=(2, 64, 64, 3))
+    x = x.astype(np.uint8 if "uint8" in feed.type else np.float32)
+    if feed.shape[1] == 3:
+        x = x.transpose(0, 3, 1, 2).copy()
+    before, after = (s.run(None, {feed.name: x}) for s in sessions)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    threshold = meta["visibility"]["shifted_from"]
+    np.testing.assert_allclose(after[2], shifted_probability(before[2], threshold), atol=1e-5)
+    with pytest.raises(ValueError, match="shifted already"):
+        main(
+            [
+                str(out),
+                "--config",
+                str(config),
+                "--out",
+                str(tmp_path / "twice.onnx"),
+                "--version",
+                "9.9",
+                "--limit",
+                "8",
+                "--quiet",
+            ]
+        )
