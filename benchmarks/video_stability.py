@@ -315,20 +315,23 @@ def main() -> int:
         tm = motion_set(train[: max(2, len(train) // 2)], args.frames, 200)
         raw_m = {k: [run_raw(lm, q) for q in v] for k, v in tm.items()}
         say(f"\n## tuning on 300W TRAINING images: {len(tj)} jitter + {sum(map(len, tm.values()))} motion sequences")
-        say("tracker crop rule (smoothing off)  jitter %IOD  lag pan  lag rotate")
-        for hold, pred in ((0.0, False), (0.01, False), (0.03, False), (0.0, True), (0.01, True), (0.03, True)):
-            opt = dict(detect_every=K, smoothing=False, hold=hold, predict=pred)
+        raw_err = {k: error(raw_m[k], tm[k]) for k in ("pan", "rotate")}
+        say("tracker crop rule (smoothing off)             jitter %IOD  lag pan  lag rotate  error/raw pan  rotate")
+        rules = [(h, pr, 1.0) for pr in (False, True) for h in (0.0, 0.01, 0.03)] + [(0.01, True, 0.6)]
+        for hold, pred, resync in rules:
+            opt = dict(detect_every=K, smoothing=False, hold=hold, predict=pred, resync_iou=resync)
             pj = [run_tracker(lm, q, **opt) for q in tj]
             pm_h = {k: [run_tracker(lm, q, **opt) for q in v] for k, v in tm.items()}
             say(
-                f"{f'hold={hold} predict={pred}':<34}{100 * jitter(pj, tj)[0]:>12.3f}"
+                f"{f'hold={hold} predict={pred} resync_iou={resync}':<45}{100 * jitter(pj, tj)[0]:>12.3f}"
                 f"{lag(pm_h['pan'], raw_m['pan'], tm['pan']):>9.2f}"
                 f"{lag(pm_h['rotate'], raw_m['rotate'], tm['rotate']):>12.2f}"
+                f"{error(pm_h['pan'], tm['pan']) / raw_err['pan']:>15.3f}"
+                f"{error(pm_h['rotate'], tm['rotate']) / raw_err['rotate']:>8.3f}"
             )
-            if hold == probe.hold and pred == probe.predict:
+            if (hold, pred, resync) == (probe.hold, probe.predict, probe.resync_iou):
                 base_j, pm = pj, pm_h
         grid = []
-        raw_err = {k: error(raw_m[k], tm[k]) for k in ("pan", "rotate")}
         for c in (0.05, 0.1, 0.2, 0.5, 1.0, 2.0):
             for b in (0.0, 5.0, 10.0, 20.0, 40.0, 80.0):
                 j = jitter([smooth_offline(p, c, b, lead) for p in base_j], tj)[0]
@@ -499,7 +502,7 @@ def main() -> int:
     )
     say(
         f"(smoothing used: min_cutoff={mc}, beta={beta}, d_cutoff=1.0, speed='mean'; "
-        f"max_lead={lead}; crop rule hold={probe.hold}, predict={probe.predict})"
+        f"max_lead={lead}; crop rule hold={probe.hold}, predict={probe.predict}, resync_iou={probe.resync_iou})"
     )
 
     out = Path(args.results)

@@ -16,8 +16,11 @@ with the face (and, with ``predict``, shifted by the face's last motion, so a mo
 stays centred). ``rel`` is refreshed on every detect frame that the track is matched on
 (averaged, so detector box noise is damped). To keep crops identical while a face is still,
 the square is only moved when it would change by more than ``hold`` x side (default 1 %).
-On a matched detect frame the track keeps its own square unless it disagrees with the
-detector's (IoU below ``resync_iou``), so a steady face does not jump every K frames.
+On a matched detect frame the face is cut from the detector's square, as per-frame detection
+would cut it (``resync_iou=1``, the default: landmark-based squares drift from the detector's
+framing between detections, and the landmarks are then a little less accurate); a lower
+``resync_iou`` keeps the track's own square unless the two disagree (IoU below it), steadier on a
+still face.
 A face the crop saw turned gets the Landmarker's upright search (``Landmarker.upright``), and its
 next crop is then the mean-face fit of its landmarks, turned with the face.
 
@@ -225,8 +228,8 @@ class VideoLandmarker:
     max_lead: the smoothed points are moved ahead along their motion by the filter's own lag, at
         most this many frames (0: plain One-Euro; ``OneEuroFilter``).
     hold: the crop square only moves when it would change by more than this fraction of its side.
-    resync_iou: on a matched detect frame, the detector's square replaces the track's only when
-        their IoU is below this.
+    resync_iou: on a matched detect frame, the detector's square replaces the track's when their
+        IoU is below this (1: always).
     predict: move the next frame's crop square by the face's last frame-to-frame motion.
 
     One per stream: calls are taken one at a time (a lock), and timestamps must not go back.
@@ -245,7 +248,7 @@ class VideoLandmarker:
         max_lost: int = 1,
         min_score: float = 0.3,
         hold: float = 0.01,
-        resync_iou: float = 0.6,
+        resync_iou: float = 1.0,
         predict: bool = True,
         min_quality: float = 0.3,
         hidden_cutoff: float = HIDDEN_CUTOFF,

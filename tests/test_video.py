@@ -280,6 +280,22 @@ def test_tracking_follows_the_face(trained, two_faces) -> None:
     assert det.calls - calls == 1 + 10  # one by the tracker, ten by the references
 
 
+def test_a_detect_frame_crops_where_the_detector_does(trained, two_faces) -> None:
+    """On a detect frame a tracked face is cut from the detector's square, as per-frame detection
+    cuts it, so its landmarks are per-frame detection's to the bit (unsmoothed); on the frames
+    between, from its own landmarks."""
+    lm, _ = trained
+    v = make_video(lm, detect_every=3, smoothing=False)
+    same = []
+    for i in range(7):
+        frame = canvas((two_faces[0], 40 + 1.5 * i, 40 + 0.5 * i))
+        faces = v.track(frame)
+        ref = lm.detect(frame)[0].landmarks
+        same.append(bool(np.array_equal(faces[0].landmarks, ref)))
+    assert same[0] and same[3] and same[6]  # the detect frames
+    assert not all(same)  # the tracked frames are cut from the landmarks
+
+
 def test_face_gone_lost_by_scores(trained, two_faces) -> None:
     lm, det = trained
     v = make_video(lm, detect_every=100)
