@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "score_weight": 10.0,
     "offset_weight": 1.0,
     "visibility_weight": 0.0,
+    "visibility_cell": "truth",
     "teacher": None,
     "distill_weight": 0.5,
     "pseudo_labels": None,
@@ -65,7 +66,11 @@ SUB_KEYS: dict[str, set[str]] = {
     "stc": {"grids", "rounds", "epochs", "lr", "teacher", "unlabeled"},
     "pseudo_labels": {"teacher", "flip_test", "test_crops", "unlabeled"},
 }
-CHOICES: dict[str, tuple[str, ...]] = {"schedule": ("cosine", "step"), "optimizer": ("adamw", "adam")}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "schedule": ("cosine", "step"),
+    "optimizer": ("adamw", "adam"),
+    "visibility_cell": ("truth", "decoded"),
+}
 
 
 def check_config(cfg: dict[str, Any], where: str = "config", epochs_given: bool = False) -> None:

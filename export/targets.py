@@ -73,11 +73,22 @@ def pip_loss(
     return total, {k: v.detach() for k, v in parts.items()}
 
 
+def visibility_cells(kind: str, score: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Where training reads the visibility head, (B, N): each landmark's ground-truth cell truth
+    ("truth"), or its argmax cell on the score maps score (B, N, H, W) ("decoded"), where the
+    shipped graph reads it: a hidden point's argmax often lands elsewhere."""
+    if kind == "truth":
+        return truth
+    if kind == "decoded":
+        return score.detach().flatten(2).argmax(-1)
+    raise ValueError(f'visibility_cell must be "truth" or "decoded", not {kind!r}')
+
+
 def visibility_loss(
     logits: torch.Tensor, index: torch.Tensor, visible: torch.Tensor, sample_weight: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Binary cross-entropy of the visibility head (B, N, H, W) read at each landmark's
-    ground-truth cell index (B, N) against its label visible (B, N) in {0, 1}."""
+    """Binary cross-entropy of the visibility head (B, N, H, W) read at each landmark's cell
+    index (B, N) against its label visible (B, N) in {0, 1}."""
     at_cell = gather_cell(logits.float(), index, 1)[..., 0]
     per_face = torch.nn.functional.binary_cross_entropy_with_logits(at_cell, visible, reduction="none").mean(1)
     if sample_weight is None:

@@ -67,7 +67,7 @@ from .pack import load_cache
 from .pretrained import load_imagenet
 from .pseudo import onnx_pseudo_labels
 from .schemes import get_scheme
-from .targets import coarse_loss, distill_loss, make_targets, pip_loss, visibility_loss
+from .targets import coarse_loss, distill_loss, make_targets, pip_loss, visibility_cells, visibility_loss
 
 LOSS_PARTS = ("loss", "score", "offset", "neighbor")
 
@@ -456,7 +456,8 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
     full_w = (~upload(b.is_pseudo[idx], dev) | (stage == 0)).float() if stage is not None else None
     loss, parts = pip_loss(heads, targets, cfg["num_neighbors"], cfg["score_weight"], cfg["offset_weight"], full_w)
     if cfg["visibility_weight"] > 0:  # the sixth head: is each point seen or hidden
-        l_vis = visibility_loss(heads[5], targets["index"], visible, full_w)
+        cells = visibility_cells(cfg["visibility_cell"], heads[0], targets["index"])
+        l_vis = visibility_loss(heads[5], cells, visible, full_w)
         loss = loss + cfg["visibility_weight"] * l_vis
         parts["visibility"] = l_vis.detach()
     if run.teacher is not None:

@@ -200,6 +200,29 @@ def test_the_visibility_head_learns_and_is_read_at_the_argmax_cell() -> None:
     torch.testing.assert_close(vis, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_training_can_read_visibility_where_the_network_decodes() -> None:
+    """"visibility_cell": "decoded" trains the head at each landmark's argmax cell (where the
+    shipped graph reads it), "truth" at its ground-truth cell; the config refuses anything else."""
+    from export.config import load_config
+    from export.targets import visibility_cells, visibility_loss
+
+    torch.manual_seed(0)
+    score = torch.rand(2, 68, 4, 4, requires_grad=True)
+    truth = torch.randint(0, 16, (2, 68))
+    argmax = score.flatten(2).argmax(-1)
+    assert (argmax != truth).any()
+    assert torch.equal(visibility_cells("truth", score, truth), truth)
+    decoded = visibility_cells("decoded", score, truth)
+    assert torch.equal(decoded, argmax) and not decoded.requires_grad
+    logits, visible = torch.randn(2, 68, 4, 4), (torch.rand(2, 68) > 0.3).float()
+    at_argmax = torch.gather(logits.flatten(2), 2, argmax[..., None])[..., 0]
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(at_argmax, visible)
+    torch.testing.assert_close(visibility_loss(logits, decoded, visible), expected)
+    assert load_config(None, {"visibility_cell": "decoded"})["visibility_cell"] == "decoded"
+    with pytest.raises(ValueError, match="visibility_cell"):
+        load_config(None, {"visibility_cell": "elsewhere"})
+
+
 @pytest.mark.slow
 def test_a_network_that_learned_visibility_gets_its_threshold_and_quality(tmp_path: Path, shared_dir: Path) -> None:
     """export.visibility on a file whose network has its own visibility head: nothing grafted;
