@@ -201,7 +201,7 @@ def test_the_visibility_head_learns_and_is_read_at_the_argmax_cell() -> None:
 
 
 def test_training_can_read_visibility_where_the_network_decodes() -> None:
-    """"visibility_cell": "decoded" trains the head at each landmark's argmax cell (where the
+    """With "visibility_cell": "decoded" training reads the head at each landmark's argmax cell (where the
     shipped graph reads it), "truth" at its ground-truth cell; the config refuses anything else."""
     from export.config import load_config
     from export.targets import visibility_cells, visibility_loss
