@@ -55,6 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": None,
     "pretrained_path": None,
     "trunk_lr_scale": 1.0,
+    "visibility_lr_scale": 1.0,
     "restarts": [],
     "average_last": 0,
 }

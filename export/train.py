@@ -300,14 +300,19 @@ def keep_neighbors(data: dict[str, Any], meta: dict[str, Any]) -> None:
 
 def make_optimizer(cfg: dict[str, Any], model: PIPNet) -> torch.optim.Optimizer:
     """AdamW or Adam, as cfg["optimizer"] says; the trunk's learning rate scaled by
-    cfg["trunk_lr_scale"] (a second parameter group) when that is not 1."""
+    cfg["trunk_lr_scale"] and the visibility head's by cfg["visibility_lr_scale"], each a
+    parameter group of its own when its scale is not 1."""
     opt = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
-    if cfg["trunk_lr_scale"] == 1.0:
+    vis_scale = cfg["visibility_lr_scale"] if model.visibility is not None else 1.0
+    if cfg["trunk_lr_scale"] == 1.0 and vis_scale == 1.0:
         return opt(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     trunk = list(model.backbone.parameters())
-    trunk_ids = {id(p) for p in trunk}
-    heads = [p for p in model.parameters() if id(p) not in trunk_ids]
+    vis = list(model.visibility.parameters()) if model.visibility is not None and vis_scale != 1.0 else []
+    taken = {id(p) for p in trunk + vis}
+    heads = [p for p in model.parameters() if id(p) not in taken]
     groups = [{"params": trunk, "lr_scale": cfg["trunk_lr_scale"]}, {"params": heads, "lr_scale": 1.0}]
+    if vis:
+        groups.append({"params": vis, "lr_scale": vis_scale})
     return opt(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 

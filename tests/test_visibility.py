@@ -223,6 +223,24 @@ def test_training_can_read_visibility_where_the_network_decodes() -> None:
         load_config(None, {"visibility_cell": "elsewhere"})
 
 
+def test_the_visibility_head_can_learn_faster_than_the_rest() -> None:
+    """The config key "visibility_lr_scale" gives the visibility head a parameter group of its own at that
+    fraction of the learning rate; at 1 (the default) the optimizer is one group as before."""
+    from export.config import load_config
+    from export.model import PIPNet
+    from export.train import make_optimizer
+
+    net = PIPNet(68, 10, "resnet18", stride=16, width=0.25, visibility=True)
+    cfg = load_config(None, {"visibility_weight": 0.2, "visibility_lr_scale": 10.0, "trunk_lr_scale": 0.5})
+    groups = make_optimizer(cfg, net).param_groups
+    assert [g["lr_scale"] for g in groups] == [0.5, 1.0, 10.0]
+    assert {id(p) for p in groups[2]["params"]} == {id(p) for p in net.visibility.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    assert len(make_optimizer(load_config(None, {"visibility_weight": 0.2}), net).param_groups) == 1
+    plain = PIPNet(68, 10, "resnet18", stride=16, width=0.25)  # no head: the scale has nothing to scale
+    assert len(make_optimizer(cfg, plain).param_groups) == 2
+
+
 @pytest.mark.slow
 def test_a_network_that_learned_visibility_gets_its_threshold_and_quality(tmp_path: Path, shared_dir: Path) -> None:
     """export.visibility on a file whose network has its own visibility head: nothing grafted;
