@@ -11,6 +11,9 @@ file back into a run checkpoint that `"init"` in a config (or a restart) can sta
   mu and variance sigma^2 of z, scale sigma and shift b + mu. Evaluation then computes exactly the
   file's network, and in training the batch statistics start close to those of the data.
 - the mean face and neighbour indices come from the file's metadata.
+- a visibility head the network learned is recovered with it (grafted rows are not: they read
+  the landmark's score too); a config with a visibility head for a file without one leaves the
+  head as built, to be trained, and a config without one drops the file's.
 
     python -m export.from_onnx old.onnx --config export/configs/pipnet-fast.json --out runs/x/init.pt
 """
@@ -90,8 +93,14 @@ def stem_from_space_to_depth(w2: np.ndarray, k: int) -> np.ndarray:
 
 def decoded_heads(init: dict[str, np.ndarray], n: int, c: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The offset and neighbour 1x1 heads back from export.deploy.DecodedPIPNet's per-landmark
-    rows: weight (N, D, 2 + 2C) and bias (N, 1, 2 + 2C), columns own x, C votes x, own y, C votes y."""
-    w, b = init["weight"].astype(np.float32), init["bias"].astype(np.float32).reshape(n, 2 + 2 * c)
+    rows: weight (N, D, 2 + 2C) and bias (N, 1, 2 + 2C), columns own x, C votes x, own y, C votes y;
+    a learned visibility head is one more column, its logit shifted by the file's
+    ``visibility_threshold_shift`` (export.visibility), which goes back into its bias."""
+    w, b = init["weight"].astype(np.float32), init["bias"].astype(np.float32)
+    cols = b.size // n
+    if cols not in (2 + 2 * c, 3 + 2 * c):
+        raise ValueError(f"the head rows have {cols} columns per landmark, not {2 + 2 * c} (or one more)")
+    b = b.reshape(n, cols)
     d = w.shape[1]
     parts = {
         "offset_x": slice(0, 1),
@@ -99,10 +108,13 @@ def decoded_heads(init: dict[str, np.ndarray], n: int, c: int) -> dict[str, tupl
         "offset_y": slice(1 + c, 2 + c),
         "neighbor_y": slice(2 + c, 2 + 2 * c),
     }
+    if cols == 3 + 2 * c:
+        parts["visibility"] = slice(2 + 2 * c, 3 + 2 * c)
+        b[:, -1] += float(init.get("visibility_threshold_shift", 0.0))
     out = {}
-    for name, cols in parts.items():
-        rows = w[:, :, cols].transpose(0, 2, 1).reshape(-1, d)  # landmark-major: i * k + j
-        out[name] = (rows.reshape(-1, d, 1, 1), b[:, cols].reshape(-1))
+    for name, span in parts.items():
+        rows = w[:, :, span].transpose(0, 2, 1).reshape(-1, d)  # landmark-major: i * k + j
+        out[name] = (rows.reshape(-1, d, 1, 1), b[:, span].reshape(-1))
     return out
 
 
@@ -134,6 +146,10 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
             convs[first] = (stem_from_space_to_depth(w2, conv.kernel_size[0]), b)
         convs.update(decoded_heads(init, model.num_landmarks, model.num_neighbors))
     pairs = conv_bn_pairs(model)
+    if "visibility" in convs and "visibility" not in pairs:  # the config trains without it
+        del convs["visibility"]
+    fresh = {"visibility"} & (set(pairs) - set(convs))  # the config adds a head the file lacks: left as built
+    pairs = {k: v for k, v in pairs.items() if k not in fresh}
     if set(convs) != set(pairs):
         raise ValueError(f"{onnx_path} does not match the config's model: {sorted(set(convs) ^ set(pairs))[:4]} differ")
     mods = dict(model.named_modules())

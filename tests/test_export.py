@@ -735,6 +735,53 @@ def test_recover_a_checkpoint_from_a_shipped_file(tmp_path: Path) -> None:
             assert float((a - b).abs().max()) < 0.05 * float(b.abs().max())
 
 
+def test_recover_a_learned_visibility_head(tmp_path: Path) -> None:
+    """A file whose network learned visibility (its threshold moved by export.visibility) comes
+    back with that head: the recovered network's visibility matches the file's output. A config
+    without the head drops it; the file without the head, under a config with one, leaves the
+    head as built."""
+    from export.from_onnx import recover
+    from export.to_onnx import export_model, metadata
+    from export.train import build_model, load_config
+    from export.visibility import shift_learned
+
+    ort = pytest.importorskip("onnxruntime")
+    cfg = load_config(None, {"name": "t", "width": 0.25, "input_size": 64, "visibility_weight": 0.2})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    for head in (model.score, model.visibility):
+        torch.nn.init.normal_(head.weight, std=0.05)
+    torch.nn.init.normal_(model.visibility.bias, std=1.0)
+    mean = np.random.RandomState(0).uniform(0.2, 0.8, (68, 2)).astype(np.float32)
+    meta = metadata(cfg, mean, neighbor_indices(mean, 10))
+    path = export_model(model, meta, tmp_path / "v.onnx")
+    shifted = tmp_path / "v.shifted.onnx"
+    onnx.save(shift_learned(onnx.load(str(path)), 0.8), str(shifted))
+    x = torch.randn(2, 3, 64, 64)
+    sess = ort.InferenceSession(str(shifted), providers=["CPUExecutionProvider"])
+    want = sess.run(["visibility"], {sess.get_inputs()[0].name: x.numpy()})[0]
+    calib = torch.randn(8, 3, 64, 64)
+    with torch.no_grad():
+        back, _ = recover(shifted, cfg, calib)
+        heads = back.eval()(x)
+        cell = heads[0].flatten(2).argmax(-1)
+        got = torch.sigmoid(torch.gather(heads[5].flatten(2), 2, cell[..., None])[..., 0])
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+    with torch.no_grad():
+        unshifted = torch.sigmoid(torch.gather(model(x)[5].flatten(2), 2, cell[..., None])[..., 0])
+    assert not np.allclose(want, unshifted.numpy(), atol=1e-2)  # the shift is in the file, and came back
+    plain_cfg = dict(cfg, visibility_weight=0.0)
+    assert recover(shifted, plain_cfg, calib)[0].visibility is None
+    plain = build_model(plain_cfg).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("visibility.")})
+    no_head = export_model(plain, meta, tmp_path / "plain.onnx")
+    torch.manual_seed(1)
+    fresh, _ = recover(no_head, cfg, calib)
+    torch.manual_seed(1)
+    built = build_model(cfg)
+    torch.testing.assert_close(fresh.visibility.weight, built.visibility.weight)
+
+
 @pytest.mark.slow
 def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """export.gpu_run as the GPU machine runs it, here with --device cpu: the crops of a few faces
