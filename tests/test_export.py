@@ -1241,10 +1241,10 @@ def test_recipe_checks_the_files_it_needs_before_any_work(tmp_path: Path, monkey
 
 @pytest.mark.slow
 def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
-    """export.compare on real validation faces: blur costs the shipped model accuracy, a file
-    no better than the shipped one does not ship, each clause of the rule decides, and files of
-    another input size are refused."""
-    from export.compare import blurred, compare, judge, report
+    """export.compare on real validation faces: blur and a covered lower face cost the shipped model
+    accuracy, a file no better than the shipped one does not ship, each clause of the rule decides,
+    and files of another input size are refused."""
+    from export.compare import blurred, compare, covered, judge, report
     from export.config import load_config
 
     monkeypatch.setenv("PIPNET_SHARED", str(shared_dir))
@@ -1256,17 +1256,26 @@ def test_the_shipping_comparison_needs_a_real_gain(tmp_path: Path, shared_dir: P
     fast, r18 = (str(ROOT / "pipnet_sdk" / "models" / f"{m}.onnx") for m in ("pipnet-fast", "pipnet-r18"))
     r = compare(fast, fast, cfg, limit=12, timing_crops=4)
     assert r["faces"] == 12 and r["paired_clean"] == (0.0, 0.0) and r["paired_blurred"] == (0.0, 0.0)
+    assert r["paired_covered"] == (0.0, 0.0)
     assert r["nme_blurred"][fast] > r["nme_clean"][fast] > 0
+    assert r["nme_covered"][fast] > r["nme_clean"][fast]
+    assert "lower covered" in report(r)
     assert not r["verdict"]["ships"] and not r["verdict"]["clean: better by more than one SE"]
     assert "DOES NOT SHIP" in report(r)
     crops = np.full((2, 32, 32, 3), 0, np.uint8)
     crops[:, :, 16:] = 255
     soft = blurred(crops)
     assert soft.shape == crops.shape and 0 < soft[0, 16, 15, 0] < 255 and (soft[:, :, :8] == 0).all()
-    assert judge((-0.03, 0.02), (0.01, 0.02), 1.01)["ships"]
-    assert not judge((-0.01, 0.02), (0.0, 0.02), 1.0)["ships"]  # inside one SE: no gain
-    assert not judge((-0.03, 0.02), (0.05, 0.02), 1.0)["ships"]  # worse under blur
-    assert not judge((-0.03, 0.02), (0.0, 0.02), 1.06)["ships"]  # slower
+    points = np.tile(np.array([[0.3, 0.2], [0.7, 0.2], [0.5, 0.6], [0.5, 0.9]], np.float32), (2, 1, 1))
+    hidden = covered(np.zeros((2, 40, 40, 3), np.uint8), points)
+    band = hidden[0].any(-1)  # landmark box x 12..28, y 8..36: the band from y 8 + 0.55 * 28 to past 36
+    assert band[24:37, 12:28].all() and not band[:23].any() and not band[:, :9].any() and not band[39:].any()
+    even = (0.0, 0.02)
+    assert judge((-0.03, 0.02), (0.01, 0.02), even, 1.01)["ships"]
+    assert not judge((-0.01, 0.02), even, even, 1.0)["ships"]  # inside one SE: no gain
+    assert not judge((-0.03, 0.02), (0.05, 0.02), even, 1.0)["ships"]  # worse under blur
+    assert not judge((-0.03, 0.02), even, (0.05, 0.02), 1.0)["ships"]  # worse with the lower face covered
+    assert not judge((-0.03, 0.02), even, even, 1.06)["ships"]  # slower
     with pytest.raises(ValueError, match="input size, crop"):
         compare(fast, r18, cfg)
     with pytest.raises(ValueError, match="input size, crop"):  # crops framed otherwise than the files
