@@ -29,7 +29,9 @@ def shrink_sizes(stage: dict[str, Any], stride: int, base: dict[str, Any]) -> di
 def shrunk(cfg: dict[str, Any], r18_out: Path) -> dict[str, Any]:
     """cfg on a tiny network (width 0.25; an ImageNet-initialised trunk keeps its width and starts
     from its weights when they are installed) and crops, batches of 8, a validation split big
-    enough to calibrate int8 on 12 faces a folder, and pipnet-r18's run folder at r18_out."""
+    enough to calibrate int8 on 12 faces a folder, and pipnet-r18's run folder at r18_out. An
+    "init" (weights from another run, made by export.from_onnx or a recipe) is left out: the tiny
+    network starts from its own weights."""
     from export.pretrained import find_weights
 
     tiny: dict[str, Any] = {"width": 0.25}
@@ -40,6 +42,7 @@ def shrunk(cfg: dict[str, Any], r18_out: Path) -> dict[str, Any]:
         except FileNotFoundError:
             tiny = {"pretrained": None}
     small = shrink_sizes(dict(cfg, **tiny, batch_size=8, val_fraction=0.25), cfg["stride"], cfg)
+    small.pop("init", None)
     small["restarts"] = [shrink_sizes(r, cfg["stride"], small) for r in cfg.get("restarts", [])]
     if cfg.get("stc", {}).get("teacher", "").startswith(R18_RUN):
         small["stc"] = dict(cfg["stc"], teacher=str(r18_out / cfg["stc"]["teacher"][len(R18_RUN) :]))
