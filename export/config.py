@@ -41,6 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "offset_weight": 1.0,
     "visibility_weight": 0.0,
     "visibility_cell": "truth",
+    "visibility_detach": False,
     "teacher": None,
     "distill_weight": 0.5,
     "pseudo_labels": None,
@@ -163,6 +164,7 @@ def build_model(cfg: dict[str, Any], coarse: tuple[int, ...] = ()) -> PIPNet:
         coarse,
         cfg["blocks"],
         visibility=cfg["visibility_weight"] > 0,
+        visibility_detached=bool(cfg["visibility_detach"]),
     )
 
 

@@ -236,7 +236,9 @@ BACKBONES: dict[str, type[nn.Module]] = {
 
 class PIPNet(nn.Module):
     """Backbone + score / offset_x / offset_y / neighbor_x / neighbor_y 1x1 heads, and with
-    ``visibility`` a sixth: each landmark's visibility logit, read (like its offsets) at its cell.
+    ``visibility`` a sixth: each landmark's visibility logit, read (like its offsets) at its cell;
+    with ``visibility_detached`` its loss does not reach the trunk (the landmark features stay
+    the landmarks' own).
 
     Outputs (B, N, H, W) x3, (B, N*C, H, W) x2 (and (B, N, H, W)); neighbour channel i*C + k is
     landmark i's vote for its k-th neighbour (the SDK's decoder reads this order)."""
@@ -251,6 +253,7 @@ class PIPNet(nn.Module):
         coarse_grids: tuple[int, ...] = (),
         blocks: tuple[int, ...] | None = None,
         visibility: bool = False,
+        visibility_detached: bool = False,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -265,6 +268,7 @@ class PIPNet(nn.Module):
         self.neighbor_x = nn.Conv2d(c, n * k, 1)
         self.neighbor_y = nn.Conv2d(c, n * k, 1)
         self.visibility = nn.Conv2d(c, n, 1) if visibility else None
+        self.visibility_detached = visibility_detached
         for head in (self.score, self.offset_x, self.offset_y, self.neighbor_x, self.neighbor_y, self.visibility):
             if head is not None:
                 nn.init.normal_(head.weight, std=0.001)
@@ -284,6 +288,6 @@ class PIPNet(nn.Module):
         f = self.backbone(x)
         heads = (self.score(f), self.offset_x(f), self.offset_y(f), self.neighbor_x(f), self.neighbor_y(f))
         if self.visibility is not None:
-            heads += (self.visibility(f),)
+            heads += (self.visibility(f.detach() if self.visibility_detached else f),)
         coarse = {int(g): conv(nn.functional.adaptive_avg_pool2d(f, int(g))) for g, conv in self.coarse.items()}
         return heads, coarse

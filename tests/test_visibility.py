@@ -241,6 +241,25 @@ def test_the_visibility_head_can_learn_faster_than_the_rest() -> None:
     assert len(make_optimizer(cfg, plain).param_groups) == 2
 
 
+def test_a_detached_visibility_head_leaves_the_trunk_to_the_landmarks() -> None:
+    """With "visibility_detach" the visibility loss trains the head alone: no gradient reaches the
+    trunk (nor the landmark heads); without it, the trunk gets one."""
+    from export.config import build_model, load_config
+
+    for detach in (True, False):
+        torch.manual_seed(0)
+        cfg = load_config(None, {"width": 0.25, "stride": 16, "visibility_weight": 0.2, "visibility_detach": detach})
+        net = build_model(cfg)
+        heads = net(torch.randn(2, 3, 64, 64))
+        heads[5].square().mean().backward()
+        trunk = [p.grad for p in net.backbone.parameters()]
+        assert net.visibility.weight.grad.abs().sum() > 0 and net.score.weight.grad is None
+        if detach:
+            assert all(g is None for g in trunk)
+        else:
+            assert any(g is not None and g.abs().sum() > 0 for g in trunk)
+
+
 @pytest.mark.slow
 def test_a_network_that_learned_visibility_gets_its_threshold_and_quality(tmp_path: Path, shared_dir: Path) -> None:
     """export.visibility on a file whose network has its own visibility head: nothing grafted;
