@@ -20,6 +20,7 @@ from pipnet_sdk import Face, Landmarker, draw
 
 
 def largest(faces: list[Face]) -> Face | None:
+    """The face with the biggest box, or None."""
     return max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])), default=None)
 
 
