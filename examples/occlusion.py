@@ -17,16 +17,17 @@ import cv2
 import numpy as np
 
 from pipnet_sdk import Face, Landmarker, draw
+from pipnet_sdk.boxes import area, iou
 
 
 def largest(faces: list[Face]) -> Face | None:
     """The face with the biggest box, or None."""
-    return max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])), default=None)
+    return max(faces, key=lambda f: float(area(f.box)), default=None)
 
 
 def covered(image: np.ndarray, face: Face, cover: float) -> np.ndarray:
     """A copy of image with a black band over the lower ``cover`` of the face's box."""
-    x0, y0, x1, y1 = face.box.astype(int)
+    x0, y0, x1, y1 = np.clip(face.box, 0, [image.shape[1], image.shape[0]] * 2).astype(int)
     out = image.copy()
     out[int(y1 - cover * (y1 - y0)) : y1, x0:x1] = 0
     return out
@@ -65,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     hidden_image = covered(image, face, a.cover)
     faces = lm.detect(hidden_image)
-    centre = (face.box[:2] + face.box[2:]) / 2
-    match = min(faces, key=lambda f: float(np.abs((f.box[:2] + f.box[2:]) / 2 - centre).sum()), default=None)
+    overlap = iou(np.array([f.box for f in faces]).reshape(-1, 4), face.box)
+    match = faces[int(overlap.argmax())] if len(faces) and overlap.max() > 0.5 else None
     if match is None:
         print("the detector no longer finds the covered face", file=sys.stderr)
         return 1

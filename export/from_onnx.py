@@ -148,8 +148,8 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
     pairs = conv_bn_pairs(model)
     if "visibility" in convs and "visibility" not in pairs:  # the config trains without it
         del convs["visibility"]
-    fresh = {"visibility"} & (set(pairs) - set(convs))  # the config adds a head the file lacks: left as built
-    pairs = {k: v for k, v in pairs.items() if k not in fresh}
+    if "visibility" in pairs and "visibility" not in convs:  # the config adds a head the file lacks: left as built
+        del pairs["visibility"]
     if set(convs) != set(pairs):
         raise ValueError(f"{onnx_path} does not match the config's model: {sorted(set(convs) ^ set(pairs))[:4]} differ")
     mods = dict(model.named_modules())
