@@ -1,21 +1,23 @@
 """Teach a trained model file which of its points are hidden, without changing its landmarks.
 
     python -m export.visibility pipnet_sdk/models/pipnet-fast.onnx --config export/configs/pipnet-fast.json \
-        --version 0.6.0 --out runs/vis/pipnet-fast.onnx
+        --version 0.6.1 --out runs/vis/pipnet-fast.onnx [--head branch|rows]
 
-A format-3 file reads each landmark's feature vector at its argmax cell and applies that landmark's
-head rows (export/deploy.py). This adds one more row per landmark: a visibility logit on the same
-feature vector and the landmark's score, through a sigmoid, as a third output ``visibility``
-(B, N). The graph that makes the
-landmarks is left exactly as it is, so the file's landmarks and scores do not change by a bit.
+The file grows a third output ``visibility`` (B, N); the graph that makes the landmarks is left
+exactly as it is, so the file's landmarks and scores do not change by a bit. Two forms:
 
-The rows are a per-landmark logistic regression, fitted on the features the file itself computes
-(int8 as shipped) at its own argmax cells, on training crops under synthetic occluders: flat and
-textured (another face's pixels), rectangles and ellipses, and points pushed out of the crop by
-the geometric jitter. A point is labeled hidden when it lies under the occluder or outside the
-crop (export.augment.visible_points). The fit is chosen on the validation faces under occluders
-drawn with another seed, and its bias shifted so that 0.5 is the threshold that gave the best F1
-for hidden points there (so ``Face.occluded``, visibility < 0.5, is that choice).
+* ``branch`` (the default): a small network of its own on two of the trunk's maps and the
+  landmark cells (export/visibility_branch.py);
+* ``rows``: one more row per landmark in the decoding's per-landmark product (export/deploy.py),
+  a logistic regression on the feature vector read at its argmax cell and the landmark's score.
+
+Either is fitted on what the file itself computes (int8 as shipped) on training crops under
+synthetic occluders: flat and textured (another face's pixels), rectangles and ellipses, and
+points pushed out of the crop by the geometric jitter. A point is labeled hidden when it lies
+under the occluder or outside the crop (export.augment.visible_points). The fit is chosen on the
+validation faces under occluders drawn with another seed, and its bias shifted so that 0.5 is the
+threshold that gave the best F1 for hidden points there (so ``Face.occluded``, visibility < 0.5,
+is that choice). A visibility output fitted here before is replaced.
 
 A file whose network learned visibility itself (a ``"visibility_weight"`` in its training config)
 already has the output: then nothing is fitted or grafted; the logit before its sigmoid is shifted
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,16 @@ from .config import load_config
 from .evaluate import auroc
 from .onnx_meta import file_metadata, save_with_metadata
 from .schemes import get_scheme
+from .visibility_branch import (
+    SOURCES,
+    branch_probability,
+    branch_sources,
+    describe,
+    fit_branch,
+    graft_branch,
+    with_sources,
+    without_visibility,
+)
 
 #: the occluders the head is fitted under
 OCCLUDERS = {"p_occlude": 0.7, "occlude_max": 0.5, "p_occlude_texture": 0.5, "p_occlude_ellipse": 0.5}
@@ -121,30 +134,37 @@ def occluded_crops(
 
 
 def run_with_features(
-    path: str | Path, crops: np.ndarray, threads: int | None = None, progress: bool = True
+    path: str | Path,
+    crops: np.ndarray,
+    threads: int | None = None,
+    progress: bool = True,
+    graph: bytes | None = None,
+    extra: tuple[str, ...] = ("features",),
 ) -> dict[str, np.ndarray]:
-    """The file's points (M, N, 2), scores (M, N) and per-landmark features (M, N, D) (float16),
-    and its own visibility (M, N) when it has that output: the file's own input normalisation
-    and decoding (LandmarkModel), its graph with the features as an extra output (with_features)."""
+    """The file's points (M, N, 2), scores (M, N) and the extra outputs of ``graph`` (by default
+    the file with its per-landmark features (M, N, D) as one, with_features), float ones as
+    float16; and its own visibility (M, N) when it has that output. The file's own input
+    normalisation and decoding (LandmarkModel)."""
     from tqdm import tqdm
 
     from pipnet_sdk.landmark_model import LandmarkModel
     from pipnet_sdk.runtime import make_session
 
     model = LandmarkModel(path, threads=threads)
-    session = make_session(path, threads=threads, data=with_features(path))
-    names = ["candidates", "scores", "features"] + (["visibility"] if model.has_visibility else [])
-    pts, scs, feats, vis = [], [], [], []
+    session = make_session(path, threads=threads, data=with_features(path) if graph is None else graph)
+    names = ["candidates", "scores", *extra] + (["visibility"] if model.has_visibility else [])
+    got: dict[str, list[np.ndarray]] = {k: [] for k in ["points", "scores", *extra, "visibility"]}
     for i in tqdm(range(0, len(crops), 64), desc="features", disable=not progress):
         x = model.preprocess(crops[i : i + 64])
-        candidates, scores, f, *v = session.run(names, {model.input_name: x})
-        pts.append(model.decode([candidates, scores])[0])
-        scs.append(scores)
-        feats.append(f[:, :, 0].astype(np.float16))
-        vis += v
-    out = {"points": np.concatenate(pts), "scores": np.concatenate(scs), "features": np.concatenate(feats)}
-    if vis:
-        out["visibility"] = np.concatenate(vis)
+        outputs = dict(zip(names, session.run(names, {model.input_name: x})))
+        got["points"].append(model.decode([outputs["candidates"], outputs["scores"]])[0])
+        for k in ["scores", *extra, "visibility"]:
+            if k in outputs:
+                v = outputs[k]
+                got[k].append(v.astype(np.float16) if k in extra and v.dtype == np.float32 else v)
+    out = {k: np.concatenate(v) for k, v in got.items() if v}
+    if graph is None:
+        out["features"] = out["features"][:, :, 0]
     return out
 
 
@@ -224,15 +244,14 @@ def fit_quality(scores: np.ndarray, visibility: np.ndarray, good: np.ndarray) ->
     }
 
 
-def graft(
-    path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | Path, meta_update: dict[str, Any]
-) -> Path:
-    """Write the model file with a ``visibility`` output: sigmoid(features . weights + biases) per
-    landmark, computed on the feature vectors its decoding reads; everything else unchanged."""
-    m = onnx.load(str(path))
+def graft_rows(model: onnx.ModelProto, weights: np.ndarray, biases: np.ndarray) -> onnx.ModelProto:
+    """The model with a ``visibility`` output: sigmoid(features . weights + biases) per landmark,
+    computed on the feature vectors its decoding reads; everything else unchanged."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
     feat = feature_tensor(m)
     if any(o.name == "visibility" for o in m.graph.output):
-        raise ValueError(f"{path} already has a visibility output")
+        raise ValueError("the model already has a visibility output")
     n, d = weights.shape  # d: the feature vector and the landmark's score
     m.graph.initializer.extend(
         [
@@ -266,6 +285,18 @@ def graft(
     )
     m.graph.output.append(helper.make_tensor_value_info("visibility", onnx.TensorProto.FLOAT, ["batch", n]))
     onnx.checker.check_model(m)
+    return m
+
+
+def graft(
+    path: str | Path, weights: np.ndarray, biases: np.ndarray, out: str | Path, meta_update: dict[str, Any]
+) -> Path:
+    """Write the model file with graft_rows' ``visibility`` output and ``meta_update`` in its
+    metadata. ValueError naming the file if it has that output already."""
+    m = onnx.load(str(path))
+    if any(o.name == "visibility" for o in m.graph.output):
+        raise ValueError(f"{path} already has a visibility output")
+    m = graft_rows(m, weights, biases)
     meta = {**file_metadata(m), **meta_update}
     meta["outputs"] = ["candidates", "scores", "visibility"]
     out = Path(out)
@@ -316,6 +347,14 @@ def framing_config(path: str | Path, config: str | Path) -> dict[str, Any]:
     return {**cfg, "input_size": meta["input_size"], "crop": meta["crop"], "base_size": base}
 
 
+def learned_here(model: onnx.ModelProto) -> bool:
+    """Whether the file's visibility output is a head its network learned (then only calibrated),
+    not one fitted by this module (then fitted anew)."""
+    if not any(o.name == "visibility" for o in model.graph.output):
+        return False
+    return "fitted_on" not in file_metadata(model).get("visibility", {})
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m export.visibility", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -324,8 +363,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", required=True, help="the model's training config (data, split, augmentation)")
     ap.add_argument("--out", required=True, help="the new model file")
     ap.add_argument("--version", required=True, help="the new file's version")
-    ap.add_argument("--rounds", type=int, default=3, help="occluded copies of each training face")
-    ap.add_argument("--epochs", type=int, default=40, help="passes of the logistic fit")
+    ap.add_argument(
+        "--head",
+        choices=("branch", "rows"),
+        default="branch",
+        help="what to fit: a branch of its own on the trunk's maps (export.visibility_branch), or "
+        "per-landmark logistic rows on the features the decoding reads",
+    )
+    ap.add_argument("--rounds", type=int, default=6, help="occluded copies of each training face")
+    ap.add_argument("--epochs", type=int, help="passes of the fit (default: 12 for the branch, 40 for the rows)")
+    ap.add_argument("--width", type=int, default=32, help="the branch's channels")
+    ap.add_argument("--depth", type=int, default=1, help="the branch's 3x3 convolutions")
+    ap.add_argument("--scale", type=int, default=4, choices=(2, 4), help="the branch's early map: resolution x2 or x4")
     ap.add_argument("--limit", type=int, help="at most this many faces per folder (smoke runs)")
     ap.add_argument("--threads", type=int, help="onnxruntime threads")
     ap.add_argument("--quiet", action="store_true")
@@ -337,16 +386,33 @@ def main(argv: list[str] | None = None) -> None:
         cfg["limit"] = a.limit
     d = prepare(cfg, progress=not a.quiet)
     model = onnx.load(str(a.model))
-    trained = any(o.name == "visibility" for o in model.graph.output)  # learned: calibrate the quality only
+    trained = learned_here(model)  # learned: calibrate the quality only
+    if not trained and any(o.name == "visibility" for o in model.graph.output):
+        model = without_visibility(model)  # fitted before: fitted anew
+    scratch = tempfile.TemporaryDirectory()
+    source = str(a.model)
+    if not trained:  # the file less a fitted output, read while fitting
+        source = str(Path(scratch.name) / "plain.onnx")
+        save_with_metadata(model, source, {**file_metadata(model), "outputs": ["candidates", "scores"]})
+    sources = branch_sources(model, a.scale) if a.head == "branch" and not trained else None
+    graph = with_sources(model, sources) if sources else None
+    extra = SOURCES if sources else ("features",)
     runs = {}
     sets = (("train", "train", a.rounds, 0, None), ("val", "val", 4, 1, None), ("hard", "val", 8, 2, HARD))
-    for part, source, rounds, seed, extra in sets[1:] if trained else sets:
-        crops, points, labels = occluded_crops(d[f"{source}_images"], d[f"{source}_points"], cfg, rounds, seed, extra)
-        runs[part] = {
-            **run_with_features(a.model, crops, a.threads, not a.quiet),
-            "labels": labels,
-            "truth": points,
-        }
+    try:
+        for part, origin, rounds, seed, more in sets[1:] if trained else sets:
+            crops, points, labels = occluded_crops(
+                d[f"{origin}_images"], d[f"{origin}_points"], cfg, rounds, seed, more
+            )
+            runs[part] = {
+                **run_with_features(source, crops, a.threads, not a.quiet, graph, extra),
+                "labels": labels,
+                "truth": points,
+            }
+    finally:
+        scratch.cleanup()
+    log: list[dict[str, Any]] = []
+    about: dict[str, Any] = {"threshold": 0.5, "occluders": OCCLUDERS}
     if trained:
         for r in runs.values():
             r["visibility"] = r["visibility"].astype(np.float64)
@@ -354,7 +420,15 @@ def main(argv: list[str] | None = None) -> None:
         model = shift_learned(model, threshold)
         for r in runs.values():
             r["visibility"] = shifted_probability(r["visibility"], threshold)
-        log: list[dict[str, Any]] = []
+        about["learned"] = "a head of the network, trained with the landmarks on occluder masks"
+        about["shifted_from"] = round(threshold, 4)  # the output's own best-F1 threshold, now 0.5
+    elif sources:
+        branch, log = fit_branch(runs["train"], runs["val"], a.epochs or 12, a.width, a.depth, progress=not a.quiet)
+        threshold, val_f1 = best_f1_threshold(branch_probability(branch, runs["val"]), runs["val"]["labels"] < 0.5)
+        for r in runs.values():
+            r["visibility"] = shifted_probability(branch_probability(branch, r), threshold)
+        model = graft_branch(model, branch, threshold)
+        about.update(describe(branch))
     else:
         for r in runs.values():  # each landmark's score is an input too
             r["features"] = with_score(r["features"], r["scores"])
@@ -363,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
             runs["train"]["labels"],
             runs["val"]["features"],
             runs["val"]["labels"],
-            a.epochs,
+            a.epochs or 40,
             progress=not a.quiet,
         )
         val_p = 1 / (1 + np.exp(-((runs["val"]["features"].astype(np.float32) * w).sum(-1) + b)))
@@ -371,6 +445,10 @@ def main(argv: list[str] | None = None) -> None:
         b = b - logit(threshold)  # visibility < 0.5 now means p < threshold
         for r in runs.values():
             r["visibility"] = 1 / (1 + np.exp(-((r["features"].astype(np.float32) * w).sum(-1) + b)))
+        model = graft_rows(model, w, b)
+        about["head"] = "rows"
+    if not trained:
+        about["fitted_on"] = f"{len(runs['train']['labels'])} occluded training crops"
     # quality, on the validation faces: plain occluded copies and hard ones (so that some fail)
     from .evaluate import nme_per_face
 
@@ -385,21 +463,13 @@ def main(argv: list[str] | None = None) -> None:
     hidden = runs["val"]["labels"] < 0.5
     occluded_f1 = 2 * float(((runs["val"]["visibility"] < 0.5) & hidden).sum())
     occluded_f1 /= max(1.0, float((runs["val"]["visibility"] < 0.5).sum() + hidden.sum()))
-    about = {
-        "threshold": 0.5,
-        "validation_f1": round(occluded_f1, 4),
-        "occluders": OCCLUDERS,
-    }
-    if trained:
-        about["learned"] = "a head of the network, trained with the landmarks on occluder masks"
-        about["shifted_from"] = round(threshold, 4)  # the output's own best-F1 threshold, now 0.5
-        meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_with_metadata(model, out, meta)
-    else:
-        about["fitted_on"] = f"{len(runs['train']['labels'])} occluded training crops"
-        out = graft(a.model, w, b, a.out, {"version": a.version, "visibility": about, "quality": quality})
+    about["validation_f1"] = round(occluded_f1, 4)
+    about["validation_auroc"] = round(auroc(runs["val"]["visibility"][~hidden], runs["val"]["visibility"][hidden]), 4)
+    meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
+    meta["outputs"] = ["candidates", "scores", "visibility"]
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_with_metadata(model, out, meta)
     best = min(log, key=lambda r: r["val_bce"]) if log else None
     print(
         json.dumps(

@@ -3,6 +3,7 @@ graph, a visibility output grafted onto a trained file, and Face.visibility / oc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,117 @@ def test_grafted_visibility_leaves_the_landmarks_alone(tmp_path: Path, random_mo
         assert list(np.flatnonzero(y.occluded)) == [5]
     with pytest.raises(ValueError, match="already has"):
         graft(out, np.zeros((68, dim + 1), np.float32), bias, tmp_path / "twice.onnx", {})
+
+
+def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_model: Path, samples: Path) -> None:
+    """export.visibility_branch finds the trunk's two maps and the landmark cells in a format-3
+    graph and grafts a branch on them: landmarks and scores stay bit for bit, the new output is
+    the branch's probability on the maps the graph computes, with 0.5 moved to the threshold."""
+    import onnx
+
+    from export.onnx_meta import file_metadata, save_with_metadata
+    from export.visibility import shifted_probability
+    from export.visibility_branch import (
+        VisibilityBranch,
+        branch_probability,
+        branch_sources,
+        graft_branch,
+        with_sources,
+    )
+    from pipnet_sdk.landmark_model import LandmarkModel
+    from pipnet_sdk.runtime import make_session
+
+    m = onnx.load(str(random_model))
+    sources = branch_sources(m, 4)
+    torch.manual_seed(0)
+    branch = VisibilityBranch(64, 16, 68, scale=4).eval()  # width 0.25: layer3 has 64 channels, layer1 16
+    with torch.no_grad():
+        branch.out.bias.fill_(3.0)
+        branch.out.bias[5] = -3.0
+    out = tmp_path / "branch.onnx"
+    save_with_metadata(graft_branch(m, branch, 0.7), out, {**file_metadata(m), "version": "9.9"})
+    a, b = Landmarker(model=random_model, threads=1), Landmarker(model=out, threads=1)
+    fa, fb = a.detect(samples / "group_2.jpg"), b.detect(samples / "group_2.jpg")
+    assert len(fa) == len(fb) > 0 and b.model.has_visibility
+    for x, y in zip(fa, fb):
+        np.testing.assert_array_equal(x.landmarks, y.landmarks)
+        np.testing.assert_array_equal(x.landmark_scores, y.landmark_scores)
+        assert 5 in np.flatnonzero(y.occluded)
+    crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    lm = LandmarkModel(random_model, threads=1)
+    session = make_session(random_model, threads=1, data=with_sources(m, sources))
+    maps = dict(
+        zip(
+            ("features", "low", "cell"), session.run(["features", "low", "cell"], {lm.input_name: lm.preprocess(crops)})
+        )
+    )
+    assert maps["features"].shape[2:] == (4, 4) and maps["low"].shape[2:] == (16, 16) and maps["cell"].shape == (3, 68)
+    want = shifted_probability(branch_probability(branch, maps), 0.7)
+    got = LandmarkModel(out, threads=1).forward(lm.preprocess(crops))[2]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="already has"):
+        graft_branch(onnx.load(str(out)), branch, 0.7)
+
+
+def test_the_branch_pools_the_int8_map_as_it_was_trained(tmp_path: Path) -> None:
+    """On the shipped int8 file, the grafted branch max-pools the trunk's quantized early map and
+    dequantizes it after: its output is the branch's on the dequantized maps, as fitted."""
+    import onnx
+
+    from export.onnx_meta import file_metadata, save_with_metadata
+    from export.visibility_branch import (
+        VisibilityBranch,
+        branch_probability,
+        branch_sources,
+        graft_branch,
+        with_sources,
+        without_visibility,
+    )
+    from pipnet_sdk.hub import PACKAGED_DIR
+    from pipnet_sdk.landmark_model import LandmarkModel
+    from pipnet_sdk.runtime import make_session
+
+    shipped = without_visibility(onnx.load(str(PACKAGED_DIR / "pipnet-fast.onnx")))
+    sources = branch_sources(shipped)
+    torch.manual_seed(1)
+    branch = VisibilityBranch(192, 48, 68).eval()
+    grafted = graft_branch(shipped, branch, 0.5)
+    ops = {n.name: n.op_type for n in grafted.graph.node}
+    assert ops["/visibility_branch/pool"] == "MaxPool" and ops["/visibility_branch/pool/DequantizeLinear"]
+    out = tmp_path / "branch.onnx"
+    save_with_metadata(grafted, out, {**file_metadata(grafted), "outputs": ["candidates", "scores", "visibility"]})
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (4, 144, 144, 3), dtype=np.uint8)
+    lm = LandmarkModel(out, threads=1)
+    x = lm.preprocess(crops)
+    session = make_session(out, threads=1, data=with_sources(shipped, sources))
+    maps = dict(zip(("features", "low", "cell"), session.run(["features", "low", "cell"], {lm.input_name: x})))
+    np.testing.assert_allclose(lm.forward(x)[2], branch_probability(branch, maps), atol=1e-5)
+
+
+def test_a_fitted_visibility_output_is_replaced_not_taken_as_learned(random_model: Path) -> None:
+    """A file whose visibility was fitted here (grafted rows) is fitted anew by export.visibility:
+    learned_here says so, and without_visibility gives back the graph as it was before the graft."""
+    import onnx
+
+    from export.onnx_meta import file_metadata
+    from export.visibility import graft_rows, learned_here
+    from export.visibility_branch import without_visibility
+
+    m = onnx.load(str(random_model))
+    dim = next(i for i in m.graph.initializer if i.name == "weight").dims[1]
+    grafted = graft_rows(m, np.zeros((68, dim + 1), np.float32), np.zeros(68, np.float32))
+    meta = file_metadata(grafted)
+    meta["visibility"] = {"fitted_on": "crops"}
+    grafted.metadata_props[0].value = json.dumps(meta)
+    assert not learned_here(m) and not learned_here(grafted)
+    back = without_visibility(grafted)
+    assert [o.name for o in back.graph.output] == ["candidates", "scores"]
+    assert [n.name for n in back.graph.node] == [n.name for n in m.graph.node]
+    assert sorted(i.name for i in back.graph.initializer) == sorted(i.name for i in m.graph.initializer)
+    meta["visibility"] = {"learned": "a head of the network"}
+    grafted.metadata_props[0].value = json.dumps(meta)
+    assert learned_here(grafted)
 
 
 def test_face_fields_for_visibility_and_quality() -> None:
