@@ -23,6 +23,7 @@ class AugmentConfig:
     occlude_max: float = 0.4  # occluder side up to this fraction of the crop
     p_occlude_texture: float = 0.0  # of the occluders: filled with another crop of the batch, not a flat colour
     p_occlude_ellipse: float = 0.0  # of the occluders: an ellipse (a hand, a cup, a microphone), not a rectangle
+    p_occlude_dark: float = 0.0  # of the flat occluders: near black (a black mask, a phone, padding past the image)
     p_blur: float = 0.2
     p_motion_blur: float = 0.0  # a straight motion streak, up to motion_max x the crop side long
     motion_max: float = 0.12
@@ -215,7 +216,10 @@ def augment_with_visibility(
             v = (ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)) / (wh[:, 1] / 2).view(-1, 1, 1)
             hidden = torch.where((rand(b) < cfg.p_occlude_ellipse).view(-1, 1, 1), u**2 + v**2 <= 1, rect)
         hidden = hidden & occ.view(-1, 1, 1)
-        fill = rand(b, 3, 1, 1).expand_as(x)  # a flat colour
+        fill = rand(b, 3, 1, 1)  # a flat colour
+        if cfg.p_occlude_dark > 0:  # a uniform draw is almost never near black
+            fill = torch.where((rand(b) < cfg.p_occlude_dark).view(-1, 1, 1, 1), 0.08 * fill, fill)
+        fill = fill.expand_as(x)
         if cfg.p_occlude_texture > 0:  # or the same pixels of another face's crop, darkened or lightened
             other = torch.roll(x, 1, 0) * (0.5 + rand(b, 1, 1, 1))
             fill = torch.where((rand(b) < cfg.p_occlude_texture).view(-1, 1, 1, 1), other, fill)

@@ -33,13 +33,15 @@ from .evaluate import auroc
 
 #: the branch's three inputs, as names of tensors of the file's graph (branch_sources)
 SOURCES = ("features", "low", "cell")
+#: what the branch reads, stored per crop: its SOURCES and the landmarks' scores (an output already)
+INPUTS = (*SOURCES, "scores")
 PREFIX = "visibility_branch"
 
 
 class VisibilityBranch(nn.Module):
     """Visibility logits (B, N) from the trunk's last map (B, C, H, W), an earlier map at
-    ``scale`` times the resolution (B, C2, scale H, scale W) and each landmark's cell (B, N)
-    (row-major index of H x W)."""
+    ``scale`` times the resolution (B, C2, scale H, scale W), each landmark's cell (B, N)
+    (row-major index of H x W) and its score there (B, N)."""
 
     def __init__(
         self, channels: int, low_channels: int, num_landmarks: int, width: int = 32, depth: int = 1, scale: int = 4
@@ -55,11 +57,14 @@ class VisibilityBranch(nn.Module):
             layers += [nn.Conv2d(width, width, 3, 1, 1), nn.BatchNorm2d(width), nn.ReLU()]
         self.context = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, num_landmarks, 1)
+        self.score_weight = nn.Parameter(torch.zeros(num_landmarks))  # each landmark's own score, as the rows had
         self.options = {"width": width, "depth": depth, "scale": scale}
 
-    def forward(self, features: torch.Tensor, low: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, low: torch.Tensor, cell: torch.Tensor, score: torch.Tensor
+    ) -> torch.Tensor:
         h = self.context(self.reduce(features) + self.low(self.pool(low)))
-        return self.out(h).flatten(2).gather(2, cell.unsqueeze(2)).squeeze(2)
+        return self.out(h).flatten(2).gather(2, cell.unsqueeze(2)).squeeze(2) + self.score_weight * score
 
 
 class _Shipped(nn.Module):
@@ -74,11 +79,13 @@ class _Shipped(nn.Module):
             self.visibility_branch.out.bias -= math.log(threshold / (1 - threshold))
         self.cells = cells
 
-    def forward(self, features: torch.Tensor, pooled: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, pooled: torch.Tensor, cell: torch.Tensor, score: torch.Tensor
+    ) -> torch.Tensor:
         b = self.visibility_branch
         maps = b.out(b.context(b.reduce(features) + b.low(pooled)))
         logits = maps.reshape(-1, b.out.out_channels, self.cells).gather(2, cell.unsqueeze(2)).squeeze(2)
-        return torch.sigmoid(logits)
+        return torch.sigmoid(logits + b.score_weight * score)
 
 
 def _producer(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
@@ -147,8 +154,8 @@ def fit_branch(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[VisibilityBranch, list[dict[str, float]]]:
-    """Fit a VisibilityBranch on the file's maps: dicts of "features", "low" (float16), "cell" and
-    "labels" (1 = visible); AdamW with a one-cycle schedule, the epoch with the lowest validation
+    """Fit a VisibilityBranch on the file's maps: dicts of "features", "low" (float16), "cell",
+    "scores" and "labels" (1 = visible); AdamW with a one-cycle schedule, the epoch with the lowest validation
     loss kept. Returns the branch (eval mode) and the per-epoch log."""
     from tqdm import tqdm
 
@@ -156,6 +163,7 @@ def fit_branch(
     gen = torch.Generator().manual_seed(seed)
     f, lo = torch.from_numpy(train["features"]), torch.from_numpy(train["low"])
     cell, y = torch.from_numpy(train["cell"]).long(), torch.from_numpy(train["labels"].astype(np.float32))
+    sc, vsc = torch.from_numpy(train["scores"]).float(), torch.from_numpy(val["scores"]).float()
     vf, vlo = torch.from_numpy(val["features"]).float(), torch.from_numpy(val["low"]).float()
     vcell, vy = torch.from_numpy(val["cell"]).long(), torch.from_numpy(val["labels"].astype(np.float32))
     branch = VisibilityBranch(f.shape[1], lo.shape[1], y.shape[1], width, depth, lo.shape[2] // f.shape[2])
@@ -169,7 +177,7 @@ def fit_branch(
         perm = torch.randperm(len(f), generator=gen)
         for i in tqdm(range(steps), desc=f"branch {epoch + 1}/{epochs}", disable=not progress, leave=False):
             idx = perm[i * batch : (i + 1) * batch]
-            logits = branch(f[idx].float(), lo[idx].float(), cell[idx])
+            logits = branch(f[idx].float(), lo[idx].float(), cell[idx], sc[idx])
             loss = nn.functional.binary_cross_entropy_with_logits(logits, y[idx])
             opt.zero_grad()
             loss.backward()
@@ -177,7 +185,7 @@ def fit_branch(
             sched.step()
         branch.eval()
         with torch.no_grad():
-            v_logits = branch(vf, vlo, vcell)
+            v_logits = branch(vf, vlo, vcell, vsc)
             v_loss = float(nn.functional.binary_cross_entropy_with_logits(v_logits, vy))
         p, hidden = torch.sigmoid(v_logits).numpy(), val["labels"] < 0.5
         record = {
@@ -199,8 +207,9 @@ def branch_probability(branch: VisibilityBranch, maps: dict[str, np.ndarray], ba
     out = []
     with torch.no_grad():
         for i in range(0, len(maps["cell"]), batch):
-            part = [torch.from_numpy(maps[k][i : i + batch]) for k in SOURCES]
-            out.append(torch.sigmoid(branch(part[0].float(), part[1].float(), part[2].long())).numpy())
+            part = [torch.from_numpy(maps[k][i : i + batch]) for k in INPUTS]
+            logits = branch(part[0].float(), part[1].float(), part[2].long(), part[3].float())
+            out.append(torch.sigmoid(logits).numpy())
     return np.concatenate(out)
 
 
@@ -219,17 +228,18 @@ def graft_branch(model: onnx.ModelProto, branch: VisibilityBranch, threshold: fl
         torch.zeros(shapes["features"]),
         torch.zeros(low_shape),
         torch.zeros(shapes["cell"], dtype=torch.int64),
+        torch.zeros(shapes["cell"]),
     )
-    inputs = {"features": sources["features"], "low": pooled, "cell": sources["cell"]}
+    inputs = {"features": sources["features"], "low": pooled, "cell": sources["cell"], "scores": "scores"}
     buf = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(
             shipped,
             example,
             buf,
-            input_names=[inputs[k] for k in SOURCES],
+            input_names=[inputs[k] for k in INPUTS],
             output_names=["visibility"],
-            dynamic_axes={**{inputs[k]: {0: "batch"} for k in SOURCES}, "visibility": {0: "batch"}},
+            dynamic_axes={**{inputs[k]: {0: "batch"} for k in INPUTS}, "visibility": {0: "batch"}},
             opset_version=max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
             dynamo=False,
         )

@@ -77,6 +77,31 @@ def _model_with_visibility(tmp_path: Path, bias: float) -> Path:
     return export_model(model, metadata(cfg, mean, neighbor_indices(mean, 10)), tmp_path / "vis.onnx")
 
 
+def test_dark_occluders_are_near_black() -> None:
+    """p_occlude_dark draws that share of the flat occluders near black (a uniform colour almost
+    never is), and the points under them are labeled hidden all the same."""
+    images = torch.full((64, 3, 80, 80), 255, dtype=torch.uint8)  # white faces: the occluder is what is not white
+    points = torch.from_numpy(np.random.default_rng(0).uniform(10, 70, (64, 68, 2)).astype(np.float32))
+    plain = dict(p_rotate=0, scale=0, shift=0, p_flip=0, p_occlude=1.0, occlude_max=0.6, p_blur=0, p_gray=0)
+    plain.update(brightness=0, contrast=0, noise=0)
+
+    def fills(dark: float) -> tuple[np.ndarray, float]:
+        cfg = AugmentConfig(**plain, p_occlude_dark=dark)
+        x, p, visible = augment_with_visibility(
+            images, points, 64, 1.25, torch.arange(68), cfg, torch.Generator().manual_seed(0)
+        )
+        covered = (x < 0.999).any(1)  # (B, S, S)
+        per_crop = np.array([float(x[i][:, covered[i]].max()) if covered[i].any() else np.nan for i in range(len(x))])
+        hidden_share = float((visible < 0.5).float().mean())
+        return per_crop[~np.isnan(per_crop)], hidden_share
+
+    dark, hidden_dark = fills(1.0)
+    light, hidden_light = fills(0.0)
+    assert len(dark) > 40 and (dark <= 0.08 + 1e-6).all()
+    assert np.median(light) > 0.5
+    assert hidden_dark > 0.05 and hidden_light > 0.05
+
+
 def test_a_network_with_a_visibility_head_ships_it(tmp_path: Path, samples: Path) -> None:
     path = _model_with_visibility(tmp_path, 3.0)
     lm = Landmarker(model=path, threads=1)
@@ -133,6 +158,7 @@ def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_mode
     from export.onnx_meta import file_metadata, save_with_metadata
     from export.visibility import shifted_probability
     from export.visibility_branch import (
+        INPUTS,
         VisibilityBranch,
         branch_probability,
         branch_sources,
@@ -149,6 +175,7 @@ def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_mode
     with torch.no_grad():
         branch.out.bias.fill_(3.0)
         branch.out.bias[5] = -3.0
+        branch.score_weight.fill_(0.5)
     out = tmp_path / "branch.onnx"
     save_with_metadata(graft_branch(m, branch, 0.7), out, {**file_metadata(m), "version": "9.9"})
     a, b = Landmarker(model=random_model, threads=1), Landmarker(model=out, threads=1)
@@ -161,11 +188,7 @@ def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_mode
     crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     lm = LandmarkModel(random_model, threads=1)
     session = make_session(random_model, threads=1, data=with_sources(m, sources))
-    maps = dict(
-        zip(
-            ("features", "low", "cell"), session.run(["features", "low", "cell"], {lm.input_name: lm.preprocess(crops)})
-        )
-    )
+    maps = dict(zip(INPUTS, session.run(list(INPUTS), {lm.input_name: lm.preprocess(crops)})))
     assert maps["features"].shape[2:] == (4, 4) and maps["low"].shape[2:] == (16, 16) and maps["cell"].shape == (3, 68)
     want = shifted_probability(branch_probability(branch, maps), 0.7)
     got = LandmarkModel(out, threads=1).forward(lm.preprocess(crops))[2]
@@ -181,6 +204,7 @@ def test_the_branch_pools_the_int8_map_as_it_was_trained(tmp_path: Path) -> None
 
     from export.onnx_meta import file_metadata, save_with_metadata
     from export.visibility_branch import (
+        INPUTS,
         VisibilityBranch,
         branch_probability,
         branch_sources,
@@ -196,6 +220,8 @@ def test_the_branch_pools_the_int8_map_as_it_was_trained(tmp_path: Path) -> None
     sources = branch_sources(shipped)
     torch.manual_seed(1)
     branch = VisibilityBranch(192, 48, 68).eval()
+    with torch.no_grad():
+        branch.score_weight.normal_()
     grafted = graft_branch(shipped, branch, 0.5)
     ops = {n.name: n.op_type for n in grafted.graph.node}
     assert ops["/visibility_branch/pool"] == "MaxPool" and ops["/visibility_branch/pool/DequantizeLinear"]
@@ -206,7 +232,7 @@ def test_the_branch_pools_the_int8_map_as_it_was_trained(tmp_path: Path) -> None
     lm = LandmarkModel(out, threads=1)
     x = lm.preprocess(crops)
     session = make_session(out, threads=1, data=with_sources(shipped, sources))
-    maps = dict(zip(("features", "low", "cell"), session.run(["features", "low", "cell"], {lm.input_name: x})))
+    maps = dict(zip(INPUTS, session.run(list(INPUTS), {lm.input_name: x})))
     np.testing.assert_allclose(lm.forward(x)[2], branch_probability(branch, maps), atol=1e-5)
 
 
