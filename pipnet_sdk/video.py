@@ -26,7 +26,8 @@ next crop is then the mean-face fit of its landmarks, turned with the face.
 
 With a model that has a visibility output, hidden points are smoothed harder (their cutoff is
 ``HIDDEN_CUTOFF`` times the others'), and a face whose quality falls below ``min_quality`` makes
-the next frame a detect frame.
+the next frame a detect frame (once per fall: a face that stays below it does not make every frame
+one).
 
 A track is lost when the mean landmark score falls below ``min_score``, when its box is mostly
 outside the image, when it goes unmatched on more than ``max_lost`` detect frames in a row, or
@@ -207,6 +208,7 @@ class _Track:
     det_square: np.ndarray | None = None  # this frame's matched detector square
     filter: OneEuroFilter | None = None
     face: Face | None = field(default=None, repr=False)
+    low_quality: bool = False  # the last frame's quality was below min_quality
 
 
 # ---------------------------------------------------------------------------------- tracker
@@ -222,7 +224,8 @@ class VideoLandmarker:
     max_lost: detect frames in a row a track may go unmatched before it is dropped.
     min_score: a track whose mean landmark score falls below this is lost.
     min_quality: with a calibrated model, a face whose quality falls below this is kept but the
-        detector runs on the next frame.
+        detector runs on the next frame (once: a face that stays below it, say half outside the
+        image, waits for the next scheduled detection).
     hidden_cutoff: with a visibility output, a hidden point's smoothing cutoff as a fraction of a
         seen one's (1 = no difference).
     max_lead: the smoothed points are moved ahead along their motion by the filter's own lag, at
@@ -439,8 +442,10 @@ class VideoLandmarker:
                 continue
             if kept and _square_iou(new_sq[:3], np.array([k.square[:3] for k in kept])).max() > 0.7:
                 continue  # two tracks on one face: keep the older (tracks are in id order)
-            if quality is not None and quality[i] < self.min_quality:
+            low = quality is not None and bool(quality[i] < self.min_quality)
+            if low and not tr.low_quality:
                 self._force_detect = True  # keep the face, but let the detector look again
+            tr.low_quality = low
             move = max(np.abs(new_sq[:2] - tr.square[:2]).max(), abs(new_sq[2] - tr.square[2]))
             if (
                 move > self.hold * tr.square[2]

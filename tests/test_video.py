@@ -794,3 +794,18 @@ def test_unplayable_video_is_removed_and_named(
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"pipnet: error: cannot write {out}: No space left on device")
     assert out.read_bytes() == b"an older video" and sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "o.mp4"]
+
+
+def test_a_face_that_stays_below_min_quality_does_not_make_every_frame_a_detect_frame(trained, two_faces) -> None:
+    """A face whose quality falls below min_quality makes the next frame a detect frame; one that
+    stays below it (here every face, min_quality 1) waits for the scheduled detections after that.
+    (It used to make every frame a detect frame: a face half outside the picture cost the whole
+    video its tracking.)"""
+    lm, det = trained
+    v = make_video(lm, detect_every=10, min_quality=1.0, smoothing=False)
+    flags = []
+    for i in range(12):
+        faces = v.track(canvas((two_faces[0], 40 + 0.5 * i, 40)))
+        assert len(faces) == 1 and faces[0].quality is not None and faces[0].quality < 1.0
+        flags.append(v.detected)
+    assert flags == [True, True] + [False] * 9 + [True]
