@@ -448,3 +448,26 @@ def test_a_network_that_learned_visibility_gets_its_threshold_and_quality(tmp_pa
                 "--quiet",
             ]
         )
+
+
+@pytest.mark.parametrize("colour", [(0, 0, 0), (128, 128, 128), (255, 255, 255)])
+def test_a_band_over_the_mouth_hides_the_mouth(samples: Path, colour: tuple[int, int, int]) -> None:
+    """The packaged default model, on the largest face of the sample photo with a band of a flat
+    colour over the lower 40 % of its box (examples/occlusion.py's cover): every mouth point is
+    flagged hidden, at most a few points above the band are, and the same face without the band
+    has none. (A black band once left the mouth "visible".)"""
+    import cv2
+
+    img = cv2.imread(str(samples / "group_2.jpg"))
+    lm = Landmarker(threads=1)
+    face = max(lm.detect(img), key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    assert face.occluded is not None and not face.occluded.any()
+    x0, y0, x1, y1 = face.box.astype(int)
+    top = int(y1 - 0.4 * (y1 - y0))
+    banded = img.copy()
+    banded[top:y1, x0:x1] = colour
+    again = max(lm.detect(banded), key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    assert again.occluded is not None
+    above = again.landmarks[:, 1] < top - 0.05 * (y1 - y0)
+    assert again.occluded[48:68].all()
+    assert (again.occluded & above).sum() <= 3
