@@ -1,17 +1,17 @@
 """A visibility branch of its own, grafted onto a trained model file without changing its landmarks.
 
-A format-3 file computes the trunk's feature map, a score map per landmark and each landmark's argmax
-cell. The branch reads two of the trunk's maps, the last one (the landmarks' own features) and an
-early one at ``scale`` (2 or 4) times its resolution (edges and texture, where an occluder shows),
-and the landmark cells: a 1x1 convolution of the first plus, on the second max-pooled by 2, a
-convolution with kernel and stride ``scale`` / 2; a few 3x3 convolutions for context, then one
-logit map per landmark read at that landmark's cell. The pooling runs in the file on the trunk's
-int8 map before it is dequantized (the same numbers: dequantizing is increasing), which keeps
-the branch cheap. Its loss never reaches
-the trunk (the trunk is the file's, frozen, int8 as shipped), so the landmarks and scores stay
-exactly those of the file; the branch runs in float beside it.
+A format-3 file computes the trunk's feature map, a score map per landmark and each landmark's
+argmax cell. The branch reads two of the trunk's maps, the last one (the landmarks' own features)
+and an early one at ``scale`` (2 or 4) times its resolution (edges and texture, where an occluder
+shows), and the landmark cells and scores: a 1x1 convolution of the first plus, on the second
+max-pooled by 2, a convolution with kernel and stride ``scale`` / 2; a few 3x3 convolutions for
+context; then one logit map per landmark read at that landmark's cell, plus a learned multiple of
+its score. The pooling runs in the file on the trunk's int8 map before it is dequantized (the same
+numbers: dequantizing is increasing), which keeps the branch cheap. Its loss never reaches the
+trunk (the trunk is the file's, frozen, int8 as shipped), so the landmarks and scores stay exactly
+those of the file; the branch runs in float beside it.
 
-``export.visibility --head branch`` fits it on the features the file itself computes on occluded
+``export.visibility --head branch`` fits it on the maps the file itself computes on occluded
 training crops (export.visibility.occluded_crops) and grafts it (graft_branch).
 """
 
