@@ -94,8 +94,10 @@ def _producer(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 
 def branch_sources(model: onnx.ModelProto, scale: int = 4) -> dict[str, str]:
     """Names of the branch's inputs in a format-3 graph: the map the score convolution reads
-    ("features"), the last float map at ``scale`` times its resolution ("low"), and the landmark cells the
-    decoding gathers at ("cell", the ArgMax's output). ValueError when the graph has none of them."""
+    ("features"), the last float map at ``scale`` times its resolution ("low"), the landmark cells
+    the decoding gathers at ("cell", the ArgMax's output), and the score convolution's weight
+    ("score_weight", which gives the number of landmarks). ValueError when the graph has none of
+    them."""
     argmax = [n for n in model.graph.node if n.op_type == "ArgMax"]
     if len(argmax) != 1:
         raise ValueError("not a format-3 graph: it should have exactly one ArgMax (the landmark cells)")
@@ -155,8 +157,8 @@ def fit_branch(
     progress: bool = True,
 ) -> tuple[VisibilityBranch, list[dict[str, float]]]:
     """Fit a VisibilityBranch on the file's maps: dicts of "features", "low" (float16), "cell",
-    "scores" and "labels" (1 = visible); AdamW with a one-cycle schedule, the epoch with the lowest validation
-    loss kept. Returns the branch (eval mode) and the per-epoch log."""
+    "scores" and "labels" (1 = visible); AdamW with a one-cycle schedule, the epoch with the lowest
+    validation loss kept. Returns the branch (eval mode) and the per-epoch log."""
     from tqdm import tqdm
 
     torch.manual_seed(seed)
