@@ -165,7 +165,7 @@ def visibility_cost(lm: Any, samples: list, count: int = 100, repeats: int = 3) 
     plain = without_visibility(onnx.load(path))
     with tempfile.TemporaryDirectory() as tmp:
         plain_path = str(Path(tmp) / "plain.onnx")
-        save_with_metadata(plain, plain_path, {**file_metadata(plain), "outputs": ["candidates", "scores"]})
+        save_with_metadata(plain, plain_path, file_metadata(plain))
         stages = [Landmarker(model=m, threads=1) for m in (plain_path, path)]
         times: list[list[float]] = [[], []]
         for st in stages:  # warm up

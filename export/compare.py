@@ -54,20 +54,33 @@ def blurred(crops: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
+def band(points: np.ndarray) -> tuple[slice, slice]:
+    """Rows and columns of the flat band over the lower COVER_FROM..1 of a face's landmark box
+    (points in pixels), widened by 5 % of the box."""
+    (x0, y0), (x1, y1) = points.min(0), points.max(0)
+    pad = 0.05 * max(x1 - x0, y1 - y0)
+    top = y0 + COVER_FROM * (y1 - y0)
+    rows = slice(max(0, int(top)), max(0, int(np.ceil(y1 + pad))))
+    return rows, slice(max(0, int(x0 - pad)), max(0, int(np.ceil(x1 + pad))))
+
+
 def covered(crops: np.ndarray, points: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Each uint8 crop with a flat band of a random colour over the lower COVER_FROM..1 of its face's
-    landmark box (points in crop units, as val_crops gives them), widened by 5 % of the box."""
+    """Each uint8 crop with its band (band()) in a flat random colour (points in crop units, as
+    val_crops gives them)."""
     rng = np.random.RandomState(seed + 1)
     out = crops.copy()
-    size = crops.shape[1]
-    for c, p in zip(out, points * size):
-        (x0, y0), (x1, y1) = p.min(0), p.max(0)
-        pad = 0.05 * max(x1 - x0, y1 - y0)
-        top = y0 + COVER_FROM * (y1 - y0)
-        rows = slice(max(0, int(top)), max(0, int(np.ceil(y1 + pad))))
-        cols = slice(max(0, int(x0 - pad)), max(0, int(np.ceil(x1 + pad))))
-        c[rows, cols] = rng.randint(0, 256, 3)
+    for c, p in zip(out, points * crops.shape[1]):
+        c[band(p)] = rng.randint(0, 256, 3)
     return out
+
+
+def under_band(points: np.ndarray, size: int) -> np.ndarray:
+    """Which points (M, N) of crops of side ``size`` (points in crop units) covered() hides."""
+    hidden = []
+    for p in points * size:
+        rows, cols = band(p)
+        hidden.append((p[:, 1] >= rows.start) & (p[:, 1] < rows.stop) & (p[:, 0] >= cols.start) & (p[:, 0] < cols.stop))
+    return np.array(hidden)
 
 
 def paired(new: np.ndarray, old: np.ndarray) -> tuple[float, float]:

@@ -48,7 +48,6 @@ from .visibility_branch import (
     SOURCES,
     branch_probability,
     branch_sources,
-    describe,
     fit_branch,
     graft_branch,
     with_sources,
@@ -359,12 +358,10 @@ def covered_faces(
     """The faces' crops (the config's augmentation, no occluder) with export.compare's flat band
     over the lower face, and which points lie under it or outside the crop (M, N) bool: a check
     on an occluder unlike the fitted ones (a mask, a scarf, a hand across the chin)."""
-    from .compare import COVER_FROM, covered
+    from .compare import covered, under_band
 
     crops, pts, visible = occluded_crops(images, points, cfg, 1, seed, {"p_occlude": 0.0})
-    top = pts[:, :, 1].min(1) + COVER_FROM * (pts[:, :, 1].max(1) - pts[:, :, 1].min(1))
-    under = pts[:, :, 1] * crops.shape[1] >= np.floor(top * crops.shape[1])[:, None]
-    return covered(crops, pts, seed), under | (visible < 0.5)
+    return covered(crops, pts, seed), under_band(pts, crops.shape[1]) | (visible < 0.5)
 
 
 def hidden_f1(visibility: np.ndarray, hidden: np.ndarray) -> float:
@@ -419,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     source = str(a.model)
     if not trained:  # the file less a fitted output, read while fitting
         source = str(Path(scratch.name) / "plain.onnx")
-        save_with_metadata(model, source, {**file_metadata(model), "outputs": ["candidates", "scores"]})
+        save_with_metadata(model, source, file_metadata(model))
     sources = branch_sources(model, a.scale) if a.head == "branch" and not trained else None
     graph = with_sources(model, sources) if sources else None
     extra = SOURCES if sources else ("features",)
@@ -435,6 +432,11 @@ def main(argv: list[str] | None = None) -> None:
                 "labels": labels,
                 "truth": points,
             }
+        crops, hidden_there = covered_faces(d["val_images"], d["val_points"], cfg)  # a check, not fitted on
+        runs["covered"] = {
+            **run_with_features(source, crops, a.threads, not a.quiet, graph, extra),
+            "labels": (~hidden_there).astype(np.float32),
+        }
     finally:
         scratch.cleanup()
     log: list[dict[str, Any]] = []
@@ -454,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in runs.values():
             r["visibility"] = shifted_probability(branch_probability(branch, r), threshold)
         model = graft_branch(model, branch, threshold)
-        about.update(describe(branch))
+        about.update({"head": "branch", **branch.options})
     else:
         for r in runs.values():  # each landmark's score is an input too
             r["features"] = with_score(r["features"], r["scores"])
@@ -489,18 +491,12 @@ def main(argv: list[str] | None = None) -> None:
     hidden = runs["val"]["labels"] < 0.5
     about["validation_f1"] = round(hidden_f1(runs["val"]["visibility"], hidden), 4)
     about["validation_auroc"] = round(auroc(runs["val"]["visibility"][~hidden], runs["val"]["visibility"][hidden]), 4)
+    about["validation_covered_f1"] = round(hidden_f1(runs["covered"]["visibility"], runs["covered"]["labels"] < 0.5), 4)
     meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
     meta["outputs"] = ["candidates", "scores", "visibility"]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_with_metadata(model, out, meta)
-    from pipnet_sdk.landmark_model import LandmarkModel
-
-    crops, hidden_there = covered_faces(d["val_images"], d["val_points"], cfg)
-    seen = LandmarkModel(out, threads=a.threads).run_crops(crops).visibility
-    assert seen is not None
-    about["validation_covered_f1"] = round(hidden_f1(seen, hidden_there), 4)
-    save_with_metadata(model, out, {**meta, "visibility": about})
     best = min(log, key=lambda r: r["val_bce"]) if log else None
     print(
         json.dumps(

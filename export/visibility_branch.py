@@ -21,13 +21,14 @@ import copy
 import io
 import json
 import math
-from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from onnx import helper, shape_inference
 from torch import nn
+
+from pipnet_sdk.landmark_model import META_KEY
 
 from .evaluate import auroc
 
@@ -63,8 +64,22 @@ class VisibilityBranch(nn.Module):
     def forward(
         self, features: torch.Tensor, low: torch.Tensor, cell: torch.Tensor, score: torch.Tensor
     ) -> torch.Tensor:
-        h = self.context(self.reduce(features) + self.low(self.pool(low)))
-        return self.out(h).flatten(2).gather(2, cell.unsqueeze(2)).squeeze(2) + self.score_weight * score
+        return self.from_pooled(features, self.pool(low), cell, score)
+
+    def from_pooled(
+        self,
+        features: torch.Tensor,
+        pooled: torch.Tensor,
+        cell: torch.Tensor,
+        score: torch.Tensor,
+        cells: int | None = None,
+    ) -> torch.Tensor:
+        """The logits from the early map already pooled; ``cells``: H x W when known, so that an
+        exported graph reshapes by a constant."""
+        maps = self.out(self.context(self.reduce(features) + self.low(pooled)))
+        flat = maps.flatten(2) if cells is None else maps.reshape(-1, self.out.out_channels, cells)
+        logits = flat.gather(2, cell.unsqueeze(2)).squeeze(2)
+        return logits + self.score_weight * score
 
 
 class _Shipped(nn.Module):
@@ -82,22 +97,21 @@ class _Shipped(nn.Module):
     def forward(
         self, features: torch.Tensor, pooled: torch.Tensor, cell: torch.Tensor, score: torch.Tensor
     ) -> torch.Tensor:
-        b = self.visibility_branch
-        maps = b.out(b.context(b.reduce(features) + b.low(pooled)))
-        logits = maps.reshape(-1, b.out.out_channels, self.cells).gather(2, cell.unsqueeze(2)).squeeze(2)
-        return torch.sigmoid(logits + b.score_weight * score)
+        return torch.sigmoid(self.visibility_branch.from_pooled(features, pooled, cell, score, self.cells))
 
 
 def _producer(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in model.graph.node for o in n.output}
 
 
-def branch_sources(model: onnx.ModelProto, scale: int = 4) -> dict[str, str]:
+def branch_sources(
+    model: onnx.ModelProto, scale: int = 4, shapes: dict[str, tuple[int, list[int]]] | None = None
+) -> dict[str, str]:
     """Names of the branch's inputs in a format-3 graph: the map the score convolution reads
     ("features"), the last float map at ``scale`` times its resolution ("low"), the landmark cells
     the decoding gathers at ("cell", the ArgMax's output), and the score convolution's weight
     ("score_weight", which gives the number of landmarks). ValueError when the graph has none of
-    them."""
+    them. ``shapes``: _map_shapes(model), when the caller has it."""
     argmax = [n for n in model.graph.node if n.op_type == "ArgMax"]
     if len(argmax) != 1:
         raise ValueError("not a format-3 graph: it should have exactly one ArgMax (the landmark cells)")
@@ -107,11 +121,7 @@ def branch_sources(model: onnx.ModelProto, scale: int = 4) -> dict[str, str]:
             raise ValueError("the landmark cells do not come from a convolution of the trunk")
         node = made_by[node.input[0]]
     features, score_conv = node.input[0], node
-    inferred = shape_inference.infer_shapes(_fixed_batch(model))
-    shapes = {
-        v.name: (v.type.tensor_type.elem_type, [d.dim_value for d in v.type.tensor_type.shape.dim])
-        for v in inferred.graph.value_info
-    }
+    shapes = _map_shapes(model) if shapes is None else shapes
     if features not in shapes or len(shapes[features][1]) != 4:
         raise ValueError(f"cannot infer the shape of the trunk's map {features!r}")
     h, w = shapes[features][1][2:]
@@ -126,12 +136,17 @@ def branch_sources(model: onnx.ModelProto, scale: int = 4) -> dict[str, str]:
     return {"features": features, "low": low, "cell": argmax[0].output[0], "score_weight": score_conv.input[1]}
 
 
-def _fixed_batch(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose input has batch 1 (shape inference then gives every map's size)."""
+def _map_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, list[int]]]:
+    """Element type and batch-1 shape of each tensor of the graph (shape inference on a copy whose
+    input has batch 1)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
-    return m
+    inferred = shape_inference.infer_shapes(m)
+    return {
+        v.name: (v.type.tensor_type.elem_type, [d.dim_value for d in v.type.tensor_type.shape.dim])
+        for v in inferred.graph.value_info
+    }
 
 
 def with_sources(model: onnx.ModelProto, sources: dict[str, str]) -> bytes:
@@ -221,8 +236,9 @@ def graft_branch(model: onnx.ModelProto, branch: VisibilityBranch, threshold: fl
     changes. ValueError if the model has a visibility output already."""
     if any(o.name == "visibility" for o in model.graph.output):
         raise ValueError("the model already has a visibility output")
-    sources = branch_sources(model, branch.options["scale"])
-    shapes = _source_shapes(model, sources)
+    inferred = _map_shapes(model)
+    sources = branch_sources(model, branch.options["scale"], inferred)
+    shapes = _source_shapes(model, sources, inferred)
     shipped = _Shipped(branch, threshold, shapes["features"][2] * shapes["features"][3]).eval()
     pool_nodes, pooled = _pooled(model, sources["low"])
     low_shape = [shapes["low"][0], shapes["low"][1], shapes["low"][2] // 2, shapes["low"][3] // 2]
@@ -295,20 +311,21 @@ def _pooled(model: onnx.ModelProto, low: str) -> tuple[list[onnx.NodeProto], str
     return nodes, f"{name}/output_0"
 
 
-def _source_shapes(model: onnx.ModelProto, sources: dict[str, str]) -> dict[str, list[int]]:
+def _source_shapes(
+    model: onnx.ModelProto, sources: dict[str, str], shapes: dict[str, tuple[int, list[int]]]
+) -> dict[str, list[int]]:
     """Batch-1 shapes of the branch's inputs; the cells' (1, N) from the score convolution's weight."""
-    inferred = shape_inference.infer_shapes(_fixed_batch(model))
-    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
     made_by = _producer(model)
     weight = sources["score_weight"]
     while weight in made_by:  # a quantized weight: back through its DequantizeLinear
         weight = made_by[weight].input[0]
     n = next(i.dims[0] for i in model.graph.initializer if i.name == weight)
-    return {"features": dims[sources["features"]], "low": dims[sources["low"]], "cell": [1, int(n)]}
+    return {"features": shapes[sources["features"]][1], "low": shapes[sources["low"]][1], "cell": [1, int(n)]}
 
 
 def without_visibility(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model less its ``visibility`` output and whatever computed only that."""
+    """The model less its ``visibility`` output and whatever computed only that; its metadata, if
+    it has some, then lists the outputs left and no longer describes a visibility output."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     kept_outputs = [o for o in out.graph.output if o.name != "visibility"]
@@ -325,10 +342,10 @@ def without_visibility(model: onnx.ModelProto) -> onnx.ModelProto:
     inits = [i for i in out.graph.initializer if i.name in needed]
     del out.graph.initializer[:]
     out.graph.initializer.extend(inits)
+    for prop in out.metadata_props:
+        if prop.key == META_KEY:
+            meta = json.loads(prop.value)
+            meta.pop("visibility", None)
+            prop.value = json.dumps({**meta, "outputs": [o.name for o in kept_outputs]})
     onnx.checker.check_model(out)
     return out
-
-
-def describe(branch: VisibilityBranch) -> dict[str, Any]:
-    """The branch's options, for the file's metadata."""
-    return {"head": "branch", **branch.options}

@@ -149,6 +149,22 @@ def test_grafted_visibility_leaves_the_landmarks_alone(tmp_path: Path, random_mo
         graft(out, np.zeros((68, dim + 1), np.float32), bias, tmp_path / "twice.onnx", {})
 
 
+def _branch_inputs(path: Path, crops: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The file's network input for uint8 crops, and what its graph gives the visibility branch
+    there (export.visibility_branch.INPUTS), in float32 as the graph computes it."""
+    import onnx
+
+    from export.visibility_branch import INPUTS, branch_sources, with_sources
+    from pipnet_sdk.landmark_model import LandmarkModel
+    from pipnet_sdk.runtime import make_session
+
+    m = onnx.load(str(path))
+    lm = LandmarkModel(path, threads=1)
+    x = lm.preprocess(crops)
+    session = make_session(path, threads=1, data=with_sources(m, branch_sources(m)))
+    return x, dict(zip(INPUTS, session.run(list(INPUTS), {lm.input_name: x})))
+
+
 def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_model: Path, samples: Path) -> None:
     """export.visibility_branch finds the trunk's two maps and the landmark cells in a format-3
     graph and grafts a branch on them: landmarks and scores stay bit for bit, the new output is
@@ -157,19 +173,10 @@ def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_mode
 
     from export.onnx_meta import file_metadata, save_with_metadata
     from export.visibility import shifted_probability
-    from export.visibility_branch import (
-        INPUTS,
-        VisibilityBranch,
-        branch_probability,
-        branch_sources,
-        graft_branch,
-        with_sources,
-    )
+    from export.visibility_branch import VisibilityBranch, branch_probability, graft_branch
     from pipnet_sdk.landmark_model import LandmarkModel
-    from pipnet_sdk.runtime import make_session
 
     m = onnx.load(str(random_model))
-    sources = branch_sources(m, 4)
     torch.manual_seed(0)
     branch = VisibilityBranch(64, 16, 68, scale=4).eval()  # width 0.25: layer3 has 64 channels, layer1 16
     with torch.no_grad():
@@ -186,12 +193,10 @@ def test_a_grafted_branch_leaves_the_landmarks_alone(tmp_path: Path, random_mode
         np.testing.assert_array_equal(x.landmark_scores, y.landmark_scores)
         assert 5 in np.flatnonzero(y.occluded)
     crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
-    lm = LandmarkModel(random_model, threads=1)
-    session = make_session(random_model, threads=1, data=with_sources(m, sources))
-    maps = dict(zip(INPUTS, session.run(list(INPUTS), {lm.input_name: lm.preprocess(crops)})))
+    x, maps = _branch_inputs(random_model, crops)
     assert maps["features"].shape[2:] == (4, 4) and maps["low"].shape[2:] == (16, 16) and maps["cell"].shape == (3, 68)
     want = shifted_probability(branch_probability(branch, maps), 0.7)
-    got = LandmarkModel(out, threads=1).forward(lm.preprocess(crops))[2]
+    got = LandmarkModel(out, threads=1).forward(x)[2]
     np.testing.assert_allclose(got, want, atol=1e-5)
     with pytest.raises(ValueError, match="already has"):
         graft_branch(onnx.load(str(out)), branch, 0.7)
@@ -203,21 +208,11 @@ def test_the_branch_pools_the_int8_map_as_it_was_trained(tmp_path: Path) -> None
     import onnx
 
     from export.onnx_meta import file_metadata, save_with_metadata
-    from export.visibility_branch import (
-        INPUTS,
-        VisibilityBranch,
-        branch_probability,
-        branch_sources,
-        graft_branch,
-        with_sources,
-        without_visibility,
-    )
+    from export.visibility_branch import VisibilityBranch, branch_probability, graft_branch, without_visibility
     from pipnet_sdk.hub import PACKAGED_DIR
     from pipnet_sdk.landmark_model import LandmarkModel
-    from pipnet_sdk.runtime import make_session
 
     shipped = without_visibility(onnx.load(str(PACKAGED_DIR / "pipnet-fast.onnx")))
-    sources = branch_sources(shipped)
     torch.manual_seed(1)
     branch = VisibilityBranch(192, 48, 68).eval()
     with torch.no_grad():
@@ -229,11 +224,8 @@ def test_the_branch_pools_the_int8_map_as_it_was_trained(tmp_path: Path) -> None
     save_with_metadata(grafted, out, {**file_metadata(grafted), "outputs": ["candidates", "scores", "visibility"]})
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (4, 144, 144, 3), dtype=np.uint8)
-    lm = LandmarkModel(out, threads=1)
-    x = lm.preprocess(crops)
-    session = make_session(out, threads=1, data=with_sources(shipped, sources))
-    maps = dict(zip(INPUTS, session.run(list(INPUTS), {lm.input_name: x})))
-    np.testing.assert_allclose(lm.forward(x)[2], branch_probability(branch, maps), atol=1e-5)
+    x, maps = _branch_inputs(out, crops)
+    np.testing.assert_allclose(LandmarkModel(out, threads=1).forward(x)[2], branch_probability(branch, maps), atol=1e-5)
 
 
 def test_a_fitted_visibility_output_is_replaced_not_taken_as_learned(random_model: Path) -> None:
