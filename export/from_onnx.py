@@ -11,9 +11,10 @@ file back into a run checkpoint that `"init"` in a config (or a restart) can sta
   mu and variance sigma^2 of z, scale sigma and shift b + mu. Evaluation then computes exactly the
   file's network, and in training the batch statistics start close to those of the data.
 - the mean face and neighbour indices come from the file's metadata.
-- a visibility head the network learned is recovered with it (grafted rows are not: they read
-  the landmark's score too); a config with a visibility head for a file without one leaves the
-  head as built, to be trained, and a config without one drops the file's.
+- a visibility head the network learned is recovered with it; a visibility output fitted onto the
+  file by export.visibility (rows or a branch) is not part of the network and is left out; a
+  config with a visibility head for a file without one leaves the head as built, to be trained,
+  and a config without one drops the file's.
 
     python -m export.from_onnx old.onnx --config export/configs/pipnet-fast.json --out runs/x/init.pt
 """
@@ -36,6 +37,8 @@ from .model import normalize
 from .onnx_meta import file_metadata
 from .schemes import get_scheme
 from .train import prepare
+from .visibility import learned_here
+from .visibility_branch import without_visibility
 
 
 def folded_convs(
@@ -133,6 +136,8 @@ def recover(onnx_path: str | Path, cfg: dict[str, Any], calib: torch.Tensor) -> 
     """(model, meta) from a format-1, 2 or 3 file; `calib`: normalised training crops for the
     BatchNorm statistics."""
     m = onnx.load(str(onnx_path))
+    if any(o.name == "visibility" for o in m.graph.output) and not learned_here(m):
+        m = without_visibility(m)  # fitted onto the file (rows or a branch), not part of its network
     meta = file_metadata(m)
     if meta["format"] not in (1, 2, 3):
         raise ValueError(f"{onnx_path}: format {meta['format']} is not one this code recovers (1, 2 or 3)")

@@ -782,6 +782,33 @@ def test_recover_a_learned_visibility_head(tmp_path: Path) -> None:
     torch.testing.assert_close(fresh.visibility.weight, built.visibility.weight)
 
 
+def test_recover_leaves_a_fitted_visibility_branch_out(tmp_path: Path, random_model: Path) -> None:
+    """A file with a visibility branch grafted by export.visibility (as the shipped files have)
+    comes back as the network it was grafted on: the branch is not part of it. (It used to stop
+    recovery with "does not match the config's model".)"""
+    from export.from_onnx import recover
+    from export.onnx_meta import file_metadata, save_with_metadata
+    from export.train import load_config
+    from export.visibility_branch import VisibilityBranch, graft_branch
+
+    m = onnx.load(str(random_model))
+    grafted = graft_branch(m, VisibilityBranch(64, 16, 68).eval(), 0.5)
+    path = tmp_path / "grafted.onnx"
+    meta = {**file_metadata(m), "visibility": {"fitted_on": "crops", "head": "branch"}}
+    save_with_metadata(grafted, path, {**meta, "outputs": ["candidates", "scores", "visibility"]})
+    cfg = load_config(
+        None,
+        {"name": "random", "scheme": "ibug68", "backbone": "resnet18", "stride": 16, "input_size": 64, "width": 0.25},
+    )
+    calib = torch.randn(8, 3, 64, 64)
+    with torch.no_grad():
+        want = recover(random_model, cfg, calib)[0].state_dict()
+        got = recover(path, cfg, calib)[0].state_dict()
+    assert set(got) == set(want)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k])
+
+
 @pytest.mark.slow
 def test_gpu_run_trains_from_packed_crops_and_the_cpu_goes_on(tmp_path: Path, shared_dir: Path, monkeypatch) -> None:
     """export.gpu_run as the GPU machine runs it, here with --device cpu: the crops of a few faces
