@@ -22,7 +22,8 @@ shifted so that 0.5 is the threshold that gave the best F1 for hidden points the
 A file whose network learned visibility itself (a ``"visibility_weight"`` in its training config)
 already has the output: then nothing is fitted or grafted; the logit before its sigmoid is shifted
 in the same way (0.5 becomes the validation's best-F1 threshold), and the quality calibration
-(below) is written.
+(below) is written. A point-quality calibration the file carried is dropped, since it read the
+old visibility: fit it again with ``python -m export.point_quality``.
 """
 
 from __future__ import annotations
@@ -493,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     about["validation_auroc"] = round(auroc(runs["val"]["visibility"][~hidden], runs["val"]["visibility"][hidden]), 4)
     about["validation_covered_f1"] = round(hidden_f1(runs["covered"]["visibility"], runs["covered"]["labels"] < 0.5), 4)
     meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
+    meta.pop("point_quality", None)  # it read the old visibility: export.point_quality fits it anew
     meta["outputs"] = ["candidates", "scores", "visibility"]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

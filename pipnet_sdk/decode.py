@@ -21,7 +21,7 @@ def vote_matrix(neighbor_indices: np.ndarray) -> np.ndarray:
     prediction, column i * (1 + C) + 1 + k its vote for ``neighbor_indices[i, k]``."""
     nb = np.asarray(neighbor_indices, dtype=np.int64)
     n, c = nb.shape
-    target = np.concatenate([np.arange(n)[:, None], nb], axis=1).reshape(-1)  # who each column is for
+    target = vote_targets(nb)  # who each column is for
     a = np.zeros((n, n * (1 + c)), dtype=np.float64)
     a[target, np.arange(n * (1 + c))] = 1.0
     a /= a.sum(axis=1, keepdims=True)
@@ -67,6 +67,22 @@ def merge(candidates: np.ndarray, averaging: np.ndarray | None, use_neighbors: b
         raise ValueError("merge with use_neighbors needs the averaging matrix (vote_matrix)")
     b, n, k, _ = candidates.shape
     return np.matmul(averaging, candidates.reshape(b, n * k, 2)).astype(np.float32, copy=False)
+
+
+def vote_targets(neighbor_indices: np.ndarray) -> np.ndarray:
+    """(N * (1 + C),) which landmark each candidate is cast for, in the candidates' layout."""
+    nb = np.asarray(neighbor_indices, dtype=np.int64)
+    return np.concatenate([np.arange(len(nb))[:, None], nb], axis=1).reshape(-1)
+
+
+def vote_spread(candidates: np.ndarray, points: np.ndarray, averaging: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(B, N) how far, on average, the candidates cast for each landmark (its own prediction and
+    its neighbours' votes) lie from its point (B, N, 2), in crop units: where they disagree, the
+    point is less certain. ``averaging`` from :func:`vote_matrix`, ``targets`` from
+    :func:`vote_targets`."""
+    b, n, k, _ = candidates.shape
+    gap = candidates.reshape(b, n * k, 2) - points.take(targets, axis=1)
+    return np.matmul(np.hypot(gap[..., 0], gap[..., 1]), averaging.T).astype(np.float32, copy=False)
 
 
 def decode(

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from .decode import candidates_from_maps, merge, vote_matrix
+from .decode import candidates_from_maps, merge, vote_matrix, vote_spread, vote_targets
 from .hub import DIGEST_KEY, check_file_digest
 from .runtime import ModelFormatError, make_session
 
@@ -31,12 +31,35 @@ VISIBILITY = "visibility"
 
 class Marks(NamedTuple):
     """Landmarks of F faces: points (F, N, 2) (normalised to the crop from LandmarkModel, in image
-    pixels from Landmarker), their scores (F, N), and each point's visibility (F, N) in [0, 1]
-    (None when the model file has no visibility output)."""
+    pixels from Landmarker), their scores (F, N), each point's visibility (F, N) in [0, 1] (None
+    when the model file has no visibility output), and each point's vote spread (F, N) in crop
+    units (decode.vote_spread)."""
 
     points: np.ndarray
     scores: np.ndarray
     visibility: np.ndarray | None
+    spread: np.ndarray
+
+
+#: added to the vote spread before its log (crop units): spreads below it all read the same
+SPREAD_FLOOR = 1e-3
+
+
+POINT_FEATURES = {"log_spread", "visibility", "score", "face_log_spread", "face_visibility", "face_score"}
+
+
+def point_features(scores: np.ndarray, visibility: np.ndarray, spread: np.ndarray) -> dict[str, np.ndarray]:
+    """What the point-quality calibration reads: the point's log vote spread, visibility and score
+    (F, N), and the face's means of the three (F, 1)."""
+    log_spread = np.log(spread + np.float32(SPREAD_FLOOR))
+    return {
+        "log_spread": log_spread,
+        "visibility": visibility,
+        "score": scores,
+        "face_log_spread": log_spread.mean(1, keepdims=True),
+        "face_visibility": visibility.mean(1, keepdims=True),
+        "face_score": scores.mean(1, keepdims=True),
+    }
 
 
 @dataclass(frozen=True)
@@ -213,6 +236,22 @@ class LandmarkModel:
             raise ModelFormatError(f"{self.path}: flip_test needs a 'flip' permutation in the metadata")
         self.flip = np.asarray(flip, dtype=np.int64) if flip_test else None
         self._averaging = vote_matrix(self.spec.neighbor_indices)
+        self._targets = vote_targets(self.spec.neighbor_indices)
+        self._point_coef: list[tuple[str, float]] | None = None
+        pq = self.spec.extra.get("point_quality")
+        if pq is not None and not (
+            isinstance(pq, dict)
+            and len(pq.get("intercepts", ())) == self.spec.num_landmarks
+            and len(pq.get("coef", ())) == len(pq.get("features", ())) > 0
+            and set(pq["features"]) <= POINT_FEATURES
+        ):
+            raise ModelFormatError(
+                f"{self.path}: point_quality must give {self.spec.num_landmarks} intercepts and one coef per "
+                f"feature, features from {sorted(POINT_FEATURES)}"
+            )
+        if pq is not None:
+            self._point_coef = [(name, float(c)) for name, c in zip(pq["features"], pq["coef"])]
+            self._point_intercepts = np.asarray(pq["intercepts"], np.float32)[None]
         s = self.spec
         # fold normalisation into one multiply-add on 0-255 values
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
@@ -227,6 +266,17 @@ class LandmarkModel:
             return None
         features = {"mean_score": scores.mean(1), "mean_visibility": visibility.mean(1)}
         z = float(q["intercept"]) + sum(float(c) * features[name] for name, c in zip(q["features"], q["coef"]))
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    def point_quality(self, marks: Marks) -> np.ndarray | None:
+        """Each point's quality (F, N): the calibrated probability that it lies within the file's
+        ``point_quality.bad_error`` of the inter-ocular distance from the truth, from its vote
+        spread, visibility and score and its face's means of them (point_features); None when
+        the file carries no such calibration or no visibility."""
+        if self._point_coef is None or marks.visibility is None:
+            return None
+        features = point_features(marks.scores, marks.visibility, marks.spread)
+        z = self._point_intercepts + sum(c * features[name] for name, c in self._point_coef)
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     def preprocess(self, crops_bgr: np.ndarray) -> np.ndarray:
@@ -245,12 +295,15 @@ class LandmarkModel:
         the visibility last, when the file has it)."""
         return self.session.run(self._outputs, {self.input_name: batch})
 
+    def candidates(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Network outputs -> candidates (B, N, 1 + C, 2) and scores (B, N) (see decode.py)."""
+        if self.spec.format == 3:
+            return outputs[0], outputs[1]
+        return candidates_from_maps(*outputs[:5])
+
     def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Network outputs -> normalised points (B, N, 2) and scores (B, N)."""
-        if self.spec.format == 3:
-            candidates, scores = outputs[0], outputs[1]
-        else:
-            candidates, scores = candidates_from_maps(*outputs[:5])
+        candidates, scores = self.candidates(outputs)
         return merge(candidates, self._averaging, self.use_neighbors), scores
 
     def run_crops(self, crops_bgr: np.ndarray, batch_size: int = 32) -> Marks:
@@ -259,25 +312,30 @@ class LandmarkModel:
         n = self.spec.num_landmarks
         if len(crops_bgr) == 0:
             empty = np.zeros((0, n), np.float32)
-            return Marks(np.zeros((0, n, 2), np.float32), empty, empty if self.has_visibility else None)
-        pts, scs, vis = [], [], []
+            return Marks(np.zeros((0, n, 2), np.float32), empty, empty if self.has_visibility else None, empty)
+        pts, scs, vis, spr = [], [], [], []
         for i in range(0, len(crops_bgr), batch_size):
             chunk = crops_bgr[i : i + batch_size]
             if self.flip is not None:
                 chunk = np.concatenate([chunk, chunk[:, :, ::-1]])
             outputs = self.forward(self.preprocess(chunk))
-            p, s = self.decode(outputs)
+            c, s = self.candidates(outputs)
+            p = merge(c, self._averaging, self.use_neighbors)
+            d = vote_spread(c, p, self._averaging, self._targets)
             v = outputs[-1] if self.has_visibility else None
             if self.flip is not None:
-                k = len(p) // 2
-                mirrored = p[k:][:, self.flip] * np.array([-1, 1], np.float32) + np.array([1, 0], np.float32)
-                p, s = (p[:k] + mirrored) / 2, (s[:k] + s[k:][:, self.flip]) / 2
+                k, f = len(p) // 2, self.flip
+                mirrored = p[k:][:, f] * np.array([-1, 1], np.float32) + np.array([1, 0], np.float32)
+                p, s, d = (p[:k] + mirrored) / 2, (s[:k] + s[k:][:, f]) / 2, (d[:k] + d[k:][:, f]) / 2
                 if v is not None:
-                    v = (v[:k] + v[k:][:, self.flip]) / 2
+                    v = (v[:k] + v[k:][:, f]) / 2
             pts.append(p)
             scs.append(s)
             vis.append(v)
+            spr.append(d)
         if len(pts) == 1:  # one batch: no copy
-            return Marks(pts[0], scs[0], vis[0])
+            return Marks(pts[0], scs[0], vis[0], spr[0])
         seen = [v for v in vis if v is not None]
-        return Marks(np.concatenate(pts), np.concatenate(scs), np.concatenate(seen) if seen else None)
+        return Marks(
+            np.concatenate(pts), np.concatenate(scs), np.concatenate(seen) if seen else None, np.concatenate(spr)
+        )

@@ -237,7 +237,8 @@ class Landmarker:
         return self.landmarks_for_images([self.image(image, color)], [np.asarray(squares)])[0]
 
     def landmarks_for_images(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray]) -> list[Marks]:
-        """For many images at once: per image, the Marks (landmarks in pixels, scores, visibility) of
+        """For many images at once: per image, the Marks (landmarks in pixels, scores, visibility,
+        vote spread) of
         its squares (F, 3 or 4) (the images as ``image()`` returns them). The crops of all images
         share network batches. With test_crops > 1 each face's jittered crops are averaged in image
         space."""
@@ -256,10 +257,12 @@ class Landmarker:
             m = len(sq)
             p, s = to_image(marks.points[i : i + m], sq), marks.scores[i : i + m]
             v = None if marks.visibility is None else marks.visibility[i : i + m]
+            d = marks.spread[i : i + m]
             if k > 1:  # average each face's k crops
                 p, s = p.reshape(-1, k, n, 2).mean(axis=1), s.reshape(-1, k, n).mean(axis=1)
                 v = None if v is None else v.reshape(-1, k, n).mean(axis=1)
-            out.append(Marks(p, np.clip(s, 0, 1).astype(np.float32), v))
+                d = d.reshape(-1, k, n).mean(axis=1)
+            out.append(Marks(p, np.clip(s, 0, 1).astype(np.float32), v, d))
             i += m
         return out
 
@@ -350,7 +353,9 @@ class Landmarker:
         if self.upright_search:
             _, marks = self.upright(imgs, squares, marks)
         return [
-            faces_from(boxes, scores, mk, im.shape, self.model.quality(mk.scores, mk.visibility))
+            faces_from(
+                boxes, scores, mk, im.shape, self.model.quality(mk.scores, mk.visibility), self.model.point_quality(mk)
+            )
             for im, (boxes, scores), mk in zip(imgs, dets, marks)
         ]
 
@@ -371,16 +376,23 @@ def _replace_rows(marks: Marks, rows: np.ndarray, other: Marks, other_rows: np.n
         return out
 
     vis = None if marks.visibility is None or other.visibility is None else merged(marks.visibility, other.visibility)
-    return Marks(merged(marks.points, other.points), merged(marks.scores, other.scores), vis)
+    return Marks(
+        merged(marks.points, other.points), merged(marks.scores, other.scores), vis, merged(marks.spread, other.spread)
+    )
 
 
 def faces_from(
-    boxes: np.ndarray, scores: np.ndarray, marks: Marks, image_shape: tuple[int, ...], quality: np.ndarray | None = None
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    marks: Marks,
+    image_shape: tuple[int, ...],
+    quality: np.ndarray | None = None,
+    point_quality: np.ndarray | None = None,
 ) -> list[Face]:
     """Face objects from the pipeline's arrays (image_shape: the image's H, W, ...; quality (F,)
-    when the model is calibrated)."""
+    and point_quality (F, N) when the model is calibrated)."""
     size = (int(image_shape[1]), int(image_shape[0]))
-    vis = marks.visibility
+    vis, pq = marks.visibility, point_quality
     return [
         Face(
             box=boxes[i],
@@ -389,6 +401,7 @@ def faces_from(
             landmark_scores=marks.scores[i],
             visibility=None if vis is None else vis[i].astype(np.float32),
             quality=None if quality is None else float(quality[i]),
+            point_quality=None if pq is None else pq[i],
             image_size=size,
         )
         for i in range(len(boxes))

@@ -42,6 +42,7 @@ class Face:
     image_size: tuple[int, int] | None = field(default=None)
     visibility: np.ndarray | None = field(default=None)  # (N,) float32 in [0, 1]; None: the model has none
     quality: float | None = field(default=None)  # P(the face's landmarks are good), when the model is calibrated
+    point_quality: np.ndarray | None = field(default=None)  # (N,) float32: P(each point is good), likewise
 
     @property
     def occluded(self) -> np.ndarray | None:
@@ -84,7 +85,7 @@ class Face:
             and self.image_size == other.image_size
             and all(
                 _same(getattr(self, k), getattr(other, k))
-                for k in ("box", "score", "landmarks", "landmark_scores", "visibility", "quality")
+                for k in ("box", "score", "landmarks", "landmark_scores", "visibility", "quality", "point_quality")
             )
         )
 
@@ -124,6 +125,7 @@ class Face:
             "quality": None if self.quality is None else num(self.quality, 4),
             "visibility": None if self.visibility is None else [num(v, 4) for v in self.visibility],
             "occluded": None if hidden is None else [bool(v) for v in hidden],
+            "point_quality": None if self.point_quality is None else [num(v, 4) for v in self.point_quality],
         }
         if self.track_id is not None:
             d["track_id"] = int(self.track_id)

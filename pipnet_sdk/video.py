@@ -414,8 +414,8 @@ class VideoLandmarker:
         marks = lm.landmarks_in_squares(img, squares, "bgr")
         if lm.upright_search:  # a face turned since the last frame, or on its side
             (squares,), (marks,) = lm.upright([img], [squares], [marks])
-        pts, ls, vis = marks
-        quality = lm.model.quality(ls, vis)
+        pts, ls, vis = marks.points, marks.scores, marks.visibility
+        quality, point_quality = lm.model.quality(ls, vis), lm.model.point_quality(marks)
         kept: list[_Track] = []
         faces: list[Face] = []
         for i, tr in enumerate(self._tracks):
@@ -465,6 +465,7 @@ class VideoLandmarker:
                 image_size=(img.shape[1], img.shape[0]),
                 visibility=v,
                 quality=None if quality is None else float(quality[i]),
+                point_quality=None if point_quality is None else point_quality[i],
             )
             kept.append(tr)
             faces.append(tr.face)

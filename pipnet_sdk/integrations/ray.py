@@ -41,6 +41,8 @@ visibility            list<fixed_size_list<float32, N>>           per point: see
 occluded              list<fixed_size_list<bool, N>>              visibility < 0.5 (null likewise)
 quality               list<float32>                               P(NME <= 8 %) per face (null:
                                                                   model not calibrated)
+point_quality         list<fixed_size_list<float32, N>>           per point: P(error <= 10 % of
+                                                                  the eye distance) (null likewise)
 five_points           list<fixed_size_list<fixed_size_list<       InsightFace's 5 points per face
                       float32, 2>, 5>>                            (null without 68 landmarks)
 pose                  list<fixed_size_list<float32, 3>>           yaw, pitch, roll in degrees
@@ -93,6 +95,7 @@ RESULT_COLUMNS = (
     "visibility",
     "occluded",
     "quality",
+    "point_quality",
     "five_points",
     "pose",
     "eye_openness",
@@ -134,6 +137,7 @@ def output_schema(num_landmarks: int):
             ("visibility", pa.list_(pa.list_(f32, num_landmarks))),
             ("occluded", pa.list_(pa.list_(pa.bool_(), num_landmarks))),
             ("quality", pa.list_(f32)),
+            ("point_quality", pa.list_(pa.list_(f32, num_landmarks))),
             ("five_points", pa.list_(pa.list_(pa.list_(f32, 2), 5))),  # see pipnet_sdk.geometry
             ("pose", pa.list_(pa.list_(f32, 3))),
             ("eye_openness", pa.list_(pa.list_(f32, 2))),
@@ -282,7 +286,7 @@ class LandmarkPredictor:
 
         n = len(paths)
         width, height, count, boxes, scores, lms, lscores, geometry = ([None] * n for _ in range(8))
-        vis, occ, quality = ([None] * n for _ in range(3))
+        vis, occ, quality, point_quality = ([None] * n for _ in range(4))
         for i in range(n):
             if errors[i] is not None:
                 continue
@@ -296,6 +300,7 @@ class LandmarkPredictor:
             vis[i] = [None if f.visibility is None else f.visibility.tolist() for f in fs]
             occ[i] = [None if f.occluded is None else f.occluded.tolist() for f in fs]
             quality[i] = [f.quality for f in fs]
+            point_quality[i] = [None if f.point_quality is None else f.point_quality.tolist() for f in fs]
             geometry[i] = [_geometry(f) for f in fs]
         shown = [None if p is None else display_text(p) for p in paths]
         data = dict(
@@ -310,6 +315,7 @@ class LandmarkPredictor:
             visibility=vis,
             occluded=occ,
             quality=quality,
+            point_quality=point_quality,
             error=errors,
             provenance=[self.provenance] * n,
         )
