@@ -53,7 +53,7 @@ MODELS: dict[str, ModelSpec] = {
         repo_id=HUB_REPO_ID,
         revision=None,
         description="PIPNet ResNet-18 at width 0.75 cut at stride 16, 144 px, int8 (7-bit weights); "
-        "68 iBUG points with per-point visibility and a calibrated face quality; packaged in the wheel",
+        "68 iBUG points with per-point visibility and calibrated face and point quality; packaged in the wheel",
         license="weights: research use only (trained on 300-W and YouTube Faces data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
@@ -66,7 +66,7 @@ MODELS: dict[str, ModelSpec] = {
         repo_id=HUB_REPO_ID,
         revision=None,
         description="PIPNet ResNet-18 (the paper's model), 256 px, int8 (7-bit weights); 68 iBUG points "
-        "with per-point visibility and a calibrated face quality; packaged in the wheel",
+        "with per-point visibility and calibrated face and point quality; packaged in the wheel",
         license="weights: research use only (trained on 300-W, YouTube Faces and LFW data); code: MIT",
         source_url="https://github.com/jhb86253817/PIPNet",
         obtain="it ships inside the pipnet-sdk wheel; reinstall pipnet-sdk if it is missing",
