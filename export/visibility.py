@@ -23,7 +23,8 @@ A file whose network learned visibility itself (a ``"visibility_weight"`` in its
 already has the output: then nothing is fitted or grafted; the logit before its sigmoid is shifted
 in the same way (0.5 becomes the validation's best-F1 threshold), and the quality calibration
 (below) is written. A point-quality calibration the file carried is dropped, since it read the
-old visibility: fit it again with ``python -m export.point_quality``.
+old visibility: fit it again with ``python -m export.calibrate`` (which also refits the face
+quality with one more feature, the vote spread).
 """
 
 from __future__ import annotations
@@ -225,28 +226,37 @@ def fit_rows(
     return best[1], best[2], log
 
 
-def fit_quality(scores: np.ndarray, visibility: np.ndarray, good: np.ndarray) -> dict[str, Any]:
-    """Face quality as a logistic regression of P(good) on the mean landmark score and mean
-    visibility of each face (scores, visibility (M, N); good (M,) bool): the metadata entry the
-    SDK reads (pipnet_sdk.quality)."""
-    x = torch.from_numpy(np.stack([scores.mean(1), visibility.mean(1)], 1).astype(np.float32))
-    y = torch.from_numpy(good.astype(np.float32))
-    w = torch.zeros(2, requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, intercepts: tuple[int, ...] = (1,), l2: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regression of y (bool, shape S) on x (S + (D,)): one weight per feature (D,) and
+    intercepts of the given shape, broadcast against S (one per landmark: ``(N,)``)."""
+    xt = torch.from_numpy(x.astype(np.float32))
+    yt = torch.from_numpy(y.astype(np.float32))
+    w = torch.zeros(x.shape[-1], requires_grad=True)
+    b = torch.zeros(intercepts, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=0.5, max_iter=500, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt) + l2 * (w * w).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
+    return w.detach().numpy().astype(np.float64), b.detach().numpy().astype(np.float64)
+
+
+def fit_quality(features: dict[str, np.ndarray], good: np.ndarray) -> dict[str, Any]:
+    """Face quality as a logistic regression of P(good) on per-face features (each (M,), named as
+    pipnet_sdk.landmark_model.QUALITY_FEATURES names them; good (M,) bool): the metadata entry
+    the SDK reads (LandmarkModel.quality)."""
+    w, b = fit_logistic(np.stack(list(features.values()), 1), good)
     return {
         "good_nme": GOOD_NME,
-        "features": ["mean_score", "mean_visibility"],
-        "coef": [round(float(v), 5) for v in w.detach()],
-        "intercept": round(float(b.detach()[0]), 5),
+        "features": list(features),
+        "coef": [round(float(v), 5) for v in w],
+        "intercept": round(float(b[0]), 5),
     }
 
 
@@ -488,13 +498,14 @@ def main(argv: list[str] | None = None) -> None:
         vis.append(r["visibility"])
         scores.append(r["scores"])
         good.append(nme_per_face(r["points"], r["truth"], norm) <= GOOD_NME)
-    quality = fit_quality(np.concatenate(scores), np.concatenate(vis), np.concatenate(good))
+    face = {"mean_score": np.concatenate(scores).mean(1), "mean_visibility": np.concatenate(vis).mean(1)}
+    quality = fit_quality(face, np.concatenate(good))
     hidden = runs["val"]["labels"] < 0.5
     about["validation_f1"] = round(hidden_f1(runs["val"]["visibility"], hidden), 4)
     about["validation_auroc"] = round(auroc(runs["val"]["visibility"][~hidden], runs["val"]["visibility"][hidden]), 4)
     about["validation_covered_f1"] = round(hidden_f1(runs["covered"]["visibility"], runs["covered"]["labels"] < 0.5), 4)
     meta = {**file_metadata(model), "version": a.version, "visibility": about, "quality": quality}
-    meta.pop("point_quality", None)  # it read the old visibility: export.point_quality fits it anew
+    meta.pop("point_quality", None)  # it read the old visibility: export.calibrate fits it anew
     meta["outputs"] = ["candidates", "scores", "visibility"]
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

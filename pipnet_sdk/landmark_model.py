@@ -62,6 +62,14 @@ def point_features(scores: np.ndarray, visibility: np.ndarray, spread: np.ndarra
     }
 
 
+#: the face quality's features, by the names its calibration gives them, and the point_features each is
+QUALITY_FEATURES = {
+    "mean_score": "face_score",
+    "mean_visibility": "face_visibility",
+    "mean_log_spread": "face_log_spread",
+}
+
+
 @dataclass(frozen=True)
 class UprightRule:
     """When ``Landmarker.upright`` gives a face a second look (the model file's ``crop.upright``;
@@ -249,6 +257,16 @@ class LandmarkModel:
                 f"{self.path}: point_quality must give {self.spec.num_landmarks} intercepts and one coef per "
                 f"feature, features from {sorted(POINT_FEATURES)}"
             )
+        q = self.spec.extra.get("quality")
+        if q and not (
+            isinstance(q, dict)
+            and len(q.get("coef", ())) == len(q.get("features", ())) > 0
+            and set(q["features"]) <= set(QUALITY_FEATURES)
+        ):
+            raise ModelFormatError(
+                f"{self.path}: quality must give one coef per feature, features from {sorted(QUALITY_FEATURES)} "
+                "(a file newer than this SDK? pip install -U pipnet-sdk)"
+            )
         if pq is not None:
             self._point_coef = [(name, float(c)) for name, c in zip(pq["features"], pq["coef"])]
             self._point_intercepts = np.asarray(pq["intercepts"], np.float32)[None]
@@ -257,15 +275,25 @@ class LandmarkModel:
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
         self._shift = (-s.mean / s.std).astype(np.float32)
 
-    def quality(self, scores: np.ndarray, visibility: np.ndarray | None) -> np.ndarray | None:
+    def quality(self, marks: Marks) -> np.ndarray | None:
         """Each face's quality (F,): the calibrated probability that its landmarks are good (NME
         within the file's ``quality.good_nme`` of the inter-ocular distance), from its mean
-        landmark score and mean visibility; None when the file carries no calibration."""
+        landmark score and mean visibility (and, in files since 0.6.3, its mean log vote spread);
+        None when the file carries no calibration or no visibility."""
         q = self.spec.extra.get("quality")
-        if not q or visibility is None:
+        if not q or marks.visibility is None:
             return None
-        features = {"mean_score": scores.mean(1), "mean_visibility": visibility.mean(1)}
-        z = float(q["intercept"]) + sum(float(c) * features[name] for name, c in zip(q["features"], q["coef"]))
+        return self.quality_of(q, marks)
+
+    @staticmethod
+    def quality_of(calibration: dict, marks: Marks) -> np.ndarray:
+        """The face quality (F,) a calibration (a file's ``quality`` entry) gives marks that have
+        visibility."""
+        assert marks.visibility is not None
+        faces = point_features(marks.scores, marks.visibility, marks.spread)
+        features = {name: faces[key][:, 0] for name, key in QUALITY_FEATURES.items()}
+        names, coef = calibration["features"], calibration["coef"]
+        z = float(calibration["intercept"]) + sum(float(c) * features[name] for name, c in zip(names, coef))
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     def point_quality(self, marks: Marks) -> np.ndarray | None:

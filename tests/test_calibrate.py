@@ -1,5 +1,5 @@
-"""Face.point_quality: the vote spread it reads, the calibration a file carries, and what it
-predicts on real faces."""
+"""Face.point_quality and Face.quality: the vote spread they read, the calibrations a file
+carries (export.calibrate), and what they predict on real faces."""
 
 from __future__ import annotations
 
@@ -143,12 +143,28 @@ def test_point_quality_finds_the_badly_placed_points(shared_dir: Path) -> None:
     assert ranks["pq"] > 0.8 and ranks["pq"] > ranks["vis"] + 0.03 and ranks["pq"] > ranks["score"] + 0.03, ranks
 
 
+def test_a_two_feature_quality_still_reads_and_an_unknown_feature_is_refused(tmp_path: Path, samples: Path) -> None:
+    """Files before 0.6.3 calibrate the face quality on the mean score and visibility alone."""
+    src = PACKAGED / "pipnet-fast.onnx"
+    old = {"good_nme": 0.08, "features": ["mean_score", "mean_visibility"], "coef": [19.7, 2.5], "intercept": -14.5}
+    faces = Landmarker(model=_with_meta(src, tmp_path / "old.onnx", {"quality": old}), threads=1).detect(
+        samples / "group_2.jpg"
+    )
+    assert len(faces) == 4
+    for f in faces:
+        assert f.visibility is not None and f.quality is not None
+        z = old["intercept"] + 19.7 * f.landmark_scores.mean() + 2.5 * f.visibility.mean()
+        assert f.quality == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-5)
+    with pytest.raises(ModelFormatError, match="newer than this SDK"):
+        LandmarkModel(_with_meta(src, tmp_path / "new.onnx", {"quality": {**old, "features": ["mean_hue", "x"]}}))
+
+
 @pytest.mark.slow
-def test_export_point_quality_writes_the_calibration_and_leaves_the_graph(tmp_path: Path, shared_dir: Path) -> None:
+def test_export_calibrate_writes_both_calibrations_and_leaves_the_graph(tmp_path: Path, shared_dir: Path) -> None:
     import onnx
 
+    from export.calibrate import FEATURES, main
     from export.onnx_meta import file_metadata
-    from export.point_quality import FEATURES, main
 
     src = tmp_path / "plain.onnx"
     _with_meta(PACKAGED / "pipnet-fast.onnx", src, {"point_quality": None})
@@ -161,8 +177,10 @@ def test_export_point_quality_writes_the_calibration_and_leaves_the_graph(tmp_pa
     q = meta["point_quality"]
     assert meta["version"] == "9.9" and q["features"] == list(FEATURES) and len(q["intercepts"]) == 68
     assert q["validation_auroc"] > q["validation_auroc_visibility"]
+    assert meta["quality"]["features"] == ["mean_score", "mean_visibility", "mean_log_spread"]
     m = LandmarkModel(out)
     crops = np.zeros((2, m.spec.input_size, m.spec.input_size, 3), np.uint8)
-    got = m.point_quality(m.run_crops(crops))
-    assert got is not None and got.shape == (2, 68)
+    marks = m.run_crops(crops)
+    got, quality = m.point_quality(marks), m.quality(marks)
+    assert got is not None and got.shape == (2, 68) and quality is not None and quality.shape == (2,)
     shutil.rmtree(tmp_path)
