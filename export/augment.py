@@ -24,6 +24,8 @@ class AugmentConfig:
     p_occlude_texture: float = 0.0  # of the occluders: filled with another crop of the batch, not a flat colour
     p_occlude_ellipse: float = 0.0  # of the occluders: an ellipse (a hand, a cup, a microphone), not a rectangle
     p_occlude_dark: float = 0.0  # of the flat occluders: near black (a black mask, a phone, padding past the image)
+    p_occlude_bar: float = 0.0  # of the occluders: a thick bar at any angle (a finger, a pen, a microphone)
+    p_occlude_edge: float = 0.0  # of the occluders: black from a side of the crop inward (the image's edge)
     p_blur: float = 0.2
     p_motion_blur: float = 0.0  # a straight motion streak, up to motion_max x the crop side long
     motion_max: float = 0.12
@@ -215,6 +217,26 @@ def augment_with_visibility(
             u = (xs - (x0 + wh[:, 0] / 2).view(-1, 1, 1)) / (wh[:, 0] / 2).view(-1, 1, 1)
             v = (ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)) / (wh[:, 1] / 2).view(-1, 1, 1)
             hidden = torch.where((rand(b) < cfg.p_occlude_ellipse).view(-1, 1, 1), u**2 + v**2 <= 1, rect)
+        if cfg.p_occlude_bar > 0:  # through the rectangle's centre, as long as its longer side
+            angle = math.pi * rand(b).view(-1, 1, 1)
+            u = xs - (x0 + wh[:, 0] / 2).view(-1, 1, 1)
+            v = ys - (y0 + wh[:, 1] / 2).view(-1, 1, 1)
+            along, across = u * angle.cos() + v * angle.sin(), v * angle.cos() - u * angle.sin()
+            half = (wh.max(1).values / 2).view(-1, 1, 1)
+            width = size * (0.05 + 0.1 * rand(b)).view(-1, 1, 1)
+            bar = (along.abs() <= half) & (across.abs() <= width / 2)
+            hidden = torch.where((rand(b) < cfg.p_occlude_bar).view(-1, 1, 1), bar, hidden)
+        edge = torch.zeros(b, dtype=torch.bool, device=dev)
+        if cfg.p_occlude_edge > 0:  # as deep as the rectangle is wide, from one of the four sides
+            side = (4 * rand(b)).long().clamp(max=3).view(-1, 1, 1)
+            depth = wh[:, 0].view(-1, 1, 1)
+            cut = torch.where(
+                side == 0,
+                xs < depth,
+                torch.where(side == 1, xs >= size - depth, torch.where(side == 2, ys < depth, ys >= size - depth)),
+            )
+            edge = rand(b) < cfg.p_occlude_edge
+            hidden = torch.where(edge.view(-1, 1, 1), cut, hidden)
         hidden = hidden & occ.view(-1, 1, 1)
         fill = rand(b, 3, 1, 1)  # a flat colour
         if cfg.p_occlude_dark > 0:  # a uniform draw is almost never near black
@@ -223,5 +245,6 @@ def augment_with_visibility(
         if cfg.p_occlude_texture > 0:  # or the same pixels of another face's crop, darkened or lightened
             other = torch.roll(x, 1, 0) * (0.5 + rand(b, 1, 1, 1))
             fill = torch.where((rand(b) < cfg.p_occlude_texture).view(-1, 1, 1, 1), other, fill)
+        fill = torch.where(edge.view(-1, 1, 1, 1), torch.zeros_like(fill), fill)  # the SDK pads with black
         x = torch.where(hidden[:, None], fill, x)
     return x.clamp(0, 1), p, visible_points(p, hidden)

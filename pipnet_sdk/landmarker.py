@@ -238,10 +238,9 @@ class Landmarker:
 
     def landmarks_for_images(self, images: Sequence[np.ndarray], squares: Sequence[np.ndarray]) -> list[Marks]:
         """For many images at once: per image, the Marks (landmarks in pixels, scores, visibility,
-        vote spread) of
-        its squares (F, 3 or 4) (the images as ``image()`` returns them). The crops of all images
-        share network batches. With test_crops > 1 each face's jittered crops are averaged in image
-        space."""
+        vote spread) of its squares (F, 3 or 4) (the images as ``image()`` returns them). The crops
+        of all images share network batches. With test_crops > 1 each face's jittered crops are
+        averaged in image space."""
         if len(images) != len(squares):
             raise ValueError(f"{len(images)} images but {len(squares)} arrays of squares: give one per image")
         k, n, size = self.test_crops, self.num_landmarks, self.model.spec.input_size

@@ -48,6 +48,38 @@ def test_points_under_the_occluder_are_labeled_hidden() -> None:
     assert torch.equal(all_seen.bool(), inside)  # no occluder outside training
 
 
+@pytest.mark.parametrize("kind", ["p_occlude_bar", "p_occlude_edge"])
+def test_bars_and_edges_hide_what_they_cover(kind: str) -> None:
+    """A bar at any angle and a cut from a side of the crop (the image's edge, black as the SDK
+    pads past it): a point is hidden exactly where the crop is no longer white, or outside it.
+    Bars are long and thin; edges reach a side of the crop and are black."""
+    rng = np.random.default_rng(1)
+    images = torch.full((64, 3, 80, 80), 255, dtype=torch.uint8)
+    points = torch.from_numpy(rng.uniform(-5, 85, (64, 68, 2)).astype(np.float32))
+    plain = dict(p_rotate=0, scale=0, shift=0, p_flip=0, p_occlude=1.0, occlude_max=0.6, p_blur=0, p_gray=0)
+    cfg = AugmentConfig(**plain, brightness=0, contrast=0, noise=0, **{kind: 1.0})
+    x, p, visible = augment_with_visibility(
+        images, points, 64, 1.25, torch.arange(68), cfg, torch.Generator().manual_seed(0)
+    )
+    inside = ((p >= 0) & (p < 1)).all(-1)
+    cell = (p.clamp(0, 0.999) * 64).long()
+    covered = (x < 0.999).any(1)  # (B, S, S)
+    under = covered[torch.arange(64)[:, None], cell[..., 1], cell[..., 0]]
+    assert torch.equal(visible.bool(), inside & ~under)
+    assert 0.05 < float(1 - visible.mean()) < 0.9
+    for i in range(64):
+        ys, xs = np.nonzero(covered[i].numpy())
+        if not len(ys):
+            continue
+        if kind == "p_occlude_edge":
+            assert float(x[i][:, covered[i]].max()) == 0.0  # black
+            assert xs.min() == 0 or ys.min() == 0 or xs.max() == 63 or ys.max() == 63  # from a side
+            assert len(ys) == (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)  # a band, whole
+        else:
+            spread = np.linalg.eigvalsh(np.cov(np.stack([xs, ys]).astype(float)) + 1e-6 * np.eye(2))
+            assert len(ys) < 30 or spread[1] > 2 * spread[0]  # longer than wide
+
+
 def _model_with_visibility(tmp_path: Path, bias: float) -> Path:
     from export.config import build_model, load_config
     from export.data import neighbor_indices
@@ -297,8 +329,10 @@ def test_ray_rows_carry_visibility_and_quality(samples: Path) -> None:
     rows = table.to_pylist()
     faces = Landmarker().detect(samples / "group_2.jpg")
     assert rows[0]["num_faces"] == len(faces) == 4 and rows[1]["num_faces"] == 0
-    for v, o, q, f in zip(rows[0]["visibility"], rows[0]["occluded"], rows[0]["quality"], faces):
+    columns = (rows[0][k] for k in ("visibility", "occluded", "quality", "point_quality"))
+    for v, o, q, pq, f in zip(*columns, faces):
         np.testing.assert_allclose(v, f.visibility, atol=1e-6)
+        np.testing.assert_allclose(pq, f.point_quality, atol=1e-6)
         assert o == f.occluded.tolist() and abs(q - f.quality) < 1e-6 and 0 <= q <= 1
 
 
