@@ -4,10 +4,11 @@ really happened, on the 300-W common test images, clean and corrupted.
     python benchmarks/confidence.py [--models pipnet-fast pipnet-r18] [--step 1] [--out FILE.md]
                                     [--figure docs/images/quality_reliability.png]
 
-Conditions: clean; "occluded", occluders unlike the ones the visibility rows were fitted under
-(export/visibility.py: rectangles and ellipses): a random polygon or a thick bar (a hand, a
-microphone) filled with a patch of a photo with no face in it, over 15-45 % of the face, or the
-image cut so that a side of the face lies outside it; and from benchmarks/robustness.py heavy
+Conditions: clean; "occluded", occluders drawn otherwise than the ones the visibility is fitted
+under (export/visibility.py: rectangles, ellipses, bars and black cuts from a side of the crop,
+flat or filled with another face's pixels, on training crops): a random polygon or a thick bar (a
+hand, a microphone) filled with a patch of a photo with no face in it, over 15-45 % of the face,
+or the image cut so that a side of the face lies outside it; and from benchmarks/robustness.py heavy
 Gaussian blur, rotation by 30-45 degrees, low light and downscaling.
 
 Per face (a detection matched to the ground truth): good when its NME (inter-ocular) is at most

@@ -24,6 +24,7 @@ class AugmentConfig:
     p_occlude_texture: float = 0.0  # of the occluders: filled with another crop of the batch, not a flat colour
     p_occlude_ellipse: float = 0.0  # of the occluders: an ellipse (a hand, a cup, a microphone), not a rectangle
     p_occlude_dark: float = 0.0  # of the flat occluders: near black (a black mask, a phone, padding past the image)
+    p_occlude_light: float = 0.0  # of the flat occluders: near white (a surgical mask, paper, a white sleeve)
     p_occlude_bar: float = 0.0  # of the occluders: a thick bar at any angle (a finger, a pen, a microphone)
     p_occlude_edge: float = 0.0  # of the occluders: black from a side of the crop inward (the image's edge)
     p_blur: float = 0.2
@@ -241,6 +242,8 @@ def augment_with_visibility(
         fill = rand(b, 3, 1, 1)  # a flat colour
         if cfg.p_occlude_dark > 0:  # a uniform draw is almost never near black
             fill = torch.where((rand(b) < cfg.p_occlude_dark).view(-1, 1, 1, 1), 0.08 * fill, fill)
+        if cfg.p_occlude_light > 0:  # nor near white
+            fill = torch.where((rand(b) < cfg.p_occlude_light).view(-1, 1, 1, 1), 1 - 0.08 * rand(b, 3, 1, 1), fill)
         fill = fill.expand_as(x)
         if cfg.p_occlude_texture > 0:  # or the same pixels of another face's crop, darkened or lightened
             other = torch.roll(x, 1, 0) * (0.5 + rand(b, 1, 1, 1))

@@ -12,9 +12,11 @@ exactly as it is, so the file's landmarks and scores do not change by a bit. Two
   a logistic regression on the feature vector read at its argmax cell and the landmark's score.
 
 Either is fitted on what the file itself computes (int8 as shipped) on training crops under
-synthetic occluders: flat (a quarter of them near black) and textured (another face's pixels),
-rectangles and ellipses, and points pushed out of the crop by the geometric jitter. A point is
-labeled hidden when it lies under the occluder or outside the crop (export.augment.visible_points).
+synthetic occluders: flat (a quarter of them near black, a fifth near white) and textured (another
+face's pixels), rectangles, ellipses and bars at any angle; black cuts from a side of the crop (an
+image's edge, padded black by the SDK); and points pushed out of the crop by the geometric jitter.
+A point is labeled hidden when it lies under the occluder or outside the crop
+(export.augment.visible_points).
 The fit is chosen on the validation faces under occluders drawn with another seed, and its bias
 shifted so that 0.5 is the threshold that gave the best F1 for hidden points there (so
 ``Face.occluded``, visibility < 0.5, is that choice). A visibility output fitted here before is replaced.
@@ -63,6 +65,9 @@ OCCLUDERS = {
     "p_occlude_texture": 0.5,
     "p_occlude_ellipse": 0.5,
     "p_occlude_dark": 0.25,
+    "p_occlude_light": 0.2,
+    "p_occlude_bar": 0.3,
+    "p_occlude_edge": 0.15,
 }
 #: what makes the faces the quality is calibrated on fail now and then: turned beyond training's
 #: range, blurred, dark, occluded

@@ -48,6 +48,25 @@ def test_points_under_the_occluder_are_labeled_hidden() -> None:
     assert torch.equal(all_seen.bool(), inside)  # no occluder outside training
 
 
+def test_light_occluders_are_near_white() -> None:
+    """p_occlude_light draws that share of the flat occluders near white (a surgical mask), and
+    the points under them are labeled hidden."""
+    images = torch.zeros((64, 3, 80, 80), dtype=torch.uint8)  # black faces: the occluder is what is not black
+    points = torch.from_numpy(np.random.default_rng(0).uniform(10, 70, (64, 68, 2)).astype(np.float32))
+    plain = dict(p_rotate=0, scale=0, shift=0, p_flip=0, p_occlude=1.0, occlude_max=0.6, p_blur=0, p_gray=0)
+    cfg = AugmentConfig(**plain, brightness=0, contrast=0, noise=0, p_occlude_light=1.0)
+    x, p, visible = augment_with_visibility(
+        images, points, 64, 1.25, torch.arange(68), cfg, torch.Generator().manual_seed(0)
+    )
+    covered = (x > 0.001).any(1)
+    darkest = [float(x[i][:, covered[i]].min()) for i in range(len(x)) if covered[i].any()]
+    assert len(darkest) > 40 and min(darkest) >= 0.92 - 1e-6
+    inside = ((p >= 0) & (p < 1)).all(-1)
+    cell = (p.clamp(0, 0.999) * 64).long()
+    under = covered[torch.arange(64)[:, None], cell[..., 1], cell[..., 0]]
+    assert torch.equal(visible.bool(), inside & ~under)
+
+
 @pytest.mark.parametrize("kind", ["p_occlude_bar", "p_occlude_edge"])
 def test_bars_and_edges_hide_what_they_cover(kind: str) -> None:
     """A bar at any angle and a cut from a side of the crop (the image's edge, black as the SDK
