@@ -234,9 +234,10 @@ def test_both_model_formats_agree(tmp_path: Path, images) -> None:
     for opts in ({}, {"use_neighbors": False}, {"flip_test": True, "test_crops": 3}):
         graph, numpy_ = (Landmarker(model=p, detector=_NoDetector(), **opts) for p in paths)
         assert (graph.model.spec.format, numpy_.model.spec.format) == (3, 1)
-        (pa, sa, _), (pb, sb, _) = (who.landmarks_in_squares(image, squares) for who in (graph, numpy_))
+        (pa, sa, _, da), (pb, sb, _, db) = (who.landmarks_in_squares(image, squares) for who in (graph, numpy_))
         np.testing.assert_allclose(pa, pb, atol=1e-3)
         np.testing.assert_allclose(sa, sb, atol=1e-5)
+        np.testing.assert_allclose(da, db, atol=1e-4)  # the vote spread, in crop units
     plain = Landmarker(model=paths[0], detector=_NoDetector())
     assert np.abs(pa - plain.landmarks_in_squares(image, squares)[0]).max() > 0.01  # the options matter
 
@@ -505,8 +506,8 @@ def test_steps_reject_mismatched_or_bad_input(random_model: Path, yunet_path: Pa
     for one_image in (img, str(samples / "group_2.jpg")):
         with pytest.raises(TypeError, match="for one image use detect"):
             lm.detect_batch(one_image)
-    points, scores, visibility = lm.landmarks_in_squares(img, np.zeros((0, 3)))
-    assert points.shape == (0, 68, 2) and scores.shape == (0, 68) and visibility is None
+    points, scores, visibility, spread = lm.landmarks_in_squares(img, np.zeros((0, 3)))
+    assert points.shape == (0, 68, 2) and scores.shape == spread.shape == (0, 68) and visibility is None
 
 
 class _BrokenDetector:
