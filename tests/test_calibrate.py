@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipnet_sdk import Face, Landmarker
+from pipnet_sdk import Landmarker
 from pipnet_sdk.decode import merge, vote_matrix, vote_spread, vote_targets
 from pipnet_sdk.landmark_model import LandmarkModel
 from pipnet_sdk.runtime import ModelFormatError
@@ -89,20 +89,6 @@ def test_a_file_without_the_calibration_gives_none_and_a_damaged_one_is_refused(
     q["features"][0] = "phase_of_the_moon"
     with pytest.raises(ModelFormatError, match="features from"):
         LandmarkModel(_with_meta(src, tmp_path / "unknown.onnx", {"point_quality": q}))
-
-
-def test_face_carries_point_quality() -> None:
-    base = dict(
-        box=np.array([0, 0, 10, 10], np.float32),
-        score=0.9,
-        landmarks=np.zeros((68, 2), np.float32),
-        landmark_scores=np.ones(68, np.float32),
-    )
-    pq = np.linspace(0, 1, 68).astype(np.float32)
-    f = Face(**base, point_quality=pq)
-    assert f.to_dict()["point_quality"][-1] == 1.0 and len(f.to_dict()["point_quality"]) == 68
-    assert Face(**base).to_dict()["point_quality"] is None
-    assert f != Face(**base, point_quality=pq[::-1].copy()) and f == Face(**base, point_quality=pq.copy())
 
 
 def test_point_quality_finds_the_badly_placed_points(shared_dir: Path) -> None:

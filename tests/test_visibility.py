@@ -321,6 +321,11 @@ def test_face_fields_for_visibility_and_quality() -> None:
     assert f != Face(**base, visibility=np.ones(68, np.float32), quality=0.87)
     assert f != Face(**base, visibility=vis, quality=0.5)
     assert f == Face(**base, visibility=vis.copy(), quality=0.87)
+    assert d["point_quality"] is None
+    pq = np.linspace(0, 1, 68).astype(np.float32)
+    g = Face(**base, point_quality=pq)
+    assert g.to_dict()["point_quality"][-1] == 1.0 and len(g.to_dict()["point_quality"]) == 68
+    assert g != Face(**base, point_quality=pq[::-1].copy()) and g == Face(**base, point_quality=pq.copy())
 
 
 def test_hidden_points_are_drawn_as_rings() -> None:
