@@ -28,12 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 
-from .evaluate import auroc
+from .evaluate import auroc, point_errors
 from .onnx_meta import file_metadata, save_with_metadata
 from .schemes import get_scheme
 from .visibility import GOOD_NME, HARD, fit_logistic, fit_quality, framing_config, occluded_crops
@@ -44,24 +43,10 @@ BAD_ERROR = 0.10
 FEATURES = ("log_spread", "visibility", "score", "face_log_spread", "face_visibility", "face_score")
 
 
-def point_errors(points: np.ndarray, truth: np.ndarray, norm: tuple[int, int]) -> np.ndarray:
-    """(F, N) each point's distance from the truth over the true distance between points
-    ``norm`` (the scheme's inter-ocular pair)."""
-    iod = np.linalg.norm(truth[:, norm[0]] - truth[:, norm[1]], axis=-1)
-    return np.linalg.norm(points - truth, axis=-1) / iod[:, None]
-
-
 def feature_array(features: dict[str, np.ndarray]) -> np.ndarray:
     """The FEATURES of point_features, stacked (F, N, len(FEATURES))."""
     shape = features["score"].shape
     return np.stack([np.broadcast_to(features[k], shape).astype(np.float64) for k in FEATURES], -1)
-
-
-def predictions(path: str | Path, crops: np.ndarray, threads: int | None = None) -> Any:
-    """The file's Marks for crops (M, S, S, 3) uint8 BGR, through the SDK (pipnet_sdk.LandmarkModel)."""
-    from pipnet_sdk.landmark_model import LandmarkModel
-
-    return LandmarkModel(path, threads=threads).run_crops(crops, batch_size=64)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +64,6 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     from pipnet_sdk.landmark_model import QUALITY_FEATURES, LandmarkModel, Marks, point_features
 
-    from .evaluate import nme_per_face
     from .train import prepare
 
     model = onnx.load(str(a.model))
@@ -92,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     norm = get_scheme(cfg["scheme"]).norm
     if norm is None:
         raise SystemExit(f"{cfg['scheme']} has no inter-ocular pair: point quality needs one")
+    landmarks = LandmarkModel(a.model, threads=a.threads)
     runs = {}  # (part, kind): Marks and true points
     for part, origin, kind, rounds, seed in (
         ("train", "train", None, a.rounds, 10),  # the point quality's fit
@@ -101,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     ):
         images, points = d[f"{origin}_images"], d[f"{origin}_points"]
         crops, truth, _ = occluded_crops(images, points, cfg, rounds, seed, kind)
-        runs[part, kind is not None] = (predictions(a.model, crops, a.threads), truth)
+        runs[part, kind is not None] = (landmarks.run_crops(crops, batch_size=64), truth)
 
     def joined(part: str) -> tuple[Marks, np.ndarray]:
         (m0, t0), (m1, t1) = runs[part, False], runs[part, True]
@@ -112,9 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     x = feature_array(point_features(train.scores, train.visibility, train.spread))
     w, b = fit_logistic(x, point_errors(train.points, train_truth, norm) <= BAD_ERROR, (x.shape[1],), 1e-4)
     faces = point_features(val.scores, val.visibility, val.spread)
-    x, good = feature_array(faces), point_errors(val.points, val_truth, norm) <= BAD_ERROR
+    errors = point_errors(val.points, val_truth, norm)
+    x, good = feature_array(faces), errors <= BAD_ERROR
     p = 1 / (1 + np.exp(-(x @ w + b)))
-    face_good = nme_per_face(val.points, val_truth, norm) <= GOOD_NME
+    face_good = errors.mean(1) <= GOOD_NME
     quality = fit_quality({k: faces[v][:, 0] for k, v in QUALITY_FEATURES.items()}, face_good)
     with_quality = {**file_metadata(model), "quality": quality}
     report = {
@@ -125,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     quality_auroc = {}
     for name, meta in (("before", file_metadata(model)), ("after", with_quality)):
         if meta.get("quality"):
-            q = LandmarkModel.quality_of(meta["quality"], val)
+            q = LandmarkModel.quality_of(meta["quality"], faces)
             quality_auroc[name] = round(auroc(q[face_good], q[~face_good]), 4)
     quality["validation_auroc"] = quality_auroc["after"]
     meta = {

@@ -52,23 +52,27 @@ TRAIN_DIR = "data/300w/train"
 # ----------------------------------------------------------------------------------- metrics
 
 
-def nme_per_face(pred: np.ndarray, gt: np.ndarray, norm: tuple[int, int] | None = INTER_OCULAR) -> np.ndarray:
-    """Per-face NME (F,) for predictions and ground truth (F, N, 2): mean point error divided
-    by the distance between points norm[0] and norm[1] of the ground truth (or, if norm is
-    None, by sqrt of the ground-truth landmark box area)."""
+def point_errors(pred: np.ndarray, gt: np.ndarray, norm: tuple[int, int] | None = INTER_OCULAR) -> np.ndarray:
+    """Per-point errors (F, N) for predictions and ground truth (F, N, 2): each point's distance
+    from the truth divided by the distance between points norm[0] and norm[1] of the ground truth
+    (or, if norm is None, by sqrt of the ground-truth landmark box area)."""
     pred = np.asarray(pred, np.float64)
     gt = np.asarray(gt, np.float64)
     if pred.ndim == 2:
         pred, gt = pred[None], gt[None]
     if pred.shape != gt.shape:
         raise ValueError(f"pred {pred.shape} and gt {gt.shape} differ")
-    err = np.linalg.norm(pred - gt, axis=-1).mean(-1)
     if norm is None:
         wh = gt.max(1) - gt.min(1)
         d = np.sqrt(wh[:, 0] * wh[:, 1])
     else:
         d = np.linalg.norm(gt[:, norm[0]] - gt[:, norm[1]], axis=-1)
-    return err / d
+    return np.linalg.norm(pred - gt, axis=-1) / d[:, None]
+
+
+def nme_per_face(pred: np.ndarray, gt: np.ndarray, norm: tuple[int, int] | None = INTER_OCULAR) -> np.ndarray:
+    """Per-face NME (F,): the mean of point_errors."""
+    return point_errors(pred, gt, norm).mean(-1)
 
 
 def failure_rate(nmes: Sequence[float], threshold: float = 0.1) -> float:

@@ -275,36 +275,42 @@ class LandmarkModel:
         self._scale = (1.0 / (255.0 * s.std)).astype(np.float32)
         self._shift = (-s.mean / s.std).astype(np.float32)
 
+    def qualities(self, marks: Marks) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Each face's quality (F,) and each point's quality (F, N), from one reading of their
+        features (point_features); each None when the file carries no such calibration, both None
+        without visibility."""
+        if marks.visibility is None:
+            return None, None
+        features = point_features(marks.scores, marks.visibility, marks.spread)
+        q = self.spec.extra.get("quality")
+        face = self.quality_of(q, features) if q else None
+        if self._point_coef is None:
+            return face, None
+        z = self._point_intercepts + sum(c * features[name] for name, c in self._point_coef)
+        return face, (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
     def quality(self, marks: Marks) -> np.ndarray | None:
         """Each face's quality (F,): the calibrated probability that its landmarks are good (NME
         within the file's ``quality.good_nme`` of the inter-ocular distance), from its mean
         landmark score and mean visibility (and, in files since 0.6.3, its mean log vote spread);
         None when the file carries no calibration or no visibility."""
-        q = self.spec.extra.get("quality")
-        if not q or marks.visibility is None:
-            return None
-        return self.quality_of(q, marks)
-
-    @staticmethod
-    def quality_of(calibration: dict, marks: Marks) -> np.ndarray:
-        """The face quality (F,) a calibration (a file's ``quality`` entry) gives marks that have
-        visibility."""
-        assert marks.visibility is not None
-        faces = point_features(marks.scores, marks.visibility, marks.spread)
-        features = {name: faces[key][:, 0] for name, key in QUALITY_FEATURES.items()}
-        names, coef = calibration["features"], calibration["coef"]
-        z = float(calibration["intercept"]) + sum(float(c) * features[name] for name, c in zip(names, coef))
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        return self.qualities(marks)[0]
 
     def point_quality(self, marks: Marks) -> np.ndarray | None:
         """Each point's quality (F, N): the calibrated probability that it lies within the file's
         ``point_quality.bad_error`` of the inter-ocular distance from the truth, from its vote
         spread, visibility and score and its face's means of them (point_features); None when
         the file carries no such calibration or no visibility."""
-        if self._point_coef is None or marks.visibility is None:
-            return None
-        features = point_features(marks.scores, marks.visibility, marks.spread)
-        z = self._point_intercepts + sum(c * features[name] for name, c in self._point_coef)
+        return self.qualities(marks)[1]
+
+    @staticmethod
+    def quality_of(calibration: dict, features: dict[str, np.ndarray]) -> np.ndarray:
+        """The face quality (F,) a calibration (a file's ``quality`` entry) gives faces whose
+        point_features are ``features``."""
+        names, coef = calibration["features"], calibration["coef"]
+        z = float(calibration["intercept"]) + sum(
+            float(c) * features[QUALITY_FEATURES[name]][:, 0] for name, c in zip(names, coef)
+        )
         return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     def preprocess(self, crops_bgr: np.ndarray) -> np.ndarray:

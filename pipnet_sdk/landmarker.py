@@ -352,7 +352,7 @@ class Landmarker:
         if self.upright_search:
             _, marks = self.upright(imgs, squares, marks)
         return [
-            faces_from(boxes, scores, mk, im.shape, self.model.quality(mk), self.model.point_quality(mk))
+            faces_from(boxes, scores, mk, im.shape, *self.model.qualities(mk))
             for im, (boxes, scores), mk in zip(imgs, dets, marks)
         ]
 

@@ -415,7 +415,7 @@ class VideoLandmarker:
         if lm.upright_search:  # a face turned since the last frame, or on its side
             (squares,), (marks,) = lm.upright([img], [squares], [marks])
         pts, ls, vis = marks.points, marks.scores, marks.visibility
-        quality, point_quality = lm.model.quality(marks), lm.model.point_quality(marks)
+        quality, point_quality = lm.model.qualities(marks)
         kept: list[_Track] = []
         faces: list[Face] = []
         for i, tr in enumerate(self._tracks):
