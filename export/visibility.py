@@ -165,16 +165,21 @@ def run_with_features(
     model = LandmarkModel(path, threads=threads)
     session = make_session(path, threads=threads, data=with_features(path) if graph is None else graph)
     names = ["candidates", "scores", *extra] + (["visibility"] if model.has_visibility else [])
-    got: dict[str, list[np.ndarray]] = {k: [] for k in ["points", "scores", *extra, "visibility"]}
+    # filled in place, batch by batch: the maps of tens of thousands of crops take gigabytes, and
+    # a list of batches joined at the end would need them twice
+    out: dict[str, np.ndarray] = {}
     for i in tqdm(range(0, len(crops), 64), desc="features", disable=not progress):
         x = model.preprocess(crops[i : i + 64])
         outputs = dict(zip(names, session.run(names, {model.input_name: x})))
-        got["points"].append(model.decode([outputs["candidates"], outputs["scores"]])[0])
+        got = {"points": model.decode([outputs["candidates"], outputs["scores"]])[0]}
         for k in ["scores", *extra, "visibility"]:
             if k in outputs:
                 v = outputs[k]
-                got[k].append(v.astype(np.float16) if k in extra and v.dtype == np.float32 else v)
-    out = {k: np.concatenate(v) for k, v in got.items() if v}
+                got[k] = v.astype(np.float16) if k in extra and v.dtype == np.float32 else v
+        for k, v in got.items():
+            if k not in out:
+                out[k] = np.empty((len(crops), *v.shape[1:]), v.dtype)
+            out[k][i : i + len(v)] = v
     if graph is None:
         out["features"] = out["features"][:, :, 0]
     return out
