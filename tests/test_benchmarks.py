@@ -62,3 +62,21 @@ def test_end_to_end_presets_are_sdk_detector_options() -> None:
         assert model in ("n", "s") and set(options) <= set(YuNet.OPTIONS)
         check_options(options)
     assert end_to_end.PRESETS["n320-cascade"][1] == {"size": 320, "fallback_sizes": (640,)}
+
+
+def test_the_video_error_ratio_has_its_standard_error() -> None:
+    """video_stability.error_ratio: the ratio of mean errors on the same sequences, with one
+    standard error from the per-sequence differences (zero when every sequence moves alike)."""
+    from benchmarks import video_stability
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 100, (68, 2))
+    truth[36], truth[45] = (30, 40), (70, 40)  # inter-ocular distance 40
+    seqs = [[(None, truth) for _ in range(10)] for _ in range(6)]
+    base = [[truth + 2.0 for _ in range(10)] for _ in range(6)]  # every point off by (2, 2) px
+    worse = [[truth + 2.2 for _ in range(10)] for _ in range(6)]
+    ratio, se = video_stability.error_ratio(worse, base, seqs)
+    assert ratio == pytest.approx(1.1) and se == pytest.approx(0.0, abs=1e-12)
+    mixed = [[truth + (2.0 if i % 2 else 2.4) for _ in range(10)] for i in range(6)]
+    ratio, se = video_stability.error_ratio(mixed, base, seqs)
+    assert ratio == pytest.approx(1.1) and se == pytest.approx(0.1 / np.sqrt(6) * np.sqrt(6 / 5), rel=1e-6)
