@@ -24,7 +24,8 @@ class AugmentConfig:
     p_occlude_texture: float = 0.0  # of the occluders: filled with another crop of the batch, not a flat colour
     p_occlude_ellipse: float = 0.0  # of the occluders: an ellipse (a hand, a cup, a microphone), not a rectangle
     p_occlude_dark: float = 0.0  # of the flat occluders: near black (a black mask, a phone, padding past the image)
-    p_occlude_light: float = 0.0  # of the flat occluders: near white (a surgical mask, paper, a white sleeve)
+    p_occlude_light: float = 0.0  # of the flat occluders: near white (a surgical mask, paper, a white sleeve); drawn
+    # after p_occlude_dark, so p_occlude_dark is then the share of the flat occluders not near white
     p_occlude_bar: float = 0.0  # of the occluders: a thick bar at any angle (a finger, a pen, a microphone)
     p_occlude_edge: float = 0.0  # of the occluders: black from a side of the crop inward (the image's edge)
     p_blur: float = 0.2
