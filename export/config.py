@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "pretrained": None,
     "pretrained_path": None,
     "trunk_lr_scale": 1.0,
+    "freeze_bn": False,
     "visibility_lr_scale": 1.0,
     "restarts": [],
     "average_last": 0,

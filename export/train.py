@@ -474,12 +474,23 @@ def batch_loss(run: Run, idx: torch.Tensor, stage: int | None) -> tuple[torch.Te
     return loss, parts
 
 
+def set_train_mode(model: PIPNet, freeze_bn: bool) -> None:
+    """Training mode; with freeze_bn the trunk's BatchNorm layers keep the running statistics they
+    started with (their scales and shifts still learn)."""
+    model.train()
+    if freeze_bn:
+        for m in model.backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+
 def train_epoch(run: Run, epoch: int, steps: int, stage: int | None, progress: bool) -> dict[str, torch.Tensor]:
     """One pass over the faces in a random order; the losses summed over its steps."""
     cfg = run.cfg
     logged = LOSS_PARTS + (("visibility",) if cfg["visibility_weight"] > 0 else ())
     totals = {k: torch.zeros((), device=run.dev) for k in logged}
     perm = torch.randperm(len(run.batches.images), generator=run.gen)
+    set_train_mode(run.model, cfg["freeze_bn"])
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg['epochs']}", disable=not progress, leave=False)
     for step in bar:
         for g in run.opt.param_groups:

@@ -173,3 +173,24 @@ def test_a_zero_trunk_learning_rate_trains_the_heads_alone(tmp_path: Path, share
             assert torch.equal(p, after[name]), name
         else:
             assert not torch.equal(p, after[name]), name
+
+
+def test_freeze_bn_keeps_the_trunks_batchnorm_statistics() -> None:
+    """ "freeze_bn": the trunk's running statistics stay as they were in training mode; without it
+    every one of them moves."""
+    from export.train import set_train_mode
+
+    torch.manual_seed(0)
+    model = PIPNet(68, 10, "mobilenetv2", 32)
+    x = torch.randn(4, 3, 64, 64) * 3 + 1
+    for freeze in (True, False):
+        before = {k: v.clone() for k, v in model.state_dict().items() if "running_mean" in k}
+        set_train_mode(model, freeze)
+        model(x)
+        moved = [k for k, v in model.state_dict().items() if "running_mean" in k and not torch.equal(v, before[k])]
+        trunk_moved = [k for k in moved if k.startswith("backbone.")]
+        assert model.training
+        if freeze:
+            assert trunk_moved == []
+        else:
+            assert len(trunk_moved) == len([k for k in before if k.startswith("backbone.")])
