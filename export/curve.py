@@ -1,11 +1,12 @@
 """The learning curve of a run: validation NME and learning rate per epoch, stage after stage.
 
     python -m export.curve runs/fast06/teacher runs/fast06/restart1 --out curve.png [--window 9]
+    python -m export.curve runs/a runs/b --overlay --out probes.png
 
 Each argument is a stage's run folder (or its log.txt); the stages follow one another on the x
-axis. Validation NME is drawn per epoch (dots) and as a running median over --window epochs
-(line), which shows the trend through the epoch-to-epoch noise, up to 1.5x the best; the learning
-rate on the right.
+axis, or with --overlay each starts at epoch 1 (runs side by side, to compare). Validation NME is
+drawn per epoch (dots) and as a running median over --window epochs (line), which shows the trend
+through the epoch-to-epoch noise, up to 1.5x the best; the learning rate on the right.
 """
 
 from __future__ import annotations
@@ -38,8 +39,18 @@ def running_median(values: np.ndarray, window: int) -> np.ndarray:
     return np.array([np.nanmedian(values[max(0, i - half) : i + half + 1]) for i in range(len(values))])
 
 
-def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9) -> Path:
-    """Write a PNG of the stages' validation NME and learning rate, one after another."""
+def stage_offsets(stages: dict[str, list[dict]], overlay: bool = False) -> list[int]:
+    """Where each stage's epoch 0 sits on the x axis: after the stage before it, or at 0 (overlay)."""
+    offsets, start = [], 0
+    for records in stages.values():
+        offsets.append(start)
+        if not overlay and records:
+            start += int(records[-1]["epoch"])
+    return offsets
+
+
+def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9, overlay: bool = False) -> Path:
+    """Write a PNG of the stages' validation NME and learning rate, one after another (or overlaid)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,8 +58,8 @@ def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9)
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     lr_ax = ax.twinx()
-    start, lows = 0, []
-    for i, (name, records) in enumerate(stages.items()):
+    lows = []
+    for i, ((name, records), start) in enumerate(zip(stages.items(), stage_offsets(stages, overlay))):
         x = start + np.array([r["epoch"] for r in records])
         nme = np.array([r.get("nme", np.nan) for r in records], float)
         color = f"C{i}"
@@ -61,11 +72,10 @@ def plot_curve(stages: dict[str, list[dict]], path: str | Path, window: int = 9)
         lr_ax.plot(x, [r["lr"] for r in records], "--", color=color, alpha=0.5, linewidth=1)
         if start:
             ax.axvline(start + 0.5, color="grey", linewidth=0.8)
-        start = int(x[-1]) if len(x) else start
     if lows:  # the first epochs' errors are far above the rest: keep the scale for the tail
         ax.set_ylim(0.95 * min(lows), 1.5 * min(lows))
     lr_ax.set_ylim(bottom=0)
-    ax.set_xlabel("epoch (stages one after another)")
+    ax.set_xlabel("epoch" if overlay else "epoch (stages one after another)")
     ax.set_ylabel(f"validation NME % (dots; line: median of {window})")
     lr_ax.set_ylabel("learning rate (dashed)")
     ax.grid(alpha=0.3)
@@ -85,9 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("stages", nargs="+", help="run folders (or log.txt files), in the order they trained")
     ap.add_argument("--out", required=True, help="PNG to write")
     ap.add_argument("--window", type=int, default=9, help="epochs in the running median")
+    ap.add_argument("--overlay", action="store_true", help="each run from epoch 1, to compare runs")
     a = ap.parse_args(argv)
     stages = {Path(s).name if Path(s).is_dir() else Path(s).parent.name: read_log(s) for s in a.stages}
-    print(plot_curve(stages, a.out, a.window))
+    print(plot_curve(stages, a.out, a.window, a.overlay))
     return 0
 
 

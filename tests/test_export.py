@@ -1314,7 +1314,7 @@ def test_the_learning_curve_reads_resumed_logs_and_draws_the_stages(tmp_path: Pa
     comment lines are skipped, the running median follows the trend, and the picture is drawn."""
     import cv2
 
-    from export.curve import plot_curve, read_log, running_median
+    from export.curve import plot_curve, read_log, running_median, stage_offsets
 
     run = tmp_path / "teacher"
     run.mkdir()
@@ -1334,3 +1334,6 @@ def test_the_learning_curve_reads_resumed_logs_and_draws_the_stages(tmp_path: Pa
     png = plot_curve({"teacher": records, "restart1": [{"epoch": 1, "nme": 4.2, "lr": 5e-4}]}, tmp_path / "c.png")
     img = cv2.imread(str(png))
     assert img is not None and img.shape[0] > 300 and img.std() > 10
+    two = {"teacher": records, "restart1": [{"epoch": 1, "nme": 4.2, "lr": 5e-4}]}
+    assert stage_offsets(two) == [0, 4] and stage_offsets(two, overlay=True) == [0, 0]
+    assert cv2.imread(str(plot_curve(two, tmp_path / "o.png", overlay=True))) is not None
