@@ -12,8 +12,8 @@ exactly as it is, so the file's landmarks and scores do not change by a bit. Two
   a logistic regression on the feature vector read at its argmax cell and the landmark's score.
 
 Either is fitted on what the file itself computes (int8 as shipped) on training crops under
-synthetic occluders: flat (a fifth of them near white, a quarter of the rest near black) and textured (another
-face's pixels), rectangles, ellipses and bars at any angle; black cuts from a side of the crop (an
+synthetic occluders: flat (a fifth of them near white, a quarter of the rest near black) and
+textured (another face's pixels), rectangles, ellipses and bars at any angle; black cuts from a side of the crop (an
 image's edge, padded black by the SDK); and points pushed out of the crop by the geometric jitter.
 A point is labeled hidden when it lies under the occluder or outside the crop
 (export.augment.visible_points).
